@@ -1,0 +1,128 @@
+"""The `LogprobBackend` protocol: what the ICM search needs from a model, and nothing more.
+
+A backend scores prompts whose next token should be a label (" True" / " False"). For each prompt
+it returns the summed probability of the True-ish and False-ish tokens among the next-token top
+logprobs, the share of probability mass they carry, and token usage. Parsing of the servers' two
+logprobs shapes lives here so both backends share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+#: Case-insensitive token spellings counted as each label (after stripping whitespace).
+TRUE_SPELLINGS = frozenset({"true", "yes"})
+FALSE_SPELLINGS = frozenset({"false", "no"})
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    """Next-token label probabilities for one prompt.
+
+    ``p_true``/``p_false`` are summed over the label's spelling variants (" True", "True", " true").
+    A side that did not appear in the top-k is ``None``, never 0 pretending to be a measurement.
+    """
+
+    p_true: float | None
+    p_false: float | None
+    prompt_tokens: int = 0
+    cached_tokens: int | None = None
+    """Prompt tokens served from the engine's prompt cache (None when the server does not say)."""
+    source: str = "top_logprobs"
+    """``top_logprobs`` or ``echo`` (explicit continuation scoring)."""
+
+    @property
+    def label_mass(self) -> float:
+        """Share of next-token probability mass on the label tokens."""
+        return (self.p_true or 0.0) + (self.p_false or 0.0)
+
+    def logodds(self, floor: float = 1e-5) -> float:
+        """log P(True) − log P(False), each side floored so a missing side is bounded, not infinite."""
+        if self.p_true is None and self.p_false is None:
+            raise ValueError("no label token observed")
+        return math.log((self.p_true or 0.0) + floor) - math.log((self.p_false or 0.0) + floor)
+
+    def prob_true(self) -> float:
+        """P(True | label ∈ {True, False}): the two-way normalised probability."""
+        return 1.0 / (1.0 + math.exp(-self.logodds()))
+
+
+@dataclass
+class BackendStats:
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cached_known: bool = True
+    retries: int = 0
+    fallbacks: int = 0
+
+    @property
+    def evaluated_tokens(self) -> int | None:
+        return self.prompt_tokens - self.cached_tokens if self.cached_known else None
+
+
+@runtime_checkable
+class LogprobBackend(Protocol):
+    """Anything that can score label prompts. Implementations must be safe for concurrent calls."""
+
+    name: str
+    """Backend kind, e.g. "openai" or "embedded"."""
+    model: str
+    """The model identifier recorded in provenance and cache keys."""
+    stats: BackendStats
+
+    async def score(self, prompts: Sequence[str]) -> list[LabelScore]:
+        """Score every prompt (concurrently where the backend can); same order as ``prompts``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def classify_token(token: str) -> bool | None:
+    """True / False for a label-token spelling, None for any other token."""
+    t = token.strip().lower()
+    if t in TRUE_SPELLINGS:
+        return True
+    if t in FALSE_SPELLINGS:
+        return False
+    return None
+
+
+def sum_label_probs(top: Iterable[tuple[str, float]]) -> tuple[float | None, float | None]:
+    """Sum exp(logprob) of true-ish and false-ish tokens of one top-k list of (token, logprob)."""
+    pt: float | None = None
+    pf: float | None = None
+    for tok, lp in top:
+        kind = classify_token(tok)
+        if kind is True:
+            pt = (pt or 0.0) + math.exp(lp)
+        elif kind is False:
+            pf = (pf or 0.0) + math.exp(lp)
+    return pt, pf
+
+
+def parse_top_logprobs(logprobs: Mapping | None) -> list[tuple[str, float]]:
+    """The first generated position's top-k as (token, logprob) pairs, from either server shape.
+
+    - llama.cpp native: ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}``
+    - vLLM / legacy OpenAI: ``{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{tok: lp}]}``
+    """
+    if not logprobs:
+        return []
+    content = logprobs.get("content")
+    if content:
+        first = content[0]
+        return [(e["token"], float(e["logprob"])) for e in first.get("top_logprobs") or []] or (
+            [(first["token"], float(first["logprob"]))] if "token" in first else []
+        )
+    tops = logprobs.get("top_logprobs")
+    if tops:
+        first = tops[0] or {}
+        return [(tok, float(lp)) for tok, lp in first.items()]
+    tokens, lps = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    if tokens and lps and lps[0] is not None:
+        return [(tokens[0], float(lps[0]))]
+    return []

@@ -1,0 +1,113 @@
+"""The one exception tree of steerkit.
+
+Every error says what was wrong and what to do about it. Errors caused by the caller's input
+(`UserError` branch) are kept apart from errors raised by a model server (`BackendError` branch),
+as pydantic-ai does, so an app can tell "fix your request" from "retry later".
+"""
+
+from __future__ import annotations
+
+
+class SteerkitError(Exception):
+    """Root of every error steerkit raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        super().__init__(f"{message}" + (f" ({self.hint})" if self.hint else ""))
+
+
+# --- caller / configuration mistakes ------------------------------------------------------------
+
+
+class UserError(SteerkitError):
+    """The caller passed something invalid; fixing the input fixes it."""
+
+
+class ConfigError(UserError):
+    """Invalid configuration (file, environment variable or flag)."""
+
+    hint = "check `steerkit config show` and the README's configuration section"
+
+
+class InvalidPoolError(UserError):
+    """An item pool or its consistency groups are malformed (empty pool, duplicate ids, bad group)."""
+
+
+class PackError(UserError):
+    """A persona pack file is malformed; the message names the file and the field."""
+
+
+class DatasetImportError(UserError):
+    """A dataset file given to an importer cannot be read as the format it claims to be."""
+
+
+class UnknownPersonaError(UserError):
+    """A persona id that no configured pack defines (text can never create a persona)."""
+
+
+class InvalidRequestError(UserError):
+    """A malformed chat request or steering option."""
+
+
+class InvalidAnswerError(UserError):
+    """A human answer that names an unknown escalation, an option the question lacks, or a stale version."""
+
+
+# --- model servers ------------------------------------------------------------------------------
+
+
+class BackendError(SteerkitError):
+    """A model backend failed (server error, timeout, unusable response)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The server could not be reached or kept failing after the retry budget."""
+
+    hint = "check that the server is running and the base_url is right; retries were exhausted"
+
+
+class ModelNotFoundError(BackendError):
+    """The model file or served model name does not exist."""
+
+
+class LabelTokensMissingError(BackendError):
+    """Neither label token was among the returned top logprobs, and no fallback could score them.
+
+    Steerkit never turns this into a silent zero score.
+    """
+
+    hint = (
+        "end the prompt so ' True'/' False' is a natural next token, raise top_logprobs, "
+        "or use a server that supports echo scoring"
+    )
+
+
+class ContextOverflowError(BackendError):
+    """A prompt is longer than the model's context window."""
+
+    hint = "use a smaller item pool (split it into batches) or a model with a longer context"
+
+
+# --- search / cache / feedback ------------------------------------------------------------------
+
+
+class SearchError(SteerkitError):
+    """The ICM search could not run (e.g. inconsistent fixed labels)."""
+
+
+class CheckpointError(SearchError):
+    """A search checkpoint is unreadable or belongs to a different pool/config."""
+
+    hint = "delete the checkpoint file to start the search afresh"
+
+
+class StoreError(SteerkitError):
+    """The example-set cache could not be read or written."""
+
+
+class FeedbackError(SteerkitError):
+    """A feedback adapter failed to submit escalations or fetch answers."""

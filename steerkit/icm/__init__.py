@@ -1,0 +1,1 @@
+"""The ICM coherence search (to be implemented: see issue 2)."""

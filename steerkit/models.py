@@ -1,0 +1,377 @@
+"""Pydantic v2 value types shared by every part of steerkit.
+
+The search (`steerkit.icm`) consumes a `Pool` and produces an `ExampleSet`; everything else
+(packs, cache, middleware, escalation) passes these objects around instead of dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from steerkit._version import __version__
+from steerkit.errors import InvalidPoolError
+
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of `obj` (sorted keys), first 16 hex digits."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- personas -----------------------------------------------------------------------------------
+
+
+class PersonaCues(_Frozen):
+    """What a user's text must state for the rule-based extractor to match a persona."""
+
+    aliases: tuple[str, ...] = ()
+    """Names and synonyms: "Democrat", "Dem", "democratic party"; for a country also its demonyms."""
+    keywords: tuple[str, ...] = ()
+    """Phrases that indicate the persona ("keep it short", "step by step")."""
+    negative_keywords: tuple[str, ...] = ()
+    """Phrases that indicate a contrasting persona; they lower the match confidence."""
+
+
+class Persona(_Frozen):
+    id: Ident
+    """Stable id, unique across all loaded packs, e.g. "polparty/democrat"."""
+    name: str = Field(min_length=1)
+    """Display name used in claims: "The majority of {name} would answer …"."""
+    dimension: str = Field(min_length=1)
+    """The persona dimension ("country", "political_affiliation", "interaction_style")."""
+    description: str = ""
+    cues: PersonaCues = PersonaCues()
+
+
+# --- items and constraints ----------------------------------------------------------------------
+
+ItemKind = Literal["claim", "preference", "answer"]
+
+
+class Item(_Frozen):
+    """One claim whose truth value for a persona the search infers.
+
+    - ``claim``: survey question + one answer option ("The majority of X would answer … as: 'opt'").
+    - ``preference``: ``choice_1 > choice_2`` for the persona (the pair swapped is another item).
+    - ``answer``: (question, candidate answer); true when the answer represents the persona.
+    """
+
+    id: Ident
+    kind: ItemKind
+    question: str = Field(min_length=1)
+    option: str | None = None
+    """The answer option (claim) or the candidate answer (answer)."""
+    choice_1: str | None = None
+    choice_2: str | None = None
+    group: str | None = None
+    """Id of the consistency group this item belongs to, if any."""
+    key: str | None = None
+    """Consistency key for ``keyed`` groups (same key ⇒ same label)."""
+    gold: bool | None = None
+    """A reference label, when the data has one (evaluation only; the search never reads it)."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> Item:
+        if self.kind in ("claim", "answer") and not self.option:
+            raise ValueError(f"item {self.id!r}: kind {self.kind!r} needs a non-empty 'option'")
+        if self.kind == "preference" and not (self.choice_1 and self.choice_2):
+            raise ValueError(f"item {self.id!r}: kind 'preference' needs 'choice_1' and 'choice_2'")
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """The fields that define the item for hashing (not gold, not meta)."""
+        return self.model_dump(include={"id", "kind", "question", "option", "choice_1", "choice_2", "group", "key"})
+
+
+ConstraintKind = Literal["exactly_one", "asymmetric", "keyed"]
+
+
+class ConsistencyGroup(_Frozen):
+    """A logical constraint over items.
+
+    - ``exactly_one``: exactly one member is True (the persona's answer among a question's options).
+    - ``asymmetric``: two items A>B and B>A; exactly one is True (not both true, not both false).
+    - ``keyed``: members with the same ``key`` share a label; members with different keys are not
+      both True (candidate answers to one question).
+    """
+
+    id: Ident
+    kind: ConstraintKind
+    item_ids: tuple[Ident, ...]
+
+    @model_validator(mode="after")
+    def _size(self) -> ConsistencyGroup:
+        n = len(self.item_ids)
+        if len(set(self.item_ids)) != n:
+            raise ValueError(f"group {self.id!r} lists an item twice")
+        if self.kind == "exactly_one" and n < 2:
+            raise ValueError(f"group {self.id!r}: an 'exactly_one' group needs at least 2 items, got {n}")
+        if self.kind == "asymmetric" and n != 2:
+            raise ValueError(f"group {self.id!r}: an 'asymmetric' group needs exactly 2 items, got {n}")
+        if self.kind == "keyed" and n < 2:
+            raise ValueError(f"group {self.id!r}: a 'keyed' group needs at least 2 items, got {n}")
+        return self
+
+    def violations(self, labels: dict[str, bool], keys: dict[str, str | None] | None = None) -> int:
+        """Number of violated constraints among the members that have a label.
+
+        Counted as the reference code does: unordered inconsistent pairs of labelled members;
+        an ``exactly_one``/``asymmetric`` group whose members are *all* labelled False counts one more.
+        """
+        members = [i for i in self.item_ids if i in labels]
+        bad = 0
+        if self.kind in ("exactly_one", "asymmetric"):
+            trues = sum(1 for i in members if labels[i])
+            bad += trues * (trues - 1) // 2
+            if members and len(members) == len(self.item_ids) and trues == 0:
+                bad += 1
+        else:
+            keys = keys or {}
+            for a in range(len(members)):
+                for b in range(a + 1, len(members)):
+                    i, j = members[a], members[b]
+                    same = keys.get(i) == keys.get(j)
+                    if same and labels[i] != labels[j]:
+                        bad += 1
+                    elif not same and labels[i] and labels[j]:
+                        bad += 1
+        return bad
+
+
+class Pool(_Frozen):
+    """A persona and the items whose labels the search infers, with their constraints.
+
+    Validation rejects what the search cannot work with: an empty pool, duplicate item ids,
+    groups naming unknown items, items in two groups, or a group mismatching the items' ``group``.
+    """
+
+    persona: Persona
+    items: tuple[Item, ...]
+    groups: tuple[ConsistencyGroup, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Pool:
+        if not self.items:
+            raise InvalidPoolError("the item pool is empty", hint="give the search at least one item")
+        ids = [it.id for it in self.items]
+        seen: set[str] = set()
+        dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        if dups:
+            raise InvalidPoolError(f"duplicate item ids in the pool: {dups[:5]}", hint="item ids must be unique")
+        known = set(ids)
+        owner: dict[str, str] = {}
+        gids: set[str] = set()
+        for g in self.groups:
+            if g.id in gids:
+                raise InvalidPoolError(f"duplicate consistency group id {g.id!r}")
+            gids.add(g.id)
+            for i in g.item_ids:
+                if i not in known:
+                    raise InvalidPoolError(f"group {g.id!r} names unknown item {i!r}")
+                if i in owner:
+                    raise InvalidPoolError(f"item {i!r} is in two groups ({owner[i]!r} and {g.id!r})")
+                owner[i] = g.id
+            if g.kind == "keyed":
+                by_id = {it.id: it for it in self.items}
+                missing = [i for i in g.item_ids if by_id[i].key is None]
+                if missing:
+                    raise InvalidPoolError(f"keyed group {g.id!r}: items without a 'key': {missing[:5]}")
+        for it in self.items:
+            if it.group is not None and owner.get(it.id) != it.group:
+                raise InvalidPoolError(
+                    f"item {it.id!r} says group {it.group!r} but the pool's groups put it in {owner.get(it.id)!r}"
+                )
+        return self
+
+    @classmethod
+    def from_items(cls, persona: Persona, items: list[Item] | tuple[Item, ...], kind: ConstraintKind | None = None) -> Pool:
+        """Build groups from the items' ``group`` fields.
+
+        The constraint kind defaults by item kind: claims → exactly_one, preferences → asymmetric,
+        answers → keyed.
+        """
+        if not items:
+            raise InvalidPoolError("the item pool is empty", hint="give the search at least one item")
+        members: dict[str, list[Item]] = {}
+        for it in items:
+            if it.group is not None:
+                members.setdefault(it.group, []).append(it)
+        default = {"claim": "exactly_one", "preference": "asymmetric", "answer": "keyed"}
+        groups = []
+        for gid, its in members.items():
+            try:
+                groups.append(
+                    ConsistencyGroup(id=gid, kind=kind or default[its[0].kind], item_ids=tuple(i.id for i in its))  # type: ignore[arg-type]
+                )
+            except ValidationError as e:
+                raise InvalidPoolError(e.errors()[0]["msg"].removeprefix("Value error, ")) from e
+        return cls(persona=persona, items=tuple(items), groups=tuple(groups))
+
+    def content_hash(self) -> str:
+        """Hash of what the search sees: persona name, items and constraints (gold excluded)."""
+        return stable_hash(
+            {
+                "persona": self.persona.name,
+                "items": [it.content() for it in self.items],
+                "groups": [g.model_dump() for g in self.groups],
+            }
+        )
+
+    def item(self, item_id: str) -> Item:
+        for it in self.items:
+            if it.id == item_id:
+                return it
+        raise KeyError(item_id)
+
+    def group_of(self) -> dict[str, ConsistencyGroup]:
+        """Item id → its group (items without a group are absent)."""
+        return {i: g for g in self.groups for i in g.item_ids}
+
+    def violations(self, labels: dict[str, bool]) -> int:
+        keys = {it.id: it.key for it in self.items}
+        return sum(g.violations(labels, keys) for g in self.groups)
+
+
+# --- search configuration -----------------------------------------------------------------------
+
+
+class SearchConfig(_Frozen):
+    """Hyperparameters of the ICM search. Defaults are the seed paper's (α=50, num_seed=8, …)."""
+
+    alpha: float = Field(50.0, gt=0)
+    objective: Literal["mean_logodds", "sum_logprob"] = "mean_logodds"
+    """``mean_logodds``: U = α·mean signed log-odds − I (reference code, what the seed paper ran);
+    ``sum_logprob``: U = α·Σ log P(yᵢ | xᵢ, D∖i) − I (Wen et al. paper)."""
+    num_seed: int = Field(8, ge=0)
+    beta: float = Field(0.99, gt=0)
+    t0: float = Field(10.0, gt=0)
+    t_min: float = Field(0.01, gt=0)
+    schedule: Literal["paper", "reference"] = "paper"
+    """``paper``: T = max(T_min, T₀/(1+β·ln n)), n = iteration; ``reference``: T₀/(1+2·ln(1+accepted))."""
+    max_iterations: int = Field(200, ge=0)
+    patience: int = Field(40, ge=1)
+    """Stop early after this many iterations without an accepted change (once every item is labelled)."""
+    restarts: int = Field(1, ge=1)
+    """Independent searches from different seeds, run concurrently; the highest U is kept."""
+    group_priority: float = Field(100.0, ge=1)
+    fix_rounds: int = Field(10, ge=0)
+    seed: int = 27565976
+    template: Literal["natural", "reference"] = "natural"
+    """``natural`` ends prompts with "…this claim is" so the label is one next token (" True");
+    ``reference`` keeps the reference code's trailing space."""
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump())
+
+
+# --- results ------------------------------------------------------------------------------------
+
+LabelSource = Literal["icm", "human", "seed", "fixed"]
+
+
+class Label(_Frozen):
+    item_id: Ident
+    value: bool
+    confidence: float = Field(ge=0.0, le=1.0)
+    """Probability of the assigned label under the final mutual-predictability pass."""
+    logodds: float = 0.0
+    """Signed True-vs-False log-odds of the final pass (positive favours True)."""
+    source: LabelSource = "icm"
+    annotator: str | None = None
+    """For human labels: which adapter/annotator gave it."""
+    labelled_at: datetime | None = None
+
+
+class SearchStats(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    iterations: int = 0
+    accepted: int = 0
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens sent."""
+    evaluated_tokens: int | None = None
+    """Prompt tokens the engine actually evaluated after its prompt cache (None when unknown)."""
+    memo_hits: int = 0
+    wall_seconds: float = 0.0
+    label_token_mass: float | None = None
+    """Mean share of next-token probability mass on the label tokens in the final pass."""
+    restarts_u: list[float] = Field(default_factory=list)
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    backend: str
+    config: SearchConfig
+    pool_hash: str
+    seed: int
+    started_at: datetime = Field(default_factory=_utcnow)
+    finished_at: datetime = Field(default_factory=_utcnow)
+    library_version: str = __version__
+    parent_version: str | None = None
+    """The example-set version this one was re-run from (collaborative re-run)."""
+    audit: list[dict[str, Any]] = Field(default_factory=list)
+    """Audit trail entries, e.g. human labels: {item_id, value, annotator, adapter, at}."""
+
+
+class ExampleSet(BaseModel):
+    """The labelled result of a search: self-contained, so it can be cached and injected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    persona: Persona
+    items: tuple[Item, ...]
+    groups: tuple[ConsistencyGroup, ...] = ()
+    labels: dict[str, Label]
+    score: float
+    """The coherence U of the final labels."""
+    violations: int = 0
+    group_confidence: dict[str, float] = Field(default_factory=dict)
+    """Per consistency group: the confidence of its least certain member."""
+    provenance: Provenance
+    stats: SearchStats = Field(default_factory=SearchStats)
+
+    @property
+    def version(self) -> str:
+        """Content-derived version id: changes whenever labels or provenance inputs change."""
+        return stable_hash(
+            {
+                "pool": self.provenance.pool_hash,
+                "labels": {k: v.value for k, v in sorted(self.labels.items())},
+                "sources": {k: v.source for k, v in sorted(self.labels.items())},
+                "config": self.provenance.config.config_hash(),
+                "model": self.provenance.model,
+                "parent": self.provenance.parent_version,
+            }
+        )
+
+    def pool(self) -> Pool:
+        return Pool(persona=self.persona, items=self.items, groups=self.groups)
+
+    def label_values(self) -> dict[str, bool]:
+        return {k: v.value for k, v in self.labels.items()}
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=None)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> ExampleSet:
+        return cls.model_validate_json(data)
