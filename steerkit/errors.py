@@ -70,6 +70,16 @@ class BackendUnavailableError(BackendError):
     hint = "check that the server is running and the base_url is right; retries were exhausted"
 
 
+class BackendRequestError(BackendError):
+    """The server rejected a request (an HTTP 4xx other than 404/429); retrying will not help."""
+
+    def __init__(self, message: str, *, status: int | None = None, server_message: str = "",
+                 hint: str | None = None) -> None:
+        self.status = status
+        self.server_message = server_message
+        super().__init__(message, hint=hint)
+
+
 class ModelNotFoundError(BackendError):
     """The model file or served model name does not exist."""
 
@@ -111,3 +121,20 @@ class StoreError(SteerkitError):
 
 class FeedbackError(SteerkitError):
     """A feedback adapter failed to submit escalations or fetch answers."""
+
+
+class WebhookSignatureError(FeedbackError):
+    """An inbound webhook request has a missing, malformed, expired or wrong HMAC signature."""
+
+    hint = "sign the raw body as HMAC-SHA256(secret, timestamp + '.' + body) and send X-Steerkit-Timestamp/-Signature"
+
+
+# --- warnings -----------------------------------------------------------------------------------
+
+
+class SteerkitWarning(UserWarning):
+    """Root of the warnings steerkit emits (filter them with ``warnings.filterwarnings``)."""
+
+
+class CacheCorruptionWarning(SteerkitWarning):
+    """A cache entry could not be read or failed its checksum; it was treated as a miss."""

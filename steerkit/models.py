@@ -313,6 +313,8 @@ class SearchStats(BaseModel):
     label_token_mass: float | None = None
     """Mean share of next-token probability mass on the label tokens in the final pass."""
     restarts_u: list[float] = Field(default_factory=list)
+    resumed_iterations: int = 0
+    """Iterations restored from a checkpoint (not redone) when the search resumed."""
 
 
 class Provenance(BaseModel):

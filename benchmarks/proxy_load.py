@@ -1,0 +1,309 @@
+"""Load benchmark of the steering proxy: throughput and added latency vs a direct upstream.
+
+Starts, all on loopback:
+
+- a fast stub OpenAI upstream (raw asyncio HTTP/1.1, keep-alive; a fixed completion, or an SSE
+  stream of ``--chunks`` chunks) in its own process;
+- the proxy (``steerkit.server.create_app`` under uvicorn) in its own process, in front of the stub,
+  steering with the real `Steerer` (shipped packs, a disk cache warmed before measuring, the fake
+  scorer as search backend so no model runs) — and, for comparison, with steering switched off
+  per request (``"steerkit": {"enabled": false}``);
+
+then sends the same chat requests directly to the stub and through the proxy at 1, 16 and 128
+concurrent clients, streaming and not, and prints JSON: requests/second, latency p50/p99 (ms, to
+the last byte), and the latency the proxy adds (proxy minus direct, p50 and p99).
+
+Every run is bounded in request count and time. Usage::
+
+    python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+QUERY = "As a Democrat, what do you think about raising the minimum wage?"
+
+
+# --- stub upstream ------------------------------------------------------------------------------
+
+
+def _completion_body() -> bytes:
+    return json.dumps(
+        {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "stub",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A short stub answer."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    ).encode()
+
+
+def _stream_body(chunks: int) -> bytes:
+    out = []
+    for i in range(chunks):
+        obj = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "stub",
+            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+        }
+        data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+        out.append(b"%x\r\n%s\r\n" % (len(data), data))
+    tail = b"data: [DONE]\n\n"
+    out.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+    return b"".join(out)
+
+
+async def _stub_main(port_file: str, chunks: int) -> None:
+    plain = _completion_body()
+    plain_resp = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(plain), plain)
+    stream_resp = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" + _stream_body(chunks)
+    models = b'{"object":"list","data":[{"id":"stub","object":"model"}]}'
+    models_resp = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(models), models)
+
+    async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                n = 0
+                low = head.lower()
+                i = low.find(b"content-length:")
+                if i >= 0:
+                    n = int(low[i + 15 : low.find(b"\r\n", i)])
+                body = await reader.readexactly(n) if n else b""
+                if head.startswith(b"GET"):
+                    writer.write(models_resp)
+                elif b'"stream":true' in body or b'"stream": true' in body:
+                    writer.write(stream_resp)
+                else:
+                    writer.write(plain_resp)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(conn, "127.0.0.1", 0, backlog=1024)
+    Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+    async with server:
+        await server.serve_forever()
+
+
+# --- proxy process ------------------------------------------------------------------------------
+
+
+def _proxy_main(port_file: str, upstream: str, cache_dir: str) -> None:
+    import uvicorn
+
+    from steerkit._runtime import make_registry, make_steerer, make_store
+    from steerkit.config import Settings
+    from steerkit.server import create_app
+    from steerkit.testing import FakeScorer
+
+    settings = Settings.load(env={}, overrides={"cache_dir": cache_dir, "chat_model": {"base_url": upstream}, "server": {"log_level": "warning"}})
+    registry = make_registry(settings)
+    steerer = make_steerer(settings, registry, make_store(settings), FakeScorer(lambda p: 0.7, model="fake-bench"))
+    app = create_app(settings, steerer=steerer)
+    # a socket made as socket.socket() has proto 0, and asyncio then leaves Nagle on for accepted
+    # connections (40 ms stalls): make it an explicit TCP socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, backlog=1024)
+    server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        Path(port_file).write_text(str(sock.getsockname()[1]))
+        await task
+
+    asyncio.run(serve())
+
+
+# --- load client --------------------------------------------------------------------------------
+
+
+def _spawn(args: list[str], port_file: Path, timeout: float = 60) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if port_file.exists() and port_file.read_text().strip():
+            return proc, int(port_file.read_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"helper process {args[0]} exited with {proc.returncode}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"helper process {args[0]} did not start")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    low = head.lower()
+    i = low.find(b"content-length:")
+    if i >= 0:
+        await reader.readexactly(int(low[i + 15 : low.find(b"\r\n", i)]))
+    elif b"transfer-encoding: chunked" in low:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def _load(port: int, body: dict, *, concurrency: int, duration: float, max_requests: int) -> dict:
+    """``concurrency`` keep-alive connections, each sending requests back to back for ``duration`` s.
+
+    A minimal raw HTTP/1.1 client: a general-purpose client's own overhead at 128 connections
+    would otherwise dominate what is measured.
+    """
+    payload = json.dumps(body).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
+    lat: list[float] = []
+    errors = 0
+    sent = 0
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    for r, w in conns:  # warm-up request per connection
+        w.write(request)
+        await w.drain()
+        await _read_response(r)
+    stop_at = time.perf_counter() + duration
+
+    async def worker(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal errors, sent
+        while time.perf_counter() < stop_at and sent < max_requests:
+            sent += 1
+            t = time.perf_counter()
+            w.write(request)
+            await w.drain()
+            status = await _read_response(r)
+            if status == 200:
+                lat.append(time.perf_counter() - t)
+            else:
+                errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(r, w) for r, w in conns))
+    wall = time.perf_counter() - t0
+    for _, w in conns:
+        w.close()
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else float("nan")
+
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rps": round(len(lat) / wall, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(1000 * statistics.fmean(lat), 3) if lat else float("nan"),
+    }
+
+
+async def _bench(args: argparse.Namespace, upstream_port: int, proxy_port: int) -> dict:
+    proxied = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+    base = {"model": "stub", "messages": [{"role": "user", "content": QUERY}], "max_tokens": 32}
+    # warm the proxy's example-set cache (the first steered request computes with the fake scorer)
+    import httpx
+
+    async with httpx.AsyncClient(timeout=300, trust_env=False) as c:
+        r = await c.post(proxied, json=base)
+        r.raise_for_status()
+        steer_headers = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
+        r = await c.post(proxied, json=base)
+        steer_headers_warm = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
+    runs = []
+    for stream in (False, True):
+        for conc in args.concurrency:
+            body = dict(base, stream=stream)
+            row: dict = {"stream": stream, "concurrency": conc}
+            kw = dict(concurrency=conc, duration=args.duration, max_requests=args.max_requests)
+            row["direct"] = await _load(upstream_port, body, **kw)
+            row["proxy_steered"] = await _load(proxy_port, body, **kw)
+            row["proxy_unsteered"] = await _load(proxy_port, dict(body, steerkit={"enabled": False}), **kw)
+            for k in ("proxy_steered", "proxy_unsteered"):
+                row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - row["direct"]["p50_ms"], 3)
+                row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - row["direct"]["p99_ms"], 3)
+            runs.append(row)
+            print(
+                f"stream={stream} c={conc}: direct {row['direct']['rps']} rps p50 {row['direct']['p50_ms']} ms | "
+                f"steered {row['proxy_steered']['rps']} rps +{row['proxy_steered']['added_p50_ms']} ms | "
+                f"unsteered {row['proxy_unsteered']['rps']} rps +{row['proxy_unsteered']['added_p50_ms']} ms",
+                file=sys.stderr,
+            )
+    return {"first_request_headers": steer_headers, "warm_request_headers": steer_headers_warm, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (default 3)")
+    ap.add_argument("--max-requests", type=int, default=20000, help="request cap per measurement")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
+    ap.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
+    ap.add_argument("--_stub", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_proxy", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._stub:
+        asyncio.run(_stub_main(args._stub[0], int(args._stub[1])))
+        return
+    if args._proxy:
+        _proxy_main(*args._proxy)
+        return
+
+    with tempfile.TemporaryDirectory(prefix="steerkit-bench-") as tmp:
+        t = Path(tmp)
+        procs = []
+        try:
+            stub, up_port = _spawn(["--_stub", str(t / "stub.port"), str(args.chunks)], t / "stub.port")
+            procs.append(stub)
+            proxy, px_port = _spawn(
+                ["--_proxy", str(t / "proxy.port"), f"http://127.0.0.1:{up_port}/v1", str(t / "cache")], t / "proxy.port"
+            )
+            procs.append(proxy)
+            t0 = time.perf_counter()
+            result = asyncio.run(_bench(args, up_port, px_port))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    out = {
+        "benchmark": "proxy_load",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {"duration_s": args.duration, "concurrency": args.concurrency, "sse_chunks": args.chunks},
+        "note": "latency is to the last byte; added = proxy minus direct at the same concurrency; "
+        "client, proxy and stub share this machine's cores, so high-concurrency figures include CPU contention",
+        "wall_s": round(time.perf_counter() - t0, 1),
+        **result,
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

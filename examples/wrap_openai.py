@@ -1,0 +1,76 @@
+"""Wrap an existing openai.AsyncOpenAI client with steerkit — on the embedded model, no server.
+
+    python examples/wrap_openai.py
+
+The app's code stays what it was: `client.chat.completions.create(...)`. steerkit finds the
+persona the user states ("I'm a Republican", "I'm from Japan", "keep it short"), fetches that
+persona's coherent example set from the cache (computing it on the first request with a small
+ICM search on the embedded model), injects the most relevant examples, and reports what it did
+on `resp.steerkit`. Here the search is deliberately tiny (a few items, few iterations) so the
+example finishes in a minute or two on a laptop CPU; real deployments precompute full pools with
+`steerkit precompute` against a base model served by vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+
+from openai import AsyncOpenAI
+
+from steerkit.adapters import steer
+from steerkit.backends import EmbeddedBackend
+from steerkit.middleware import SteerConfig, Steerer
+from steerkit.models import SearchConfig
+from steerkit.packs import PackRegistry
+from steerkit.store import DiskStore
+
+
+async def main() -> None:
+    async with EmbeddedBackend(n_ctx=4096, n_parallel=2) as backend:  # the default GGUF from PyPI
+        steerer = Steerer(
+            PackRegistry.default(),
+            DiskStore(tempfile.mkdtemp(prefix="steerkit-example-")),
+            backend,  # the base model ICM searches with
+            SteerConfig(
+                search=SearchConfig(max_iterations=4, num_seed=2, patience=2, fix_rounds=1),
+                max_pool_items=6,
+                k=4,
+                miss_policy="wait",  # first request computes the example set, then answers
+            ),
+        )
+        # --- the app's client, wrapped: the only line an existing app adds -----------------------
+        client = steer(AsyncOpenAI(base_url=backend.base_url, api_key="unused"), steerer)
+
+        messages = [
+            {"role": "system", "content": "You are a helpful assistant. Answer in two sentences."},
+            {"role": "user", "content": "I'm a Democrat. Should the government provide more services?"},
+        ]
+        resp = await client.chat.completions.create(model=backend.chat_model, messages=messages, max_tokens=60)
+        print("answer:", resp.choices[0].message.content.strip())
+        print("steerkit:", resp.steerkit.model_dump_json(indent=2, exclude={"personas"}))
+        print("persona evidence:", [(m.persona_id, m.evidence, m.confidence) for m in resp.steerkit.personas])
+
+        # streaming works the same way; the info is on the stream before the first chunk
+        stream = await client.chat.completions.create(
+            model=backend.chat_model, messages=messages, max_tokens=40, stream=True
+        )
+        print("stream cache:", stream.steerkit.cache, "version:", stream.steerkit.example_set_version)
+        async for chunk in stream:
+            if chunk.choices:
+                print(chunk.choices[0].delta.content or "", end="", flush=True)
+        print()
+
+        # per-request control rides on extra_body: force a persona, or switch steering off
+        resp = await client.chat.completions.create(
+            model=backend.chat_model, messages=[{"role": "user", "content": "What is a good breakfast?"}],
+            max_tokens=40, extra_body={"steerkit": {"enabled": False}},
+        )
+        print("disabled:", resp.steerkit.cache, "|", resp.choices[0].message.content.strip())
+        print("counters:", steerer.counters.snapshot())
+        await client.close()
+        await steerer.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,165 @@
+"""Wiring from `Settings` to live objects: search backend, packs, cache, steerer, chat endpoint.
+
+The `steerkit` command and the proxy share this, so both build the same objects the same way (the
+same cache keys, the same backend) from one configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerkit.config import Settings
+from steerkit.errors import ConfigError
+
+__all__ = ["Runtime", "cache_key", "make_backend", "make_registry", "make_store", "make_steerer"]
+
+
+def cache_key(pool: Any, model: str, config: Any) -> Any:
+    """The cache key of ``pool``'s example set searched with ``model`` and ``config``."""
+    from steerkit.store import CacheKey
+
+    return CacheKey(persona_id=pool.persona.id, pool_hash=pool.content_hash(), model=model, config_hash=config.config_hash())
+
+
+def make_backend(settings: Settings) -> Any:
+    """The search model's `LogprobBackend` (not started)."""
+    sm = settings.search_model
+    if sm.kind == "openai":
+        from steerkit.backends import OpenAIBackend
+
+        assert sm.base_url and sm.model
+        return OpenAIBackend(
+            sm.base_url,
+            sm.model,
+            api_key=sm.api_key.get_secret_value() if sm.api_key else None,
+            top_logprobs=sm.top_logprobs,
+            max_concurrency=sm.max_concurrency,
+            rate_limit=sm.rate_limit,
+            timeout=sm.timeout,
+            max_retries=sm.max_retries,
+        )
+    from steerkit.backends import EmbeddedBackend
+
+    if sm.model_path is not None and not sm.model_path.exists():
+        raise ConfigError(f"search_model.model_path {sm.model_path} does not exist")
+    return EmbeddedBackend(sm.model_path, n_ctx=sm.n_ctx, n_parallel=sm.n_parallel, n_threads=sm.n_threads)
+
+
+def make_registry(settings: Settings) -> Any:
+    """The shipped persona packs plus the packs in ``settings.packs_dirs``."""
+    from steerkit.packs import PackRegistry
+
+    if settings.packs_dirs:
+        for d in settings.packs_dirs:
+            if not d.exists():
+                raise ConfigError(f"packs directory {d} does not exist")
+        return PackRegistry.from_paths(list(settings.packs_dirs), include_default=True)
+    return PackRegistry.default()
+
+
+def make_store(settings: Settings) -> Any:
+    from steerkit.store import DiskStore
+
+    return DiskStore(settings.examples_dir)
+
+
+def make_steerer(settings: Settings, registry: Any, store: Any, backend: Any) -> Any:
+    from pydantic import ValidationError
+
+    from steerkit.middleware import SteerConfig, Steerer
+
+    try:
+        fields = getattr(SteerConfig, "model_fields", {})
+        data = dict(settings.steer)
+        if "search" in fields and "search" not in data:
+            data["search"] = settings.search
+        config = SteerConfig(**data)
+    except ValidationError as e:
+        msgs = "; ".join(f"steer.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_url=False))
+        raise ConfigError(f"invalid configuration: {msgs}") from None
+    return Steerer(registry, store, backend, config)
+
+
+@dataclass
+class Runtime:
+    """Everything a command needs, opened from settings; `aclose()` (or ``async with``) releases it."""
+
+    settings: Settings
+    backend: Any = None
+    registry: Any = None
+    store: Any = None
+    steerer: Any = None
+    chat_base_url: str | None = None
+    chat_model: str | None = None
+    chat_api_key: str | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, backend: bool = True, steerer: bool = True) -> Runtime:
+        rt = cls(settings)
+        try:
+            rt.registry = make_registry(settings)
+            rt.store = make_store(settings)
+            if backend:
+                rt.backend = make_backend(settings)
+                start = getattr(rt.backend, "start", None)
+                if start is not None:
+                    await start()
+                rt._closers.append(rt.backend)
+            if steerer:
+                rt.steerer = make_steerer(settings, rt.registry, rt.store, rt.backend)
+            cm = settings.chat_model
+            rt.chat_api_key = cm.api_key.get_secret_value() if cm.api_key else None
+            rt.chat_base_url = cm.base_url or getattr(rt.backend, "base_url", None)
+            rt.chat_model = cm.model or (None if cm.base_url else getattr(rt.backend, "chat_model", None))
+        except BaseException:
+            await rt.aclose()
+            raise
+        return rt
+
+    def require_chat(self) -> tuple[str, str]:
+        """(base_url, model) of the chat model, or a `ConfigError` saying what to set."""
+        if not self.chat_base_url:
+            raise ConfigError(
+                "no chat model: set chat_model.base_url (or leave search_model.base_url unset to chat with the embedded model)"
+            )
+        if not self.chat_model:
+            raise ConfigError("no chat model name: set chat_model.model (STEERKIT_CHAT_MODEL__MODEL or --chat-model)")
+        return self.chat_base_url, self.chat_model
+
+    def chat_client(self) -> Any:
+        """An `openai.AsyncOpenAI` client for the chat model."""
+        import openai
+
+        base_url, _ = self.require_chat()
+        return openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=self.chat_api_key or "not-needed",
+            timeout=self.settings.chat_model.timeout,
+            max_retries=2,
+        )
+
+    async def aclose(self) -> None:
+        """Cancel background searches, close the cache, stop the backend."""
+        steerer, self.steerer = self.steerer, None
+        store, self.store = self.store, None
+        if steerer is not None:
+            await steerer.aclose()  # also closes the store
+        elif store is not None:
+            close = getattr(store, "close", None)
+            if callable(close):
+                res = close()
+                if hasattr(res, "__await__"):
+                    await res
+        closers, self._closers = self._closers, []
+        for obj in reversed(closers):
+            close = getattr(obj, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

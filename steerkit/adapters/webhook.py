@@ -1,0 +1,440 @@
+"""Webhook adapter: escalations go out as signed HTTP POSTs; answers come back on a callback
+endpoint and are also reconciled by polling.
+
+Outbound (steerkit → your annotation tool)::
+
+    POST <url>
+    Content-Type: application/json
+    X-Steerkit-Event: escalation.upsert
+    X-Steerkit-Delivery: <delivery id>        # same escalation content ⇒ same id: dedupe on it
+    X-Steerkit-Timestamp: <unix seconds>
+    X-Steerkit-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
+
+    {"type": "escalation.upsert", "delivery_id": ..., "timestamp": ..., "data": <Escalation>}
+
+Escalations are recorded in the local queue *before* delivery (an outbox): a failed delivery is
+retried (exponential backoff with jitter on connection errors, 429 and 5xx, honouring
+``Retry-After``) and, if it still fails, stays undelivered and is sent again by the next `submit`
+or `redeliver`. An identical re-submit is not re-posted.
+
+Inbound (your tool → steerkit), signed the same way with the same secret::
+
+    POST <callback endpoint>     body: an Answer, a list of Answers, {"answers": [...]},
+                                       or {"type": ..., "data": <Answer>}
+
+Answer fields: ``escalation_id``, ``option`` (an option id of the escalation), ``version`` (copy
+``data.version`` of the escalation), optional ``annotator``, ``answered_at``, ``answer_id`` (your
+response id: redeliveries with the same id are recognised as duplicates). A request is handled
+all-or-nothing: 200 ``{"accepted": [...], "duplicates": [...]}``; 401 bad signature; 400 malformed
+body; 422 an invalid answer (unknown escalation, option, stale version), and then nothing changed.
+
+Mount the endpoint with `WebhookAdapter.asgi_app` (any ASGI server), or call
+`WebhookAdapter.handle_callback(body, headers)` from your own framework.
+
+Polling: ``GET <poll_url>?cursor=<cursor>`` (signed over an empty body) returning
+``{"answers": [...], "cursor": "..."}`` (or a bare list). `poll` records each answer (duplicates
+are no-ops; invalid ones are reported, not fatal) and stores the cursor durably. `answers` polls
+first when a ``poll_url`` is set, so webhooks that were lost (at-most-once senders) are reconciled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from steerkit.adapters.queue import AnnotationQueue, QueueAdapter
+from steerkit.errors import FeedbackError, InvalidAnswerError, WebhookSignatureError
+from steerkit.escalation import Answer, Escalation, SubmitResult
+from steerkit.models import stable_hash
+
+__all__ = [
+    "CallbackResult",
+    "PollResult",
+    "WebhookAdapter",
+    "sign",
+    "signature_headers",
+    "verify_signature",
+]
+
+log = logging.getLogger("steerkit.adapters.webhook")
+
+TIMESTAMP_HEADER = "X-Steerkit-Timestamp"
+SIGNATURE_HEADER = "X-Steerkit-Signature"
+EVENT_HEADER = "X-Steerkit-Event"
+DELIVERY_HEADER = "X-Steerkit-Delivery"
+MAX_BODY = 1 << 20
+
+
+def _key(secret: str | bytes) -> bytes:
+    return secret.encode("utf-8") if isinstance(secret, str) else secret
+
+
+def sign(secret: str | bytes, timestamp: str | int, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, f"{timestamp}." + body)."""
+    mac = hmac.new(_key(secret), str(timestamp).encode("ascii") + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def signature_headers(secret: str | bytes, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, body)}
+
+
+def verify_signature(
+    secret: str | bytes,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance_s: float = 300.0,
+    now: float | None = None,
+) -> None:
+    """Raise `WebhookSignatureError` unless ``headers`` carry a valid, fresh signature of ``body``."""
+    h = {k.lower(): v for k, v in headers.items()}
+    ts = h.get(TIMESTAMP_HEADER.lower())
+    sig = h.get(SIGNATURE_HEADER.lower())
+    if not ts or not sig:
+        raise WebhookSignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    try:
+        t = int(ts)
+    except ValueError:
+        raise WebhookSignatureError(f"malformed {TIMESTAMP_HEADER}: expected unix seconds") from None
+    if abs((time.time() if now is None else now) - t) > tolerance_s:
+        raise WebhookSignatureError(f"signature timestamp is more than {tolerance_s:.0f}s away from now (replay?)")
+    if not hmac.compare_digest(sign(secret, ts, body), sig.strip()):
+        raise WebhookSignatureError("signature does not match the body")
+
+
+@dataclass
+class CallbackResult:
+    status: int
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        return {"accepted": self.accepted, "duplicates": self.duplicates}
+
+
+@dataclass
+class PollResult:
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    cursor: str | None = None
+
+
+class WebhookAdapter(QueueAdapter):
+    """`FeedbackAdapter` for an external annotation tool reachable over HTTP.
+
+    ``secret`` signs outbound requests and verifies inbound ones (``inbound_secret`` if the tool
+    signs with another key). State lives in ``queue`` (an `AnnotationQueue` or a path; in memory by
+    default — pass a path to keep pending escalations and the poll cursor across restarts).
+    ``client``: an ``httpx.AsyncClient`` to use (e.g. with a custom transport); one is created
+    otherwise. The secret never appears in errors or logs.
+    """
+
+    name = "webhook"
+
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes,
+        *,
+        poll_url: str | None = None,
+        inbound_secret: str | bytes | None = None,
+        queue: AnnotationQueue | str | Path = ":memory:",
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        concurrency: int = 8,
+        poll_on_answers: bool = True,
+        tolerance_s: float = 300.0,
+        name: str | None = None,
+    ) -> None:
+        if not secret:
+            raise FeedbackError("WebhookAdapter needs a non-empty secret", hint="pass secret= (shared with the receiver)")
+        super().__init__(queue, name=name)
+        self.url = url
+        self.poll_url = poll_url
+        self._secret = _key(secret)
+        self._inbound = _key(inbound_secret) if inbound_secret else self._secret
+        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._owns_client = client is None
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.poll_on_answers = poll_on_answers
+        self.tolerance_s = tolerance_s
+        self._sem = asyncio.Semaphore(concurrency)
+        self._poll_lock = asyncio.Lock()
+        self._poll_task: asyncio.Task[None] | None = None
+        self.deliveries = 0
+        self.last_poll_error: str | None = None
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"WebhookAdapter(url={self.url!r}, poll_url={self.poll_url!r})"
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    async def submit(self, escalations: Sequence[Escalation]) -> SubmitResult:
+        """Record escalations (upsert), then deliver every undelivered one. Raises `FeedbackError`
+        if some could not be delivered; they stay queued and are retried on the next call."""
+        res = await super().submit(escalations)
+        await self.redeliver()
+        return res
+
+    async def redeliver(self) -> list[str]:
+        """Deliver every escalation whose current content has not been delivered. Returns ids sent."""
+        todo = await asyncio.to_thread(self.queue.undelivered)
+        if not todo:
+            return []
+        results = await asyncio.gather(*(self._deliver(e) for e in todo), return_exceptions=True)
+        ok = [e for e, r in zip(todo, results) if r is None]
+        if ok:
+            await asyncio.to_thread(self.queue.mark_delivered, ok)
+        failed = [(e.id, r) for e, r in zip(todo, results) if isinstance(r, BaseException)]
+        if failed:
+            raise FeedbackError(
+                f"{len(failed)} of {len(todo)} escalation(s) could not be delivered to {self.url}: {failed[0][1]}",
+                hint="they stay queued; fix the receiver and call submit() or redeliver() again",
+            )
+        return [e.id for e in ok]
+
+    @staticmethod
+    def delivery_id(e: Escalation) -> str:
+        return "dlv_" + stable_hash({"escalation": e.id, "content": e.content_hash()})
+
+    def _payload(self, e: Escalation) -> bytes:
+        doc = {
+            "type": "escalation.upsert",
+            "delivery_id": self.delivery_id(e),
+            "timestamp": int(time.time()),
+            "data": e.model_dump(mode="json"),
+        }
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    async def _deliver(self, e: Escalation) -> None:
+        body = self._payload(e)
+        async with self._sem:
+            resp = await self._request(
+                "POST",
+                self.url,
+                body,
+                {"Content-Type": "application/json", EVENT_HEADER: "escalation.upsert", DELIVERY_HEADER: self.delivery_id(e)},
+            )
+        self.deliveries += 1
+        if resp.status_code >= 300:
+            raise FeedbackError(f"the receiver rejected escalation {e.id}: HTTP {resp.status_code} {resp.text[:200]!r}")
+
+    async def _request(self, method: str, url: str, body: bytes, headers: dict[str, str], params: dict | None = None) -> httpx.Response:
+        attempt = 0
+        while True:
+            h = {**headers, **signature_headers(self._secret, body)}
+            try:
+                resp = await self._client.request(method, url, content=body or None, headers=h, params=params)
+            except httpx.TransportError as exc:
+                if attempt >= self.max_retries:
+                    raise FeedbackError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+                await asyncio.sleep(self._backoff(attempt, None))
+                attempt += 1
+                continue
+            if resp.status_code == 429 or resp.status_code >= 500:
+                if attempt >= self.max_retries:
+                    return resp
+                await asyncio.sleep(self._backoff(attempt, resp.headers.get("retry-after")))
+                attempt += 1
+                continue
+            return resp
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), 60.0)
+            except ValueError:
+                try:
+                    return max(0.0, min(parsedate_to_datetime(retry_after).timestamp() - time.time(), 60.0))
+                except (TypeError, ValueError):
+                    pass
+        base = self.backoff_s * (2**attempt)
+        return min(base * (0.5 + random.random()), 30.0)
+
+    # --- inbound: callback endpoint ------------------------------------------------------------
+
+    async def handle_callback(self, body: bytes, headers: Mapping[str, str]) -> CallbackResult:
+        """Verify, parse and record answers POSTed by the annotation tool (framework-agnostic)."""
+        try:
+            verify_signature(self._inbound, headers, body, tolerance_s=self.tolerance_s)
+        except WebhookSignatureError as e:
+            return CallbackResult(401, error=e.message)
+        try:
+            answers = _parse_answers(json.loads(body or b"null"))
+        except (ValueError, ValidationError) as e:
+            return CallbackResult(400, error=f"malformed answer payload: {str(e)[:300]}")
+        try:
+            flags = await asyncio.to_thread(self.queue.receive_many, answers, adapter=self.name)
+        except InvalidAnswerError as e:
+            return CallbackResult(422, error=str(e))
+        res = CallbackResult(200)
+        for a, new in zip(answers, flags):
+            (res.accepted if new else res.duplicates).append(a.answer_id)
+            if new:
+                await self._notify(a)
+        return res
+
+    async def _notify(self, a: Answer) -> None:
+        stored = a if a.adapter is not None else a.model_copy(update={"adapter": self.name})
+        for fn in list(self.on_answer):
+            await fn(stored)
+
+    def asgi_app(self, path: str = "/answers") -> Callable[[dict, Callable, Callable], Awaitable[None]]:
+        """A minimal ASGI app: ``POST {path}`` → `handle_callback`; ``GET /healthz`` → 200."""
+
+        async def app(scope: dict, receive: Callable, send: Callable) -> None:
+            if scope["type"] == "lifespan":
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "lifespan.startup":
+                        await send({"type": "lifespan.startup.complete"})
+                    elif msg["type"] == "lifespan.shutdown":
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
+            if scope["type"] != "http":
+                return
+            method, p = scope["method"], scope["path"]
+            if p == "/healthz" and method == "GET":
+                await _send_json(send, 200, {"ok": True})
+                return
+            if p != path:
+                await _send_json(send, 404, {"error": f"not found: {p}"})
+                return
+            if method != "POST":
+                await _send_json(send, 405, {"error": "use POST"})
+                return
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY:
+                    await _send_json(send, 413, {"error": "body too large"})
+                    return
+                chunks.append(chunk)
+                if not msg.get("more_body"):
+                    break
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            res = await self.handle_callback(b"".join(chunks), headers)
+            await _send_json(send, res.status, res.body())
+
+        return app
+
+    # --- inbound: polling ----------------------------------------------------------------------
+
+    def _cursor_key(self) -> str:
+        return "webhook.cursor:" + stable_hash(self.poll_url)
+
+    async def poll(self) -> PollResult:
+        """Fetch answers from ``poll_url`` since the stored cursor and record them."""
+        if not self.poll_url:
+            raise FeedbackError("this WebhookAdapter has no poll_url", hint="pass poll_url= to reconcile by polling")
+        async with self._poll_lock:
+            cursor = await asyncio.to_thread(self.queue.get_meta, self._cursor_key())
+            resp = await self._request("GET", self.poll_url, b"", {"Accept": "application/json"}, params={"cursor": cursor} if cursor else None)
+            if resp.status_code != 200:
+                raise FeedbackError(f"polling {self.poll_url} failed: HTTP {resp.status_code} {resp.text[:200]!r}")
+            try:
+                doc = resp.json()
+            except ValueError:
+                raise FeedbackError(f"polling {self.poll_url}: the response is not JSON") from None
+            raw = doc.get("answers", []) if isinstance(doc, dict) else doc
+            out = PollResult(cursor=doc.get("cursor") if isinstance(doc, dict) else None)
+            for item in raw if isinstance(raw, list) else []:
+                try:
+                    a = Answer.model_validate(item)
+                    new = await asyncio.to_thread(self.queue.receive, a, adapter=self.name)
+                except (InvalidAnswerError, ValidationError) as e:
+                    out.errors.append(str(e)[:300])
+                    continue
+                (out.accepted if new else out.duplicates).append(a.answer_id)
+                if new:
+                    await self._notify(a)
+            if out.cursor is not None:
+                await asyncio.to_thread(self.queue.set_meta, self._cursor_key(), str(out.cursor))
+            self.last_poll_error = None
+            return out
+
+    async def answers(self, *, persona_id: str | None = None) -> list[Answer]:
+        """Reconcile by polling (when ``poll_url`` is set), then list unacknowledged answers. A
+        failed poll is logged (``last_poll_error``) and the local answers are still returned."""
+        if self.poll_url and self.poll_on_answers:
+            try:
+                await self.poll()
+            except FeedbackError as e:
+                self.last_poll_error = e.message
+                log.warning("webhook poll failed: %s", e.message)
+        return await super().answers(persona_id=persona_id)
+
+    def start_polling(self, interval_s: float = 60.0) -> asyncio.Task[None]:
+        """Poll every ``interval_s`` seconds in a background task (stopped by `aclose`)."""
+        if self._poll_task is not None and not self._poll_task.done():
+            return self._poll_task
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.poll()
+                except FeedbackError as e:
+                    self.last_poll_error = e.message
+                    log.warning("webhook poll failed: %s", e.message)
+                await asyncio.sleep(interval_s)
+
+        self._poll_task = asyncio.ensure_future(loop())
+        return self._poll_task
+
+    async def aclose(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            await asyncio.gather(self._poll_task, return_exceptions=True)
+        if self._owns_client:
+            await self._client.aclose()
+        await super().aclose()
+
+
+def _parse_answers(doc: Any) -> list[Answer]:
+    if isinstance(doc, dict) and "answers" in doc:
+        doc = doc["answers"]
+    elif isinstance(doc, dict) and "data" in doc and "escalation_id" not in doc:
+        doc = doc["data"]
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise ValueError("expected an answer object, a list of them, or {'answers': [...]}")
+    return [Answer.model_validate(i) for i in items]
+
+
+async def _send_json(send: Callable, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

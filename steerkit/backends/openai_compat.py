@@ -1,0 +1,402 @@
+"""`OpenAIBackend`: label scoring against any OpenAI-compatible ``/v1/completions`` endpoint.
+
+vLLM in production, llama.cpp's server in tests. One request per prompt, ``max_tokens=1``, top
+logprobs of the next token. The policy pieces live in one place each:
+
+* **concurrency** — an ``asyncio.Semaphore`` (``max_concurrency`` requests in flight);
+* **request rate** — an ``asyncio_throttle.Throttler`` (``rate_limit`` requests per second);
+* **retries** — one tenacity loop (the SDK's own retries are off): exponential backoff with full
+  jitter on timeouts, connection errors, 429 and 5xx, waiting at least the server's
+  ``Retry-After``/``retry-after-ms``; other 4xx are never retried;
+* **top-k** — if the server rejects the number of top logprobs (vLLM's default maximum is 20),
+  the backend lowers it once, to the maximum the error names, and remembers;
+* **missing labels** — when neither label token is among the top-k, the backend scores the two
+  label continuations explicitly: by echo (vLLM, legacy OpenAI), else by forcing each label with a
+  logit bias and reading its unbiased logprob (llama.cpp); a server that supports neither raises
+  `LabelTokensMissingError`. A missing label is never reported as probability 0.
+
+The API key is handed to the SDK only; it never appears in an error, a log line or ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from asyncio_throttle import Throttler
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base, wait_random_exponential
+
+from steerkit.backends import _response as R
+from steerkit.backends.base import BackendStats, LabelScore
+from steerkit.errors import (
+    BackendError,
+    BackendRequestError,
+    BackendUnavailableError,
+    ContextOverflowError,
+    LabelTokensMissingError,
+    ModelNotFoundError,
+)
+
+__all__ = ["OpenAIBackend", "RetryPolicy"]
+
+log = logging.getLogger("steerkit.backends.openai")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed requests are retried (a value object, as httpx's ``Timeout``/``Limits``).
+
+    The wait before retry *n* is uniform in ``[0, min(max_wait, initial·2ⁿ)]`` (full jitter), and
+    never shorter than the server's ``Retry-After`` (capped at ``max_retry_after`` seconds).
+    """
+
+    max_retries: int = 5
+    initial: float = 0.5
+    max_wait: float = 30.0
+    max_retry_after: float = 120.0
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, connection errors, 429 and 5xx; never another 4xx."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    status = _status(exc)
+    return status is not None and (status == 429 or status >= 500)
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The server's requested wait from ``retry-after-ms`` or ``Retry-After`` (seconds or a date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class wait_retry_after(wait_base):
+    """max(Retry-After, fallback backoff): honour the server, never wait less than the backoff."""
+
+    def __init__(self, fallback: wait_base, cap: float) -> None:
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        backoff = self.fallback(retry_state)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        ra = retry_after_seconds(exc)
+        return backoff if ra is None else max(min(ra, self.cap), backoff)
+
+
+_TOPK_MAX_RE = re.compile(
+    r"(?:max(?:imum)?(?: allowed)?[^0-9]{0,20}|between\s*\d+\s*and\s*|at most\s*|less than or equal to\s*|<=\s*|up to\s*)(\d+)",
+    re.IGNORECASE,
+)
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    """The server's error message (never request headers, so never the API key)."""
+    body = exc.body
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            parts = [str(err.get(k)) for k in ("message", "type", "code") if err.get(k)]
+            if parts:
+                return " | ".join(parts)
+        elif err:
+            return str(err)
+        if body.get("message"):
+            return str(body["message"])
+    try:
+        return exc.response.text[:500]
+    except Exception:  # pragma: no cover - a response without text
+        return str(exc.message)[:500]
+
+
+class OpenAIBackend:
+    """A `LogprobBackend` over an OpenAI-compatible completions endpoint (vLLM, llama.cpp, …).
+
+    >>> async with OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-0.5B") as b:  # doctest: +SKIP
+    ...     [s] = await b.score(["Claim: Paris is in France.\\nI think this claim is"])
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        top_logprobs: int = 20,
+        max_concurrency: int = 16,
+        rate_limit: float | None = None,
+        timeout: float = 60,
+        max_retries: int = 5,
+        echo_fallback: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if top_logprobs < 1:
+            raise ValueError("top_logprobs must be at least 1")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError("rate_limit must be positive (requests per second) or None")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.top_logprobs = top_logprobs
+        self.max_concurrency = max_concurrency
+        self.rate_limit = rate_limit
+        self.echo_fallback = echo_fallback
+        self.retry = retry or RetryPolicy(max_retries=max_retries)
+        self.stats = BackendStats()
+        # The SDK's retries are off: the tenacity loop below is the only one.
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0
+        )
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._throttler = Throttler(rate_limit=1, period=1.0 / rate_limit) if rate_limit else None
+        self._topk_lowered = False
+        self._echo_ok: bool | None = None  # None: not yet known
+        self._forced_ok: bool | None = None
+        #: The sleep used between retries; tests replace it to record waits instead of sleeping.
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def __aenter__(self) -> OpenAIBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    async def score(self, prompts: Sequence[str]) -> list[LabelScore]:
+        """Score every prompt concurrently (bounded by ``max_concurrency``), in order."""
+        if isinstance(prompts, str):
+            raise TypeError("score() takes a sequence of prompts, not one string")
+        tasks = [asyncio.ensure_future(self._score_one(p)) for p in prompts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    # --- one prompt ---------------------------------------------------------------------------
+
+    async def _score_one(self, prompt: str) -> LabelScore:
+        data = await self._complete_topk(prompt)
+        score, top = R.label_score(data)
+        if score.p_true is not None or score.p_false is not None:
+            return score
+        if not self.echo_fallback:
+            raise LabelTokensMissingError(
+                f"neither label token is among the top {self._topk_now()} next tokens and the "
+                f"fallback is off (echo_fallback=False); top tokens: {[t for t, _ in top[:5]]}"
+            )
+        fb = await self._fallback(prompt, top)
+        self.stats.fallbacks += 1
+        return LabelScore(
+            p_true=fb.p_true,
+            p_false=fb.p_false,
+            prompt_tokens=score.prompt_tokens,
+            cached_tokens=score.cached_tokens,
+            source=fb.source,
+        )
+
+    def _topk_now(self) -> int:
+        return self.top_logprobs
+
+    async def _complete_topk(self, prompt: str) -> dict[str, Any]:
+        k = self.top_logprobs
+        try:
+            return await self._request(prompt=prompt, max_tokens=1, logprobs=k, temperature=0)
+        except BackendRequestError as exc:
+            new_k = self._lower_topk(exc, k)
+            if new_k is None:
+                raise
+            return await self._request(prompt=prompt, max_tokens=1, logprobs=new_k, temperature=0)
+
+    def _lower_topk(self, exc: BackendRequestError, k: int) -> int | None:
+        """A smaller top-k after the server rejected ``k`` (once per backend), or None."""
+        if exc.status != 400 or "logprob" not in exc.server_message.lower():
+            return None
+        if self.top_logprobs < k:  # another request already lowered it
+            return self.top_logprobs
+        if self._topk_lowered:
+            return None
+        m = _TOPK_MAX_RE.search(exc.server_message)
+        limit = int(m.group(1)) if m else None
+        new_k = limit if limit is not None and 0 < limit < k else (20 if k > 20 else 5 if k > 5 else None)
+        if new_k is None:
+            return None
+        self._topk_lowered = True
+        self.top_logprobs = new_k
+        log.warning("server rejected %d top logprobs; using %d from now on", k, new_k)
+        return new_k
+
+    # --- fallbacks when no label is in the top-k ----------------------------------------------
+
+    async def _fallback(self, prompt: str, top: list[tuple[str, float]]) -> LabelScore:
+        t_label, f_label = R.label_continuations(prompt)
+        if self._echo_ok is not False:
+            lps = await asyncio.gather(self._echo(prompt, t_label), self._echo(prompt, f_label))
+            if all(lp is not None for lp in lps):
+                self._echo_ok = True
+                return LabelScore(p_true=R.prob(lps[0]), p_false=R.prob(lps[1]), source="echo")
+            if self._echo_ok is None:
+                log.info("server at %s does not echo prompt logprobs; echo scoring disabled", self.base_url)
+                self._echo_ok = False
+        if self._forced_ok is not False:
+            lps = await asyncio.gather(self._forced(prompt, t_label, top), self._forced(prompt, f_label, top))
+            if all(lp is not None for lp in lps):
+                self._forced_ok = True
+                return LabelScore(p_true=R.prob(lps[0]), p_false=R.prob(lps[1]), source="forced")
+            if self._forced_ok is None:
+                self._forced_ok = False
+        raise LabelTokensMissingError(
+            f"neither label token is among the top {self.top_logprobs} next tokens "
+            f"(top: {[t for t, _ in top[:5]]}) and the server at {self.base_url} supports neither echo "
+            "scoring nor unbiased forced-token logprobs"
+        )
+
+    async def _echo(self, prompt: str, continuation: str) -> float | None:
+        try:
+            data = await self._request(
+                prompt=prompt + continuation, max_tokens=1, logprobs=1, echo=True, temperature=0
+            )
+        except BackendRequestError as exc:
+            if exc.status in (400, 422):  # the server refuses echo
+                return None
+            raise
+        return R.echo_logprob(data, prompt, continuation)
+
+    async def _forced(self, prompt: str, label: str, top: list[tuple[str, float]]) -> float | None:
+        try:
+            data = await self._request(
+                prompt=prompt, max_tokens=1, logprobs=1, temperature=0, logit_bias={label: 100}
+            )
+        except BackendRequestError as exc:
+            if exc.status in (400, 422):  # e.g. vLLM: logit_bias keys must be token ids
+                return None
+            raise
+        return R.forced_logprob(data, label, top)
+
+    # --- transport: limits, retries, error mapping --------------------------------------------
+
+    async def _request(self, **params: Any) -> dict[str, Any]:
+        policy = self.retry
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.info(
+                "retrying completion request (attempt %d) after %s",
+                state.attempt_number,
+                type(exc).__name__ if exc else "?",
+            )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_retries + 1),
+            wait=wait_retry_after(wait_random_exponential(multiplier=policy.initial, max=policy.max_wait),
+                                  policy.max_retry_after),
+            retry=retry_if_exception(is_retryable),
+            sleep=lambda s: self._sleep(s),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            completion = await retrying(self._send, params)
+        except openai.APIStatusError as exc:
+            raise self._map_status_error(exc, params) from None
+        except openai.APIConnectionError as exc:
+            kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "could not be reached"
+            raise BackendUnavailableError(
+                f"the completions server at {self.base_url} {kind} "
+                f"({policy.max_retries} retries exhausted)"
+            ) from None
+        data = completion.model_dump() if hasattr(completion, "model_dump") else dict(completion)
+        prompt_tokens, cached = R.usage_of(data)
+        self.stats.calls += 1
+        self.stats.prompt_tokens += prompt_tokens
+        if cached is None:
+            self.stats.cached_known = False
+        else:
+            self.stats.cached_tokens += cached
+        return data
+
+    async def _send(self, params: dict[str, Any]) -> Any:
+        if self._throttler is not None:
+            await self._throttler.acquire()
+        async with self._semaphore:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._client.completions.create(model=self.model, **params)
+            finally:
+                self.in_flight -= 1
+
+    def _map_status_error(self, exc: openai.APIStatusError, params: Mapping[str, Any]) -> BackendError:
+        status = exc.status_code
+        text = _error_text(exc)
+        if status == 404:
+            return ModelNotFoundError(
+                f"the server at {self.base_url} answered 404 for model {self.model!r}: {text}",
+                hint="check the model name against the server's /v1/models and that base_url ends in /v1",
+            )
+        if is_retryable(exc):
+            return BackendUnavailableError(
+                f"the completions server at {self.base_url} kept failing with HTTP {status} "
+                f"({self.retry.max_retries} retries exhausted): {text}"
+            )
+        if R.is_context_overflow(text):
+            return ContextOverflowError(f"the prompt does not fit the model's context window: {text}")
+        if status in (401, 403):
+            return BackendRequestError(
+                f"the server at {self.base_url} refused the credentials (HTTP {status}): {text}",
+                status=status,
+                server_message=text,
+                hint="check the API key (it is never shown in errors)",
+            )
+        return BackendRequestError(
+            f"the server at {self.base_url} rejected the request (HTTP {status}): {text}",
+            status=status,
+            server_message=text,
+        )

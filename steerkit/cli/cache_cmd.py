@@ -1,0 +1,360 @@
+"""``steerkit cache``: see, inspect, delete and move cached example sets.
+
+- ``cache ls [--personas] [--json]``: persona, version, model, items, coherence U, confidence, age.
+- ``cache show PERSONA [--model M] [--json]``: the labelled items as a table.
+- ``cache rm PERSONA... | --all``: delete (every version of) the entries.
+- ``cache export [PERSONA...] -o FILE``: a JSON-lines file to copy to another machine
+  (first line a header, then one ``{"key": …, "example_set": …}`` per entry).
+- ``cache import FILE``: put the file's example sets into this cache (an entry whose current
+  version is already the same is left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from steerkit._version import __version__
+from steerkit.errors import UserError
+
+__all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
+
+EXPORT_FORMAT = "steerkit.cache/1"
+
+
+def add_subcommands(parser: argparse.ArgumentParser, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    sub = parser.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("ls", help="list cached example sets")
+    common(p)
+    p.add_argument("--personas", action="store_true", help="list every loaded persona, cached or not")
+    p.add_argument("--json", action="store_true", help="JSON on stdout")
+    p.set_defaults(func=_run(_ls))
+
+    p = sub.add_parser("show", help="inspect one example set as a table")
+    common(p)
+    p.add_argument("persona", help="persona id")
+    p.add_argument("--model", help="pick the entry computed with this model (when several)")
+    p.add_argument("--version", dest="es_version", metavar="VERSION", help="an older version of the entry")
+    p.add_argument("--json", action="store_true", help="the example set as JSON")
+    p.set_defaults(func=_run(_show))
+
+    p = sub.add_parser("rm", help="delete cached example sets")
+    common(p)
+    p.add_argument("personas", nargs="*", metavar="PERSONA", help="persona ids")
+    p.add_argument("--all", action="store_true", help="delete every entry")
+    p.set_defaults(func=_run(_rm))
+
+    p = sub.add_parser("export", help="write cached example sets to a file")
+    common(p)
+    p.add_argument("personas", nargs="*", metavar="PERSONA", help="persona ids (default: all)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output file ('-' for stdout)")
+    p.set_defaults(func=_run(_export))
+
+    p = sub.add_parser("import", help="read example sets from an exported file")
+    common(p)
+    p.add_argument("file", metavar="FILE", help="a file written by `steerkit cache export` ('-' for stdin)")
+    p.set_defaults(func=_run(_import))
+
+
+def _run(fn: Callable[[argparse.Namespace, Any], Any]) -> Callable[[argparse.Namespace], int]:
+    def runner(args: argparse.Namespace) -> int:
+        from steerkit._runtime import make_store
+        from steerkit.cli import load_settings
+
+        settings = load_settings(args)
+        store = make_store(settings)
+
+        async def go() -> int:
+            try:
+                return int(await fn(args, (settings, store)) or 0)
+            finally:
+                close = getattr(store, "aclose", None) or getattr(store, "close", None)
+                if close is not None:
+                    res = close()
+                    if asyncio.iscoroutine(res):
+                        await res
+
+        return asyncio.run(go())
+
+    return runner
+
+
+# --- library-level helpers (also used by tests) --------------------------------------------------
+
+
+async def list_entries(store: Any) -> list[tuple[Any, Any]]:
+    """(entry info, current example set) for every cache entry, newest first."""
+    out = []
+    for info in await store.entries():
+        es = await store.get(info.key)
+        if es is not None:
+            out.append((info, es))
+    out.sort(key=lambda t: t[1].provenance.finished_at, reverse=True)
+    return out
+
+
+async def export_entries(store: Any, personas: list[str] | None = None) -> list[str]:
+    """The export file's lines (header first)."""
+    lines = [json.dumps({"format": EXPORT_FORMAT, "library_version": __version__, "exported_at": _now().isoformat()})]
+    for info, es in await list_entries(store):
+        if personas and info.key.persona_id not in personas:
+            continue
+        lines.append(json.dumps({"key": _key_dict(info.key), "version": es.version, "example_set": json.loads(es.to_json())}))
+    return lines
+
+
+async def import_entries(store: Any, lines: list[str], source: str = "<input>") -> tuple[int, int]:
+    """Put every example set of an export into ``store``; returns (imported, unchanged)."""
+    from pydantic import ValidationError
+
+    from steerkit.models import ExampleSet
+    from steerkit.store import CacheKey
+
+    if not lines or not lines[0].strip():
+        raise UserError(f"{source}: empty file", hint="give a file written by `steerkit cache export`")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{source}: line 1: not a steerkit cache export (expected format {EXPORT_FORMAT!r})")
+    parsed = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key = CacheKey(**rec["key"])
+            es = ExampleSet.model_validate(rec["example_set"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
+            raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        parsed.append((key, es))
+    imported = unchanged = 0
+    for key, es in parsed:  # validated first: a bad file changes nothing
+        current = await store.get(key)
+        if current is not None and current.version == es.version:
+            unchanged += 1
+            continue
+        await store.put(key, es)
+        imported += 1
+    return imported, unchanged
+
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    if hasattr(key, "model_dump"):
+        return key.model_dump(mode="json")
+    if hasattr(key, "_asdict"):
+        return dict(key._asdict())
+    from dataclasses import asdict
+
+    return asdict(key)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _age(t: datetime) -> str:
+    s = max(0.0, (_now() - t).total_seconds())
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s / n:.0f}{unit}"
+    return f"{s:.0f}s"
+
+
+def _mean_conf(es: Any) -> float:
+    vals = [lab.confidence for lab in es.labels.values()]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def _row(info: Any, es: Any) -> dict[str, Any]:
+    size = getattr(info, "size_bytes", None) or getattr(info, "size", None) or len(es.to_json().encode())
+    return {
+        "persona": info.key.persona_id,
+        "version": es.version,
+        "model": info.key.model,
+        "items": len(es.items),
+        "score": round(es.score, 4),
+        "mean_confidence": round(_mean_conf(es), 4),
+        "min_group_confidence": round(min(es.group_confidence.values()), 4) if es.group_confidence else None,
+        "violations": es.violations,
+        "human_labels": sum(1 for lab in es.labels.values() if lab.source == "human"),
+        "size_bytes": size,
+        "computed_at": es.provenance.finished_at.isoformat(),
+        "age": _age(es.provenance.finished_at),
+        "key": info.key.digest(),
+    }
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
+    settings, store = ctx
+    rows = [_row(i, es) for i, es in await list_entries(store)]
+    if args.personas:
+        from steerkit._runtime import make_registry
+
+        registry = make_registry(settings)
+        cached = {r["persona"] for r in rows}
+        personas = [
+            {"persona": p.id, "dimension": p.dimension, "name": p.name, "cached": p.id in cached} for p in registry.personas()
+        ]
+        if args.json:
+            print(json.dumps(personas, indent=2))
+            return 0
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("persona", "dimension", "name", "cached", title=f"{len(personas)} personas")
+        for p in personas:
+            t.add_row(p["persona"], p["dimension"], p["name"], "yes" if p["cached"] else "-")
+        Console().print(t)
+        return 0
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no cached example sets in {settings.examples_dir} (compute some with `steerkit precompute`)")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("persona", "version", "model", "items", "U", "conf", "min grp", "viol", "human", "size", "age", title=str(settings.examples_dir))
+    for r in rows:
+        t.add_row(
+            r["persona"],
+            r["version"],
+            r["model"],
+            str(r["items"]),
+            f"{r['score']:.2f}",
+            f"{r['mean_confidence']:.2f}",
+            "-" if r["min_group_confidence"] is None else f"{r['min_group_confidence']:.2f}",
+            str(r["violations"]),
+            str(r["human_labels"]),
+            f"{r['size_bytes'] / 1024:.1f}K",
+            r["age"],
+        )
+    Console(width=max(120, Console().width)).print(t)
+    return 0
+
+
+async def _find(store: Any, persona: str, model: str | None) -> list[tuple[Any, Any]]:
+    found = [(i, es) for i, es in await list_entries(store) if i.key.persona_id == persona and (model is None or i.key.model == model)]
+    if not found:
+        raise UserError(
+            f"no cached example set for persona {persona!r}" + (f" and model {model!r}" if model else ""),
+            hint="see `steerkit cache ls`, compute one with `steerkit precompute --persona ID`",
+        )
+    return found
+
+
+async def _show(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
+    _, store = ctx
+    found = await _find(store, args.persona, args.model)
+    info, es = found[0]
+    if args.es_version:
+        es = await store.get_version(info.key, args.es_version)
+        if es is None:
+            raise UserError(f"persona {args.persona!r} has no cached version {args.es_version!r}", hint="see `steerkit cache ls`")
+    if args.json:
+        print(es.to_json())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(120, Console().width))
+    if len(found) > 1:
+        others = ", ".join(f"{i.key.model}" for i, _ in found[1:])
+        console.print(f"[dim]{len(found)} entries for {args.persona}; showing the newest (model {info.key.model}); others: {others} (use --model)[/dim]")
+    console.print(
+        f"[bold]{es.persona.id}[/bold] ({es.persona.name}) version {es.version}  model {es.provenance.model}  "
+        f"U={es.score:.3f}  violations={es.violations}  items={len(es.items)}"
+    )
+    t = Table("question / option", "label", "conf", "source", "item")
+    last_q = None
+    for it in es.items:
+        lab = es.labels.get(it.id)
+        if it.question != last_q:
+            t.add_row(f"[bold]{_cut(it.question, 90)}[/bold]", "", "", "", "", end_section=False)
+            last_q = it.question
+        option = it.option or (f"{it.choice_1} > {it.choice_2}" if it.choice_1 else "")
+        t.add_row(
+            "  " + _cut(option, 88),
+            "-" if lab is None else ("[green]True[/green]" if lab.value else "[red]False[/red]"),
+            "-" if lab is None else f"{lab.confidence:.2f}",
+            "-" if lab is None else lab.source,
+            f"[dim]{it.id}[/dim]",
+        )
+    console.print(t)
+    return 0
+
+
+def _cut(s: str, n: int) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+async def _rm(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
+    _, store = ctx
+    if not args.personas and not args.all:
+        raise UserError("name the personas to delete, or pass --all")
+    entries = await store.entries()
+    if args.all:
+        targets = list(entries)
+    else:
+        targets = []
+        for p in args.personas:
+            match = [i for i in entries if i.key.persona_id == p]
+            if not match:
+                raise UserError(f"no cached example set for persona {p!r}", hint="see `steerkit cache ls`")
+            targets += match
+    for info in targets:
+        await store.delete(info.key)
+    print(f"deleted {len(targets)} cache entr{'y' if len(targets) == 1 else 'ies'}")
+    return 0
+
+
+async def _export(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
+    _, store = ctx
+    lines = await export_entries(store, args.personas or None)
+    if args.personas:
+        present = {json.loads(line)["key"]["persona_id"] for line in lines[1:]}
+        missing = [p for p in args.personas if p not in present]
+        if missing:
+            raise UserError(f"no cached example set for {', '.join(map(repr, missing))}", hint="see `steerkit cache ls`")
+    text = "\n".join(lines) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+        print(f"exported {len(lines) - 1} example set(s) to {out}", file=sys.stderr)
+    return 0
+
+
+async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
+    _, store = ctx
+    if args.file == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(args.file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a text file written by `steerkit cache export`") from None
+        source = str(path)
+    imported, unchanged = await import_entries(store, text.splitlines(), source)
+    print(f"imported {imported} example set(s), {unchanged} already present")
+    return 0

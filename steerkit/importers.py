@@ -1,0 +1,343 @@
+"""Item pools from real survey data: OpinionQA, GlobalOpinionQA and plain JSONL.
+
+The survey importers keep the seed paper's filtering: only questions with two or three answer
+options (after dropping "Refused"-style non-answers) become items, so every option maps to one
+member of an ``exactly_one`` group; the gold label of an option is True when it is the group's
+plurality answer. Gold labels are for evaluation only — the search never reads them.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from steerkit.errors import DatasetImportError
+from steerkit.models import Item, stable_hash
+
+__all__ = [
+    "import_globalopinionqa_csv",
+    "import_jsonl",
+    "import_opinionqa",
+    "is_refusal",
+    "write_jsonl",
+]
+
+#: Options dropped before the 2-or-3-option filter (case-insensitive, whole option text).
+REFUSAL_PATTERNS = (
+    r"refused",
+    r"dk\s*/\s*refused",
+    r"don'?t know\s*/\s*refused",
+    r"don[’']t know\s*/\s*refused",
+    r"no answer",
+    r"refused\s*/\s*don'?t know",
+)
+_REFUSAL_RE = re.compile(r"^\s*(?:" + "|".join(REFUSAL_PATTERNS) + r")\s*\.?\s*$", re.IGNORECASE)
+
+
+def is_refusal(option: str) -> bool:
+    """True for "Refused", "DK/Refused", "Don't know/Refused" and similar non-answers."""
+    return bool(_REFUSAL_RE.match(option))
+
+
+def _safe_id(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.:\-]+", "_", text).strip("_")
+    return s or stable_hash(text)
+
+
+def _plurality(counts: Sequence[float]) -> int | None:
+    """Index of the largest count; None for a tie at the top or no data."""
+    if not counts or max(counts) <= 0:
+        return None
+    top = max(counts)
+    if sum(1 for c in counts if c == top) > 1:
+        return None
+    return list(counts).index(top)
+
+
+def _claims(prefix: str, question: str, options: Sequence[str], counts: Sequence[float] | None,
+            meta: dict[str, Any]) -> list[Item]:
+    gid = prefix
+    win = _plurality(counts) if counts is not None else None
+    total = float(sum(counts)) if counts else 0.0
+    items = []
+    for n, opt in enumerate(options):
+        m = dict(meta)
+        if counts is not None and total > 0:
+            m["share"] = round(float(counts[n]) / total, 6)
+        items.append(
+            Item(
+                id=f"{gid}/o{n}",
+                kind="claim",
+                question=question,
+                option=opt,
+                group=gid,
+                gold=None if win is None else (n == win),
+                meta=m,
+            )
+        )
+    return items
+
+
+# --- OpinionQA ----------------------------------------------------------------------------------
+
+
+def _literal_list(text: str, where: str) -> list[str]:
+    try:
+        val = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise DatasetImportError(f"{where}: expected a Python list literal, got {text[:80]!r}") from None
+    if not isinstance(val, (list, tuple)) or not all(isinstance(v, str) for v in val):
+        raise DatasetImportError(f"{where}: expected a list of strings, got {text[:80]!r}")
+    return [str(v) for v in val]
+
+
+def import_opinionqa(
+    wave_dir: str | Path,
+    attribute: str,
+    group: str,
+    *,
+    allowed_options: Sequence[int] = (2, 3),
+    id_prefix: str = "oqa",
+) -> list[Item]:
+    """Claims from one OpinionQA wave folder (``info.csv`` + ``<ATTR>_data.json``) for one group.
+
+    ``attribute`` is the demographic file (``POLPARTY``), ``group`` the persona inside it
+    (``Democrat``). The options come from ``info.csv``'s ``references`` (the JSON's
+    ``MC_options`` splits options on commas); "Refused" is dropped; questions left with a number
+    of options outside ``allowed_options`` are skipped; gold = the group's plurality answer.
+    """
+    wave = Path(wave_dir)
+    info_path = wave / "info.csv"
+    data_path = wave / f"{attribute}_data.json"
+    if not wave.is_dir():
+        raise DatasetImportError(f"{wave}: not a folder", hint="give an OpinionQA wave folder, e.g. American_Trends_Panel_W92")
+    if not data_path.is_file():
+        have = sorted(p.name.removesuffix("_data.json") for p in wave.glob("*_data.json"))
+        raise DatasetImportError(f"{data_path}: no such file", hint=f"attributes in this wave: {have}")
+    references: dict[str, list[str]] = {}
+    if info_path.is_file():
+        try:
+            with info_path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is None or "key" not in reader.fieldnames or "references" not in reader.fieldnames:
+                    raise DatasetImportError(f"{info_path}: expected columns 'key' and 'references'")
+                for n, row in enumerate(reader, start=2):
+                    references[row["key"]] = _literal_list(row["references"], f"{info_path}:{n} references")
+        except (OSError, csv.Error, UnicodeDecodeError) as e:
+            raise DatasetImportError(f"{info_path}: cannot read as CSV ({e})") from None
+    try:
+        data = json.loads(data_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{data_path}: cannot read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetImportError(f"{data_path}: expected an object keyed by question id")
+    groups_seen: set[str] = set()
+    items: list[Item] = []
+    for qkey, rec in data.items():
+        if not isinstance(rec, dict) or "question_text" not in rec:
+            raise DatasetImportError(f"{data_path}: question {qkey!r} has no 'question_text'")
+        groups_seen.update(k for k, v in rec.items() if isinstance(v, dict))
+        counts_by_opt = rec.get(group)
+        if not isinstance(counts_by_opt, dict):
+            continue
+        options = references.get(qkey) or list(counts_by_opt)
+        options = [o for o in options if not is_refusal(o)]
+        if len(options) not in allowed_options:
+            continue
+        counts = [float(counts_by_opt.get(o, 0.0) or 0.0) for o in options]
+        meta = {"source": "opinionqa", "wave": wave.name, "question_key": qkey, "attribute": attribute, "group": group}
+        items.extend(_claims(f"{id_prefix}/{_safe_id(qkey)}", str(rec["question_text"]), options, counts, meta))
+    if not items and group not in groups_seen:
+        raise DatasetImportError(
+            f"{data_path}: no group {group!r}", hint=f"groups in this file: {sorted(groups_seen)}"
+        )
+    return items
+
+
+# --- GlobalOpinionQA ----------------------------------------------------------------------------
+
+_DEFAULTDICT = re.compile(r"^\s*defaultdict\(\s*<class '[^']*'>\s*,\s*(\{.*\})\s*\)\s*$", re.DOTALL)
+
+
+def _parse_selections(text: str, where: str) -> dict[str, list[float]]:
+    m = _DEFAULTDICT.match(text)
+    body = m.group(1) if m else text
+    try:
+        val = ast.literal_eval(body)
+    except (ValueError, SyntaxError):
+        raise DatasetImportError(f"{where}: 'selections' is not a dict literal: {text[:80]!r}") from None
+    if not isinstance(val, dict):
+        raise DatasetImportError(f"{where}: 'selections' must map country -> list of shares")
+    out: dict[str, list[float]] = {}
+    for k, v in val.items():
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) for x in v):
+            raise DatasetImportError(f"{where}: 'selections'[{k!r}] must be a list of numbers")
+        out[str(k)] = [float(x) for x in v]
+    return out
+
+
+def import_globalopinionqa_csv(
+    path: str | Path,
+    country: str,
+    *,
+    allowed_options: Sequence[int] = (2, 3),
+    require_countries: Iterable[str] | None = None,
+    sources: Iterable[str] | None = None,
+    id_prefix: str = "gqa",
+) -> list[Item]:
+    """Claims for one country from a GlobalOpinionQA CSV (columns ``question``, ``selections``,
+    ``options``, ``source``).
+
+    ``selections`` is the dataset's ``defaultdict(<class 'list'>, {'Brazil': [shares…], …})``
+    string aligned with ``options`` (a Python list literal). Refusal options ("Refused",
+    "DK/Refused") are dropped, items keep 2 or 3 options, gold = the country's plurality option.
+    ``require_countries`` keeps only questions answered in every listed country (the paper's
+    "complete labels across all 13 countries"); ``sources`` filters the ``source`` column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetImportError(f"{p}: no such file")
+    need = set(require_countries or ())
+    keep_sources = set(sources) if sources is not None else None
+    items: list[Item] = []
+    countries_seen: set[str] = set()
+    used_ids: dict[str, int] = {}
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = set(reader.fieldnames or ())
+            missing = {"question", "selections", "options"} - cols
+            if missing:
+                raise DatasetImportError(
+                    f"{p}: not a GlobalOpinionQA CSV: missing column(s) {sorted(missing)}",
+                    hint="expected columns question, selections, options, source",
+                )
+            for n, row in enumerate(reader, start=2):
+                where = f"{p}:{n}"
+                if keep_sources is not None and row.get("source") not in keep_sources:
+                    continue
+                sel = _parse_selections(row["selections"] or "", where)
+                countries_seen.update(sel)
+                if need and not need.issubset(sel):
+                    continue
+                shares = sel.get(country)
+                if shares is None:
+                    continue
+                options = _literal_list(row["options"] or "", f"{where} options")
+                if len(shares) != len(options):
+                    raise DatasetImportError(
+                        f"{where}: {len(options)} options but {len(shares)} shares for {country!r}"
+                    )
+                kept = [(o, s) for o, s in zip(options, shares) if not is_refusal(o)]
+                if len(kept) not in allowed_options:
+                    continue
+                question = (row["question"] or "").strip()
+                if not question:
+                    raise DatasetImportError(f"{where}: empty 'question'")
+                base = f"{id_prefix}/{stable_hash([question, options])}"
+                k = used_ids.get(base, 0)
+                used_ids[base] = k + 1
+                gid = base if k == 0 else f"{base}-{k}"
+                meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
+                items.extend(_claims(gid, question, [o for o, _ in kept], [s for _, s in kept], meta))
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{p}: cannot read as CSV ({e})") from None
+    if not items and country not in countries_seen:
+        raise DatasetImportError(
+            f"{p}: no country {country!r} in 'selections'",
+            hint=f"countries in this file: {sorted(countries_seen)[:20]}",
+        )
+    return items
+
+
+# --- JSONL --------------------------------------------------------------------------------------
+
+
+def _row_items(row: dict[str, Any], where: str, n: int, id_prefix: str) -> list[Item]:
+    """One JSONL row: a full `Item`, a question with ``options`` (optional ``gold`` option), or a
+    preference pair (``response_1``, ``response_2``, optional ``preferred``: 1 or 2)."""
+    if "kind" in row:
+        return [Item.model_validate(row)]
+    qid = _safe_id(str(row.get("id") or f"row{n}"))
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetImportError(f"{where}: 'question' must be a non-empty string")
+    if "options" in row:
+        options = row["options"]
+        if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+            raise DatasetImportError(f"{where}: 'options' must be a list of at least 2 non-empty strings")
+        gold = row.get("gold")
+        if gold is not None and gold not in options:
+            raise DatasetImportError(f"{where}: 'gold' {gold!r} is not one of the options")
+        gid = f"{id_prefix}/{qid}"
+        return [
+            Item(id=f"{gid}/o{i}", kind="claim", question=question, option=o, group=gid,
+                 gold=None if gold is None else (o == gold), meta=dict(row.get("meta") or {}))
+            for i, o in enumerate(options)
+        ]
+    if "response_1" in row and "response_2" in row:
+        pref = row.get("preferred")
+        if pref not in (None, 1, 2):
+            raise DatasetImportError(f"{where}: 'preferred' must be 1 or 2")
+        gid = f"{id_prefix}/{qid}"
+        r1, r2 = str(row["response_1"]), str(row["response_2"])
+        return [
+            Item(id=f"{gid}/12", kind="preference", question=question, choice_1=r1, choice_2=r2, group=gid,
+                 gold=None if pref is None else pref == 1),
+            Item(id=f"{gid}/21", kind="preference", question=question, choice_1=r2, choice_2=r1, group=gid,
+                 gold=None if pref is None else pref == 2),
+        ]
+    raise DatasetImportError(
+        f"{where}: unrecognised row: give an Item (with 'kind'), a question with 'options', "
+        "or a pair with 'response_1'/'response_2'"
+    )
+
+
+def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
+    """Items from a JSONL file, one JSON object per line (see `_row_items` for the row shapes)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetImportError(f"{p}: no such file")
+    items: list[Item] = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{p}: cannot read ({e})") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetImportError(f"{where}: invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DatasetImportError(f"{where}: each line must be a JSON object")
+        try:
+            items.extend(_row_items(row, where, n, id_prefix))
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"]) or "<row>"
+            raise DatasetImportError(f"{where}: field {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+    ids = [it.id for it in items]
+    dups = sorted({i for i in ids if ids.count(i) > 1})
+    if dups:
+        raise DatasetImportError(f"{p}: duplicate item id(s) {dups[:5]}")
+    return items
+
+
+def write_jsonl(items: Iterable[Item], path: str | Path) -> Path:
+    """Write items as JSONL (one `Item` per line) so a pack can reference them in ``items_files``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for it in items:
+            f.write(it.model_dump_json(exclude_defaults=False) + "\n")
+    return p

@@ -1,0 +1,419 @@
+"""The versioned example-set cache.
+
+An `ExampleSet` is stored under a `CacheKey` — persona, pool content hash, model, search-config
+hash and library version, never an API key — as an immutable *version*; a key's *current*
+version is switched atomically by `put`. A request that read version v keeps using v even when
+a new version is switched in meanwhile, and `get_version` can still fetch v (the last
+``keep_versions`` versions are kept).
+
+`DiskStore` (diskcache, the embedded default) survives restarts and is shared by processes on
+one machine; `MemoryStore` is for tests and short-lived processes. Both implement the
+`ExampleSetStore` protocol, so a shared backend (Redis, S3, …) can follow.
+
+A corrupt or unreadable entry is reported with a `CacheCorruptionWarning` and treated as a
+miss, never a crash. `SingleFlight` makes concurrent misses for one key share one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from steerkit._version import __version__
+from steerkit.errors import CacheCorruptionWarning, StoreError
+from steerkit.models import ExampleSet, stable_hash
+
+__all__ = [
+    "CacheEntryInfo",
+    "CacheKey",
+    "DiskStore",
+    "ExampleSetStore",
+    "MemoryStore",
+    "SingleFlight",
+    "default_cache_dir",
+]
+
+log = logging.getLogger("steerkit.store")
+
+# Values that look like credentials never enter a cache key.
+_SECRET_RE = re.compile(r"(?i)^(sk-|sk_|pk-|rk-|bearer\s|hf_|gsk_|xai-|key-|api[-_]?key)|(?i:api[-_]?key=)")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CacheKey(BaseModel):
+    """What an example set depends on. Deliberately has no field for credentials or URLs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    persona_id: str = Field(min_length=1)
+    pool_hash: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    config_hash: str = Field(min_length=1)
+    library_version: str = __version__
+
+    @field_validator("persona_id", "pool_hash", "model", "config_hash", "library_version")
+    @classmethod
+    def _no_secrets(cls, v: str) -> str:
+        if _SECRET_RE.search(v.strip()):
+            raise ValueError("looks like a credential; API keys never go into a cache key")
+        return v
+
+    def digest(self) -> str:
+        return _digest(self.persona_id, self.pool_hash, self.model, self.config_hash, self.library_version)
+
+
+@lru_cache(maxsize=4096)
+def _digest(persona_id: str, pool_hash: str, model: str, config_hash: str, library_version: str) -> str:
+    return stable_hash({"persona_id": persona_id, "pool_hash": pool_hash, "model": model,
+                        "config_hash": config_hash, "library_version": library_version})
+
+
+class CacheEntryInfo(BaseModel):
+    """One cached key: its current version and the versions kept."""
+
+    key: CacheKey
+    digest: str
+    current_version: str | None
+    versions: list[str]
+    """Oldest first; the current version is among them."""
+    updated_at: datetime | None = None
+    n_items: int | None = None
+    score: float | None = None
+    violations: int | None = None
+
+
+@runtime_checkable
+class ExampleSetStore(Protocol):
+    async def get(self, key: CacheKey) -> ExampleSet | None:
+        """The current version for the key, or None (a miss)."""
+        ...
+
+    async def put(self, key: CacheKey, es: ExampleSet) -> str:
+        """Store ``es`` and switch the key's current version to it atomically; return the version."""
+        ...
+
+    async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None: ...
+
+    async def entries(self) -> list[CacheEntryInfo]: ...
+
+    async def delete(self, key: CacheKey) -> bool: ...
+
+
+def _check_put(key: CacheKey, es: ExampleSet) -> None:
+    if not isinstance(es, ExampleSet):
+        raise StoreError(f"put() needs an ExampleSet, got {type(es).__name__}")
+    if es.persona.id != key.persona_id:
+        raise StoreError(f"example set is for persona {es.persona.id!r} but the key is for {key.persona_id!r}")
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+class MemoryStore:
+    """In-process store (tests, scripts). Same semantics as `DiskStore`, nothing persisted."""
+
+    def __init__(self, *, keep_versions: int = 10) -> None:
+        self.keep_versions = max(1, keep_versions)
+        self._keys: dict[str, CacheKey] = {}
+        self._versions: dict[str, OrderedDict[str, ExampleSet]] = {}
+        self._current: dict[str, str] = {}
+        self._updated: dict[str, datetime] = {}
+
+    async def get(self, key: CacheKey) -> ExampleSet | None:
+        d = key.digest()
+        v = self._current.get(d)
+        return None if v is None else self._versions[d].get(v)
+
+    async def put(self, key: CacheKey, es: ExampleSet) -> str:
+        _check_put(key, es)
+        d = key.digest()
+        version = es.version
+        vs = self._versions.setdefault(d, OrderedDict())
+        vs[version] = es
+        vs.move_to_end(version)
+        while len(vs) > self.keep_versions:
+            vs.popitem(last=False)
+        self._keys[d] = key
+        self._current[d] = version
+        self._updated[d] = _utcnow()
+        return version
+
+    async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
+        return self._versions.get(key.digest(), {}).get(version)
+
+    async def entries(self) -> list[CacheEntryInfo]:
+        out = []
+        for d, key in self._keys.items():
+            cur = self._current.get(d)
+            es = self._versions[d].get(cur) if cur else None
+            out.append(CacheEntryInfo(key=key, digest=d, current_version=cur, versions=list(self._versions[d]),
+                                      updated_at=self._updated.get(d), n_items=len(es.items) if es else None,
+                                      score=es.score if es else None, violations=es.violations if es else None))
+        return out
+
+    async def delete(self, key: CacheKey) -> bool:
+        d = key.digest()
+        existed = d in self._keys
+        for m in (self._keys, self._versions, self._current, self._updated):
+            m.pop(d, None)
+        return existed
+
+
+# --- disk ---------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$STEERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/steerkit`` (``~/.cache/steerkit``)."""
+    env = os.environ.get("STEERKIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "steerkit"
+
+
+def _warn(msg: str) -> None:
+    log.warning(msg)
+    warnings.warn(msg, CacheCorruptionWarning, stacklevel=3)
+
+
+class DiskStore:
+    """Example-set cache on disk (diskcache / SQLite). Safe across processes on one machine.
+
+    Layout: ``"es:<digest>:<version>"`` → ``{"sha256", "json"}`` (immutable blobs) and
+    ``"meta:<digest>"`` → ``{"key", "current", "versions", "updated_at", …}``. `put` writes the
+    blob first, then replaces the meta record in one write: readers see the old or the new
+    version, never a mix. Parsed example sets are kept in a small in-memory LRU, so a cache hit
+    costs one small SQLite read.
+    """
+
+    def __init__(self, directory: str | Path | None = None, *, keep_versions: int = 10, memory_items: int = 64,
+                 size_limit: int = 2**30) -> None:
+        import diskcache  # the embedded default dependency
+
+        self.directory = Path(directory) if directory is not None else default_cache_dir() / "example_sets"
+        self.keep_versions = max(1, keep_versions)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit, eviction_policy="none")
+        except Exception as e:
+            raise StoreError(f"cannot open the example-set cache at {self.directory}: {e}",
+                             hint="check the directory's permissions or set STEERKIT_CACHE_DIR") from e
+        self._memory: OrderedDict[tuple[str, str], ExampleSet] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = asyncio.Lock()
+
+    # reading ---------------------------------------------------------------------------------
+    def _meta(self, digest: str, *, warn: bool = True) -> dict[str, Any] | None:
+        try:
+            raw = self._cache.get(f"meta:{digest}")
+        except Exception as e:  # sqlite errors, unpickling errors
+            if warn:
+                _warn(f"steerkit cache: unreadable index entry {digest} in {self.directory} ({type(e).__name__}); "
+                  "treating it as a miss")
+            return None
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw) if isinstance(raw, (str, bytes)) else None
+            if not isinstance(meta, dict) or not isinstance(meta.get("versions"), list):
+                raise ValueError("bad structure")
+            return meta
+        except (ValueError, TypeError):
+            if warn:
+                _warn(f"steerkit cache: corrupt index entry {digest} in {self.directory}; treating it as a miss")
+            return None
+
+    def _load(self, digest: str, version: str) -> ExampleSet | None:
+        mk = (digest, version)
+        es = self._memory.get(mk)
+        if es is not None:
+            self._memory.move_to_end(mk)
+            return es
+        try:
+            raw = self._cache.get(f"es:{digest}:{version}")
+        except Exception as e:
+            _warn(f"steerkit cache: unreadable entry {digest}/{version} ({type(e).__name__}); treating it as a miss")
+            return None
+        if raw is None:
+            return None
+        try:
+            rec = json.loads(raw)
+            text = rec["json"]
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
+                raise ValueError("checksum mismatch")
+            es = ExampleSet.from_json(text)
+        except Exception as e:
+            _warn(f"steerkit cache: corrupt entry {digest}/{version} in {self.directory} ({type(e).__name__}: "
+                  f"{str(e)[:120]}); treating it as a miss")
+            return None
+        self._memory[mk] = es
+        while len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
+        return es
+
+    async def get(self, key: CacheKey) -> ExampleSet | None:
+        digest = key.digest()
+        meta = self._meta(digest)
+        if not meta or not meta.get("current"):
+            return None
+        version = meta["current"]
+        if (digest, version) in self._memory:
+            return self._load(digest, version)
+        return await asyncio.to_thread(self._load, digest, version)
+
+    async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
+        return await asyncio.to_thread(self._load, key.digest(), version)
+
+    # writing ---------------------------------------------------------------------------------
+    def _put_sync(self, key: CacheKey, es: ExampleSet) -> str:
+        digest = key.digest()
+        version = es.version
+        text = es.to_json()
+        blob = json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
+        try:
+            self._cache.set(f"es:{digest}:{version}", blob)
+            with self._cache.transact():
+                meta = self._meta(digest, warn=False) or {}  # a corrupt index is overwritten
+                versions = [v for v in meta.get("versions", []) if v != version] + [version]
+                dropped = versions[: -self.keep_versions]
+                versions = versions[-self.keep_versions :]
+                new_meta = {
+                    "key": key.model_dump(),
+                    "current": version,
+                    "versions": versions,
+                    "updated_at": _utcnow().isoformat(),
+                    "n_items": len(es.items),
+                    "score": es.score,
+                    "violations": es.violations,
+                }
+                self._cache.set(f"meta:{digest}", json.dumps(new_meta))  # the atomic switch
+                for v in dropped:
+                    self._cache.delete(f"es:{digest}:{v}")
+        except Exception as e:
+            raise StoreError(f"cannot write to the example-set cache at {self.directory}: {e}") from e
+        for v in dropped:
+            self._memory.pop((digest, v), None)
+        self._memory[(digest, version)] = es
+        return version
+
+    async def put(self, key: CacheKey, es: ExampleSet) -> str:
+        _check_put(key, es)
+        async with self._lock:
+            return await asyncio.to_thread(self._put_sync, key, es)
+
+    def _entries_sync(self) -> list[CacheEntryInfo]:
+        out = []
+        for k in list(self._cache.iterkeys()):
+            if not (isinstance(k, str) and k.startswith("meta:")):
+                continue
+            digest = k[len("meta:") :]
+            meta = self._meta(digest)
+            if meta is None:
+                continue
+            try:
+                out.append(
+                    CacheEntryInfo(
+                        key=CacheKey.model_validate(meta["key"]),
+                        digest=digest,
+                        current_version=meta.get("current"),
+                        versions=list(meta.get("versions", [])),
+                        updated_at=meta.get("updated_at"),
+                        n_items=meta.get("n_items"),
+                        score=meta.get("score"),
+                        violations=meta.get("violations"),
+                    )
+                )
+            except Exception:
+                _warn(f"steerkit cache: corrupt index entry {digest}; skipped")
+        return out
+
+    async def entries(self) -> list[CacheEntryInfo]:
+        return await asyncio.to_thread(self._entries_sync)
+
+    def _delete_sync(self, key: CacheKey) -> bool:
+        digest = key.digest()
+        existed = False
+        with self._cache.transact():
+            existed = self._cache.delete(f"meta:{digest}")
+            for k in list(self._cache.iterkeys()):
+                if isinstance(k, str) and k.startswith(f"es:{digest}:"):
+                    self._cache.delete(k)
+                    existed = True
+        for mk in [mk for mk in self._memory if mk[0] == digest]:
+            del self._memory[mk]
+        return existed
+
+    async def delete(self, key: CacheKey) -> bool:
+        async with self._lock:
+            return await asyncio.to_thread(self._delete_sync, key)
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+# --- single flight ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent calls for one key share one computation.
+
+    ``await sf.do(key, fn)`` starts ``fn()`` for the first caller and makes later callers for the
+    same key wait on the same task; the result (or exception) goes to all of them, then the key
+    is free again. A waiter being cancelled never cancels the shared computation.
+    ``sf.start(key, fn)`` starts (or joins) it without waiting (background misses).
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[T]] = {}
+
+    def start(self, key: str, fn: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fn())  # type: ignore[arg-type]
+            self._tasks[key] = task
+
+            def _done(t: asyncio.Task[T], key: str = key) -> None:
+                if self._tasks.get(key) is t:
+                    del self._tasks[key]
+                if not t.cancelled() and t.exception() is not None:
+                    log.debug("single-flight %s failed: %r", key, t.exception())
+
+            task.add_done_callback(_done)
+        return task
+
+    async def do(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+        return await asyncio.shield(self.start(key, fn))
+
+    def in_flight(self) -> list[str]:
+        return list(self._tasks)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tasks
+
+    async def cancel_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except BaseException:  # noqa: BLE001 - cancelled or failed: both are fine here
+                pass

@@ -1,0 +1,267 @@
+"""The `steerkit` command: exit codes, config show, precompute (resumable, idempotent), cache
+management, chat. Searches run on the *fake* scorer (patched in for the search backend), chat
+answers come from the fake upstream; one tiny demo run uses the real embedded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import steerkit._runtime as runtime_mod
+from fake_upstream import FakeUpstream
+from steerkit.cli import main
+from steerkit.testing import FakeScorer
+
+PERSONA = "polparty/democrat"
+QUERY = "As a Democrat, what do you think about raising the minimum wage?"
+
+
+class InterruptingFakeScorer(FakeScorer):
+    """A fake scorer that presses Ctrl-C (SIGINT to this process) after ``limit`` calls."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(lambda p: 0.7, model="fake-scorer")
+        self.limit = limit
+
+    async def score(self, prompts):  # type: ignore[no-untyped-def]
+        if self.stats.calls + len(prompts) > self.limit:
+            os.kill(os.getpid(), signal.SIGINT)  # asyncio.run turns it into cancellation + KeyboardInterrupt
+            await asyncio.sleep(30)
+        return await super().score(prompts)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Isolated config/cache, small searches, and the fake scorer as the search backend."""
+    for k in list(os.environ):
+        if k.startswith("STEERKIT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("STEERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STEERKIT_SEARCH__MAX_ITERATIONS", "12")
+    monkeypatch.setenv("STEERKIT_SEARCH__PATIENCE", "6")
+    state: dict[str, Any] = {"backends": [], "factory": lambda: FakeScorer(lambda p: 0.7, model="fake-scorer")}
+
+    def fake_make_backend(settings: Any) -> Any:
+        b = state["factory"]()
+        state["backends"].append(b)
+        return b
+
+    monkeypatch.setattr(runtime_mod, "make_backend", fake_make_backend)
+    state["cache"] = tmp_path / "cache"
+    return state
+
+
+def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
+    capsys.readouterr()
+    rc = main(argv)
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return json.loads(out.out)
+
+
+# --- basics -------------------------------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "precompute" in capsys.readouterr().out
+    assert main([]) == 2
+    assert main(["no-such-command"]) == 2
+    assert main(["precompute", "--jobs", "many"]) == 2
+
+
+def test_entry_point_version() -> None:
+    r = subprocess.run([sys.executable, "-m", "steerkit.cli", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("steerkit ")
+
+
+def test_config_show_masks_and_config_errors(env: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEERKIT_SERVER__API_KEYS", "super-secret-client-key")
+    monkeypatch.setenv("STEERKIT_CHAT_MODEL__API_KEY", "sk-super-secret")
+    monkeypatch.setenv("STEERKIT_SERVER__PORT", "9191")
+    assert main(["config", "show", "--chat-model", "flag-model"]) == 0
+    out = capsys.readouterr().out
+    assert "super-secret" not in out and "********" in out
+    assert "port = 9191" in out and 'model = "flag-model"' in out
+    data = run_json(capsys, ["config", "show", "--json"])
+    assert data["server"]["api_keys"] == ["********"] and data["server"]["host"] == "127.0.0.1"
+
+    monkeypatch.setenv("STEERKIT_SERVER__PORT", "not-a-port")
+    assert main(["config", "show"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("steerkit: error: invalid configuration: server.port")
+
+
+# --- precompute ---------------------------------------------------------------------------------
+
+
+def test_precompute_selection_errors(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["precompute"]) == 2
+    assert "--persona" in capsys.readouterr().err
+    assert main(["precompute", "--persona", "polparty/nobody"]) == 2
+    assert "unknown persona" in capsys.readouterr().err
+    assert main(["precompute", "--dimension", "no_such_dimension"]) == 2
+
+
+def test_precompute_is_idempotent_and_forceable(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    first = run_json(capsys, ["precompute", "--persona", PERSONA, "--json"])
+    assert [r["status"] for r in first] == ["computed"] and first[0]["version"]
+    assert env["backends"][-1].stats.calls > 0
+
+    again = run_json(capsys, ["precompute", "--persona", PERSONA, "--json"])
+    assert again[0]["status"] == "cached" and again[0]["version"] == first[0]["version"]
+    assert env["backends"][-1].stats.calls == 0  # nothing recomputed
+
+    forced = run_json(capsys, ["precompute", "--persona", PERSONA, "--force", "--json"])
+    assert forced[0]["status"] == "computed" and env["backends"][-1].stats.calls > 0
+    assert forced[0]["version"] == first[0]["version"]  # same seed, pool and scorer: same labels
+
+
+def test_precompute_resumes_after_interrupt(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    full = run_json(capsys, ["precompute", "--persona", PERSONA, "--json", "--cache-dir", str(env["cache"] / "ref")])
+    full_calls = env["backends"][-1].stats.calls
+
+    env["factory"] = lambda: InterruptingFakeScorer(limit=max(1, full_calls * 2 // 3))
+    assert main(["precompute", "--persona", PERSONA]) == 130
+    err = capsys.readouterr().err
+    assert "resume" in err
+    checkpoints = list((env["cache"] / "checkpoints").glob("*.json"))
+    assert len(checkpoints) == 1
+
+    env["factory"] = lambda: FakeScorer(lambda p: 0.7, model="fake-scorer")
+    resumed = run_json(capsys, ["precompute", "--persona", PERSONA, "--json"])
+    assert resumed[0]["status"] == "resumed"
+    assert env["backends"][-1].stats.calls < full_calls  # work before the interrupt was not redone
+    assert resumed[0]["version"] == full[0]["version"]
+    assert not list((env["cache"] / "checkpoints").glob("*.json"))  # cleaned up once cached
+
+
+# --- cache --------------------------------------------------------------------------------------
+
+
+def test_cache_ls_show_rm_export_import(env: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run_json(capsys, ["cache", "ls", "--json"]) == []
+    computed = run_json(capsys, ["precompute", "--persona", PERSONA, "--json"])
+    rows = run_json(capsys, ["cache", "ls", "--json"])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["persona"] == PERSONA and row["version"] == computed[0]["version"] and row["model"] == "fake-scorer"
+    assert row["items"] > 0 and row["size_bytes"] > 0 and row["violations"] == 0
+
+    assert main(["cache", "ls"]) == 0
+    assert PERSONA in capsys.readouterr().out
+    personas = run_json(capsys, ["cache", "ls", "--personas", "--json"])
+    assert {"persona": PERSONA, "cached": True} .items() <= next(p for p in personas if p["persona"] == PERSONA).items()
+
+    es = run_json(capsys, ["cache", "show", PERSONA, "--json"])
+    assert es["persona"]["id"] == PERSONA and len(es["labels"]) == row["items"]
+    assert main(["cache", "show", PERSONA]) == 0
+    assert "True" in capsys.readouterr().out
+    assert main(["cache", "show", "polparty/republican"]) == 2
+
+    export = tmp_path / "export.jsonl"
+    assert main(["cache", "export", "-o", str(export)]) == 0
+    lines = export.read_text().splitlines()
+    assert json.loads(lines[0])["format"] == "steerkit.cache/1" and len(lines) == 2
+
+    assert main(["cache", "rm", PERSONA]) == 0
+    assert run_json(capsys, ["cache", "ls", "--json"]) == []
+    assert main(["cache", "rm", PERSONA]) == 2  # nothing left to delete
+
+    assert main(["cache", "import", str(export)]) == 0
+    assert "imported 1" in capsys.readouterr().out
+    assert run_json(capsys, ["cache", "ls", "--json"])[0]["version"] == row["version"]
+    assert main(["cache", "import", str(export)]) == 0
+    assert "imported 0 example set(s), 1 already present" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": "steerkit.cache/1"}\n{"key": {"persona_id": 1}}\n')
+    assert main(["cache", "import", str(bad)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert main(["cache", "import", str(tmp_path / "missing.jsonl")]) == 2
+
+
+# --- chat ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def threaded_fake_upstream() -> Iterator[FakeUpstream]:
+    """The fake upstream on its own loop in a thread (main() runs its own asyncio.run)."""
+    loop = asyncio.new_event_loop()
+    up = FakeUpstream()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(up.start())
+        ready.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    yield up
+    asyncio.run_coroutine_threadsafe(up.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(10)
+
+
+def test_chat_steered_and_unsteered(env: dict[str, Any], capsys: pytest.CaptureFixture[str], threaded_fake_upstream: FakeUpstream) -> None:
+    up = threaded_fake_upstream
+    flags = ["--chat-base-url", up.base_url, "--chat-model", "fake-echo"]
+    out = run_json(capsys, ["chat", QUERY, *flags, "--json"])
+    assert out["answer"] == "ok"
+    assert out["personas"] and out["personas"][0]["persona_id"] == PERSONA
+    assert out["cache"] in ("computed", "miss", "hit") and out["example_set_version"]
+    assert out["examples_used"] > 0 and out["injected"]
+    assert up.requests[-1]["messages"][-1]["content"] == QUERY
+    assert len(up.requests[-1]["messages"]) > 1 or up.requests[-1]["messages"][-1] != {"role": "user", "content": QUERY}
+
+    out = run_json(capsys, ["chat", QUERY, *flags, "--no-steer", "--json"])
+    assert out["injected"] == [] and up.requests[-1]["messages"] == [{"role": "user", "content": QUERY}]
+
+    assert main(["chat", QUERY, *flags]) == 0  # the rich rendering
+    assert "ok" in capsys.readouterr().out
+    assert main(["chat", QUERY, *flags, "--persona", "polparty/nobody"]) == 2
+
+
+def test_chat_backend_failure_exits_1(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    assert main(["chat", "Say hi.", "--chat-base-url", dead, "--chat-model", "x"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("steerkit: error:")
+
+
+# --- demo (real embedded model, tiny) ------------------------------------------------------------
+
+
+@pytest.mark.llama
+def test_demo_tiny_real_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], gguf_path: Path) -> None:
+    for k in list(os.environ):
+        if k.startswith("STEERKIT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("STEERKIT_SEARCH_MODEL__N_THREADS", "1")  # polite on a shared 2-core machine
+    argv = ["demo", "--cache-dir", str(tmp_path / "c"), "--items", "4", "--max-iterations", "2", "--max-tokens", "8", "--json"]
+    argv += ["--model-path", str(gguf_path)]
+    out = run_json(capsys, argv)
+    assert out["persona"] == "polparty/republican"
+    assert out["example_set"]["items"] >= 2 and not out["example_set"]["cached"]
+    assert out["steering"]["examples_used"] > 0
+    assert isinstance(out["unsteered"], str) and isinstance(out["steered"], str)

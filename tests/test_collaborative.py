@@ -1,0 +1,244 @@
+"""The collaborative re-run end to end: search → escalate → people answer → constrained re-run →
+new version in the store. Logic with a fake scorer; one test on the real embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from escalation_helpers import PERSONA, fake_backend, make_pool
+from steerkit import icm
+from steerkit.adapters.callback import CallbackAdapter
+from steerkit.adapters.queue import QueueAdapter
+from steerkit.errors import InvalidAnswerError, SearchError
+from steerkit.escalation import (
+    Answer,
+    ConfidencePolicy,
+    Escalator,
+    RandomPolicy,
+    build_escalation,
+    cache_key_for,
+    collaborative_rerun,
+)
+from steerkit.evaluation import ClaimPredictor, label_accuracy, test_accuracy
+from steerkit.models import SearchConfig
+from steerkit.store import DiskStore
+
+CFG = SearchConfig(max_iterations=40, seed=3)
+
+
+def gold_option(e):
+    """A simulated annotator: the option whose true items are the gold ones."""
+    return next(o.id for o in e.options if o.true_items and all(_gold[i] for i in o.true_items))
+
+
+_gold: dict[str, bool] = {}
+
+
+async def _initial(n=6, uncertain=(2, 4), wrong=(1,)):
+    pool = make_pool(n)
+    _gold.update({it.id: bool(it.gold) for it in pool.items})
+    backend = fake_backend(pool, uncertain=uncertain, wrong=wrong)
+    es = await icm.search(pool, backend, CFG)
+    return pool, backend, es
+
+
+async def test_end_to_end_escalate_answer_rerun_store(tmp_path):
+    pool, backend, es0 = await _initial()
+    store = DiskStore(tmp_path / "store")
+    key = cache_key_for(es0)
+    v0 = await store.put(key, es0)
+    assert (await store.get(key)).version == es0.version
+
+    async def annotator(e):  # a person who knows the persona's real answers
+        return gold_option(e)
+
+    adapter = CallbackAdapter(annotator, annotator="sim", queue=tmp_path / "q.sqlite")
+    esc = Escalator(adapter, ConfidencePolicy(), k=2, budget=4, backend=backend, store=store)
+    asked = await esc.escalate(es0)
+    assert {e.question_id for e in asked} == {"q2", "q4"}  # the least certain questions
+    await adapter.join()
+    assert len(await adapter.answers(persona_id=PERSONA.id)) == 2
+
+    held = await store.get(key)  # a request in flight holds this version
+    res = await esc.apply(es0)
+    assert res is not None
+    es1 = res.example_set
+    assert res.parent_version == es0.version and es1.provenance.parent_version == es0.version
+    assert res.version == es1.version != es0.version and res.stored
+    # the human labels are fixed, marked and right
+    for q in ("q2", "q4"):
+        for o in ("o0", "o1"):
+            lab = es1.labels[f"{q}-{o}"]
+            assert lab.source == "human" and lab.value == _gold[f"{q}-{o}"]
+            assert lab.annotator == "callback:sim" and lab.labelled_at is not None
+    assert label_accuracy(es1) > label_accuracy(es0)
+    assert es1.violations == 0 and pool.violations(es1.label_values()) == 0
+    # audit trail: which labels came from people, when, which adapter
+    audit = [a for a in es1.provenance.audit if a["event"] == "human_label"]
+    assert {a["item_id"] for a in audit} == {"q2-o0", "q2-o1", "q4-o0", "q4-o1"}
+    assert all(a["adapter"] == "callback" and a["annotator"] == "sim" and a["answered_at"] and a["applied_at"] for a in audit)
+    # atomic switch: the store now serves the new version, the old one is still there for readers
+    assert (await store.get(key)).version == es1.version
+    assert held.version == es0.version and held.labels == es0.labels
+    assert (await store.get_version(key, v0)).version == es0.version
+    # answers are acknowledged: nothing left to apply, escalations applied
+    assert await adapter.answers() == [] and await esc.apply(es1) is None
+    assert {e.question_id for e in await adapter.escalations(status="applied")} == {"q2", "q4"}
+
+    # round two on the new version: human questions are not asked again; human labels carry over
+    asked2 = await esc.escalate(es1)
+    assert len(asked2) == 2 and not {e.question_id for e in asked2} & {"q2", "q4"}
+    await adapter.join()
+    res2 = await esc.apply(es1)
+    es2 = res2.example_set
+    humans = {i for i, lab in es2.labels.items() if lab.source == "human"}
+    assert len(humans) == 8 and {"q2-o0", "q4-o1"} <= humans
+    assert es2.provenance.parent_version == es1.version
+    assert len([a for a in es2.provenance.audit if a["event"] == "human_label"]) == 8  # trail accumulates
+    assert (await store.get(key)).version == es2.version
+    # budget 4 per persona is spent
+    assert await esc.escalate(es2) == []
+    await adapter.aclose()
+
+
+async def test_a_human_answer_overrides_a_confident_wrong_label(tmp_path):
+    pool, backend, es0 = await _initial(uncertain=(), wrong=(1,))
+    assert es0.labels["q1-o0"].value is True and not _gold["q1-o0"]  # the model is wrong and sure
+    e = build_escalation(es0, "q1")
+    ans = Answer(escalation_id=e.id, option="q1-o1", version=e.version, annotator="dana", adapter="queue")
+    res = await collaborative_rerun(es0, [ans], backend)
+    assert res.example_set.labels["q1-o1"].value is True and res.example_set.labels["q1-o0"].value is False
+    assert res.human_labels == {"q1-o0": False, "q1-o1": True}
+    assert not res.stored and res.applied == [ans.answer_id]
+    # other labels are warm-started and stay as they were
+    for i, lab in es0.labels.items():
+        if not i.startswith("q1-"):
+            assert res.example_set.labels[i].value == lab.value
+
+
+async def test_latest_answer_wins_and_bad_answers_change_nothing(tmp_path):
+    pool, backend, es0 = await _initial()
+    store = DiskStore(tmp_path / "store")
+    key = cache_key_for(es0)
+    await store.put(key, es0)
+    e = build_escalation(es0, "q2")
+    first = Answer(escalation_id=e.id, option="q2-o1", version=e.version, answered_at="2026-01-01T00:00:00Z")
+    later = Answer(escalation_id=e.id, option="q2-o0", version=e.version, answered_at="2026-01-02T00:00:00Z")
+    res = await collaborative_rerun(es0, [later, first], backend, store=store)
+    assert res.example_set.labels["q2-o0"].value is True
+    assert res.applied == [later.answer_id]
+    # an answer raised from another pool: a clear error, the store keeps its version
+    other_pool = make_pool(7)
+    other = build_escalation(await icm.search(other_pool, fake_backend(other_pool), CFG), "q0")
+    stray = Answer(escalation_id=other.id, option="q0-o0", version=other.version)
+    with pytest.raises(InvalidAnswerError, match="not raised from"):
+        await collaborative_rerun(res.example_set, [stray], backend, store=store)
+    with pytest.raises(InvalidAnswerError, match="no option"):
+        await collaborative_rerun(es0, [Answer(escalation_id=e.id, option="q1-o0", version=e.version)], backend, store=store)
+    with pytest.raises(InvalidAnswerError, match="no answers"):
+        await collaborative_rerun(es0, [], backend, store=store)
+    assert (await store.get(key)).version == res.version
+
+
+async def test_contradicting_fixed_labels_are_refused():
+    pool, backend, es0 = await _initial()
+    labels = dict(es0.labels)
+    # a previous version claims a human said q3-o0 True, and a new answer says q3-o1
+    labels["q3-o0"] = labels["q3-o0"].model_copy(update={"source": "human", "value": True})
+    labels["q3-o1"] = labels["q3-o1"].model_copy(update={"source": "human", "value": True})
+    broken = es0.model_copy(update={"labels": labels})
+    e = build_escalation(broken, "q2")
+    with pytest.raises(SearchError, match="violate"):
+        await collaborative_rerun(broken, [Answer(escalation_id=e.id, option="q2-o0", version=e.version)], backend)
+
+
+async def test_live_hook_with_auto_apply_switches_the_store(tmp_path):
+    pool, backend, es0 = await _initial()
+    store = DiskStore(tmp_path / "store")
+    key = cache_key_for(es0)
+    await store.put(key, es0)
+    adapter = QueueAdapter(tmp_path / "q.sqlite")
+    esc = Escalator(adapter, RandomPolicy(seed=5), k=1, budget=None, backend=backend, store=store, auto_apply=True)
+
+    class FakeSteerer:  # a fake stand-in for steerkit.middleware.Steerer: the hook list only
+        on_example_set: list = []
+
+    steerer = FakeSteerer()
+    hook = esc.register(steerer)
+    await hook(PERSONA.id, es0)
+    await esc.join()
+    [e] = await adapter.escalations()
+    # a person answers in the queue (e.g. `steerkit review`); the next request's hook applies it
+    await adapter.receive(Answer(escalation_id=e.id, option=gold_option(e), version=e.version, annotator="eve"))
+    await hook(PERSONA.id, await store.get(key))  # same version: deduplicated, nothing happens
+    await esc.join()
+    assert (await store.get(key)).version == es0.version
+    esc._seen_versions.clear()  # a later request sees the same version again after a restart
+    await hook(PERSONA.id, await store.get(key))
+    await esc.join()
+    assert esc.errors == []
+    cur = await store.get(key)
+    assert cur.version != es0.version and cur.provenance.parent_version == es0.version
+    assert all(cur.labels[i].source == "human" for i in e.labels_for(gold_option(e)))
+    assert len(await adapter.escalations()) == 2  # and the new version escalated one more question
+
+
+async def test_evaluation_test_and_label_accuracy():
+    pool, backend, es0 = await _initial(n=6, uncertain=(2,), wrong=())
+    assert label_accuracy(es0) == pytest.approx(10 / 12)  # q2 is a coin flip the search lost
+    assert label_accuracy(es0, per="question") == pytest.approx(5 / 6)
+    test_pool = make_pool(4)  # the fake scores by claim text: test q2 is as uncertain as train q2
+    pred = ClaimPredictor(backend, CFG)
+    rep = await test_accuracy(es0, test_pool, pred)
+    assert rep.n == 4 and rep.accuracy == pytest.approx(0.75)
+    assert [q.question_id for q in rep.questions if not q.correct] == ["q2"]
+    assert rep.questions[0].probs["q0-o0"] == pytest.approx(0.92, abs=1e-3) and rep.questions[0].predicted == ["q0-o0"]
+    # the demonstrations are the example set's labels, rendered before the target claim
+    prompt = pred.prompt(PERSONA, [(it, es0.labels[it.id].value) for it in es0.items], test_pool.items[0])
+    assert prompt.count("I think this claim is") == 13 and prompt.endswith("I think this claim is")
+    zero = await test_accuracy(None, test_pool, pred)
+    assert zero.n == 4
+
+
+@pytest.mark.llama
+async def test_collaborative_loop_on_the_embedded_model(embedded_backend, tmp_path):
+    from steerkit.models import Item, Persona, Pool
+
+    persona = Persona(id="polparty/republican", name="Republicans", dimension="political_affiliation")
+    qs = [
+        ("Should the federal government raise taxes on large corporations?", "Yes", "No", 1),
+        ("Do you approve of stricter gun laws?", "Approve", "Disapprove", 1),
+        ("Should the US build a wall on the southern border?", "Yes", "No", 0),
+    ]
+    items = []
+    for qi, (q, a, b, gold) in enumerate(qs):
+        for oi, opt in enumerate((a, b)):
+            items.append(Item(id=f"r{qi}-{oi}", kind="claim", question=q, option=opt, group=f"r{qi}", gold=oi == gold))
+    pool = Pool.from_items(persona, items)
+    cfg = SearchConfig(max_iterations=6, patience=3, num_seed=2, seed=7)
+    es0 = await icm.search(pool, embedded_backend, cfg)
+    store = DiskStore(tmp_path / "store")
+    key = cache_key_for(es0)
+    await store.put(key, es0)
+
+    async def annotator(e):
+        return next(o.id for o in e.options if o.true_items and pool.item(o.true_items[0]).gold)
+
+    adapter = CallbackAdapter(annotator, annotator="sim", wait=True)
+    esc = Escalator(adapter, ConfidencePolicy(), k=1, budget=1, backend=embedded_backend, store=store, config=cfg)
+    [asked] = await esc.escalate(es0)
+    assert asked.suggestion.model == embedded_backend.model
+    least = min(es0.group_confidence, key=lambda g: (es0.group_confidence[g], g))
+    assert asked.question_id == least
+    res = await esc.apply(es0)
+    es1 = res.example_set
+    for i, v in asked.labels_for(await annotator(asked)).items():
+        assert es1.labels[i].value == v and es1.labels[i].source == "human"
+    assert es1.provenance.parent_version == es0.version and es1.violations == 0
+    assert (await store.get(key)).version == es1.version
+    assert any(a["event"] == "human_label" for a in es1.provenance.audit)
+    acc = await test_accuracy(es1, pool, ClaimPredictor(embedded_backend, cfg))
+    assert acc.n == 3
+    await asyncio.sleep(0)
