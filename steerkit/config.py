@@ -127,11 +127,18 @@ class SearchModelSettings(_Section):
 
 
 class ChatModelSettings(_Section):
-    """The chat model that answers (the proxy's upstream). No ``base_url``: the embedded model's server."""
+    """The chat model that answers (the proxy's upstream).
+
+    With no ``base_url``: an embedded llama.cpp server of ``model_path``; with neither (and an
+    embedded search model), the packaged instruction-tuned SmolLM2-135M-Instruct, else the
+    search model's own server.
+    """
 
     base_url: str | None = None
     model: str | None = None
     api_key: SecretStr | None = None
+    model_path: Path | None = None
+    """Embedded chat model (an instruction-tuned GGUF), used when ``base_url`` is unset."""
     timeout: float = Field(600.0, gt=0)
     max_tokens: int | None = Field(None, ge=1)
     """Default ``max_tokens`` for `steerkit chat`/`demo` answers (the proxy never adds it)."""
@@ -140,6 +147,12 @@ class ChatModelSettings(_Section):
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         return _check_url(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChatModelSettings:
+        if self.base_url and self.model_path:
+            raise ValueError("set either chat_model.base_url (a server) or chat_model.model_path (embedded), not both")
+        return self
 
 
 class ServerSettings(_Section):

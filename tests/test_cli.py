@@ -248,6 +248,62 @@ def test_chat_backend_failure_exits_1(env: dict[str, Any], capsys: pytest.Captur
     assert len(err) == 1 and err[0].startswith("steerkit: error:")
 
 
+# --- serve (a real process: the embedded model as search backend, the fake upstream as chat) ---
+
+
+@pytest.mark.llama
+def test_serve_process_steers_and_stops_cleanly(tmp_path: Path, gguf_path: Path, threaded_fake_upstream: FakeUpstream) -> None:
+    import socket
+    import time
+
+    import httpx
+    import openai
+
+    up = threaded_fake_upstream
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        STEERKIT_CACHE_DIR=str(tmp_path / "cache"),
+        STEERKIT_SEARCH_MODEL__MODEL_PATH=str(gguf_path),
+        STEERKIT_SEARCH_MODEL__N_THREADS="1",
+        STEERKIT_STEER__MISS_POLICY="off",  # no search on a request: this test is about the process
+        STEERKIT_SERVER__LOG_LEVEL="warning",
+    )
+    cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--chat-base-url", up.base_url]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="fake-echo", messages=[{"role": "user", "content": QUERY}])
+        assert raw.parse().choices[0].message.content == "ok"
+        assert raw.headers["x-steerkit-persona"] == PERSONA and raw.headers["x-steerkit-cache"] == "off"
+
+        stream = client.chat.completions.create(model="fake-slow-stream", messages=[{"role": "user", "content": "hi"}], stream=True)
+        first = next(iter(stream))
+        assert first.choices[0].delta.content == "c0 "
+        proc.send_signal(signal.SIGTERM)  # graceful: the stream in flight still completes
+        rest = [c.choices[0].delta.content for c in stream if c.choices[0].delta.content]
+        assert rest == [f"c{i} " for i in range(1, up.n_chunks)]
+        assert proc.wait(60) == 0
+        err = proc.stderr.read() if proc.stderr else ""
+        assert f"proxy on http://127.0.0.1:{port}/v1" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 # --- demo (real embedded model, tiny) ------------------------------------------------------------
 
 

@@ -228,3 +228,20 @@ async def test_context_overflow_propagates() -> None:
     pool, _ = planted_fake(4)
     with pytest.raises(ContextOverflowError):
         await search(pool, TooLongFake(lambda p: 0.5))
+
+
+async def test_unlabelled_members_of_a_started_group_are_sampled_first() -> None:
+    pool = mixed_pool()  # 20 items; group e0 has three options
+    first_pick_completes_e0 = 0
+    for seed in range(10):
+        after_first: list[int] = []
+
+        def watch(p: SearchProgress) -> None:
+            if p.iteration == 1 and not after_first:
+                after_first.append(p.labelled)
+
+        await search(pool, noise_fake(), SearchConfig(seed=seed, num_seed=0, max_iterations=5), fixed={"e0.0": False},
+                     progress=watch)
+        first_pick_completes_e0 += after_first == [3]  # e0.0 fixed + its two siblings
+    # weight 100 for e0.1 and e0.2 against 1 for each of the 17 other free items: ~92% per seed
+    assert first_pick_completes_e0 >= 8

@@ -114,8 +114,19 @@ class EmbeddedBackend:
     """A `LogprobBackend` running a GGUF model in-process with llama.cpp (xllamacpp).
 
     ``n_ctx`` is the context of each of the ``n_parallel`` slots (the longest prompt it scores);
-    llama.cpp allocates ``n_ctx · n_parallel`` KV cells (SmolLM2-135M: 22.5 KiB per cell, so
-    ~720 MiB at the defaults). ``port=None`` lets the OS pick a free loopback port.
+    llama.cpp allocates ``n_ctx · n_parallel`` KV cells (Gemma 3 270M: 18 KiB per cell, so
+    ~576 MiB at the defaults). Each slot keeps its last prompt cached.
+
+    ``deterministic=True`` (the default) sends scoring requests to llama.cpp one at a time, in
+    submission order. llama.cpp is not batch-invariant: measured, the logprob of " true" for one
+    prompt is −1.392 alone and −1.328 when batched with two other prompts, so with concurrent
+    requests a score would depend on which requests happened to run together. Serial requests make
+    a run reproducible: the same calls on a freshly started backend give bit-identical scores.
+    Residual caveat: the prompt cache can still change a score slightly (occasionally ~0.01 in
+    probability, usually not at all), since a cached prefix was computed in a different split than
+    a cold one; a search that must reproduce exactly should start from a fresh backend.
+    ``deterministic=False`` lets up to ``n_parallel`` requests batch together (about 20% more
+    throughput measured on 2 cores), with cache-aware slot placement.
 
     >>> async with EmbeddedBackend() as b:  # doctest: +SKIP
     ...     [s] = await b.score(["Claim: Paris is the capital of France.\\nI think this claim is"])
@@ -133,6 +144,7 @@ class EmbeddedBackend:
         port: int | None = None,
         top_logprobs: int = 20,
         label_fallback: bool = True,
+        deterministic: bool = True,
         host: str = "127.0.0.1",
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else default_model_path()
@@ -155,6 +167,7 @@ class EmbeddedBackend:
         self.host = host
         self.top_logprobs = top_logprobs
         self.label_fallback = label_fallback
+        self.deterministic = deterministic
         self.stats = BackendStats()
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -208,6 +221,11 @@ class EmbeddedBackend:
             # then re-evaluates whole prompts instead of reusing cached prefixes (measured: 0 cached
             # tokens on a shared 76-token prefix). A full-size cache makes prefix reuse work.
             p.swa_full = True
+            # No repacked weight layouts: with them llama.cpp scores a prompt systematically
+            # differently when its prefix comes from the cache (measured on Gemma 3 Q4_K_M: logprob
+            # of " false" −2.416 cold vs −2.541 cached); without them the two agree (up to rare
+            # rounding flips), at the same measured speed.
+            p.no_extra_bufts = True
             p.warmup = False
             p.verbosity = -1  # silence llama.cpp's log (errors come back in the response)
             p.hostnames = [self.host]
@@ -224,7 +242,8 @@ class EmbeddedBackend:
                     hint="check that the file is a complete GGUF model",
                 ) from exc
             self._address = str(server.listening_address).rstrip("/")
-            self._executor = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix="steerkit-llama")
+            workers = 1 if self.deterministic else self.n_parallel
+            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="steerkit-llama")
             self._slots = _SlotScheduler(self.n_parallel)
             self._server = server
 
@@ -254,7 +273,7 @@ class EmbeddedBackend:
     # --- scoring ------------------------------------------------------------------------------
 
     async def score(self, prompts: Sequence[str]) -> list[LabelScore]:
-        """Score every prompt; up to ``n_parallel`` run at once, batched by llama.cpp."""
+        """Score every prompt, in order (one at a time when ``deterministic``, else batched)."""
         if isinstance(prompts, str):
             raise TypeError("score() takes a sequence of prompts, not one string")
         executor = self._require_started()

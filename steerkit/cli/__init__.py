@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from steerkit._version import __version__
-from steerkit.errors import SteerkitError, UserError
+from steerkit.errors import BackendUnavailableError, SteerkitError, UserError
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "load_settings", "main"]
 
@@ -186,33 +186,90 @@ def _config_show(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         from steerkit.errors import ConfigError
 
         raise ConfigError("`steerkit serve` needs uvicorn", hint="pip install 'steerkit[server]'") from None
+    import asyncio
+
+    return asyncio.run(_serve_async(settings))
+
+
+async def _serve_async(settings: Any) -> int:
+    """Open the runtime first (so configuration and backend errors exit 1/2 with one line), then
+    serve until SIGINT/SIGTERM; uvicorn lets in-flight requests finish (``server.shutdown_timeout``)."""
+    import uvicorn
+
+    from steerkit._runtime import Runtime
+    from steerkit.errors import ConfigError
     from steerkit.server import create_app
 
     s = settings.server
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_keys:
-        logging.getLogger("steerkit.server").warning(
-            "binding %s without server.api_keys: anyone who can reach this address can use the proxy", s.host
+        print(
+            f"steerkit: warning: binding {s.host} without server.api_keys: anyone who can reach it can use the proxy",
+            file=sys.stderr,
         )
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=s.host,
-        port=s.port,
-        lifespan="on",
-        log_level=s.log_level,
-        timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
-        proxy_headers=False,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    # uvicorn exits the process itself when the lifespan startup fails; a normal stop returns here.
-    return EXIT_OK if server.started else EXIT_RUNTIME
+    async with await Runtime.open(settings) as rt:
+        if not rt.chat_base_url:
+            raise ConfigError("no upstream chat model: set chat_model.base_url (STEERKIT_CHAT_MODEL__BASE_URL or --chat-base-url)")
+        app = create_app(settings, steerer=rt.steerer, upstream_base_url=rt.chat_base_url)
+        config = uvicorn.Config(
+            app,
+            host=s.host,
+            port=s.port,
+            lifespan="on",
+            log_level=s.log_level,
+            timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
+            proxy_headers=False,
+            server_header=False,
+        )
+        server = _proxy_server_class()(config)
+        print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {rt.chat_base_url}", file=sys.stderr)
+        await server.serve()
+        if not server.started:
+            raise BackendUnavailableError(f"the proxy could not start on {s.host}:{s.port} (see the log above)")
+    import signal
+
+    if signal.SIGINT in server.signals:
+        print("steerkit: interrupted; in-flight requests were finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK  # SIGTERM: a requested, clean shutdown
+
+
+def _proxy_server_class() -> Any:
+    import contextlib
+    import signal
+    import threading
+
+    import uvicorn
+
+    class ProxyServer(uvicorn.Server):
+        """uvicorn's server, minus re-raising the stop signal after the graceful shutdown, so the
+        command can return its documented exit code (0 after SIGTERM, 130 after Ctrl-C)."""
+
+        signals: list[int]
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            self.signals = []
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def handler(sig: int, frame: Any) -> None:
+                self.signals.append(sig)
+                self.handle_exit(sig, frame)
+
+            original = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, h in original.items():
+                    signal.signal(sig, h)
+
+    return ProxyServer
 
 
 def _setup_logging(verbose: bool) -> None:

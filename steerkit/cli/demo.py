@@ -24,8 +24,8 @@ DEFAULT_QUERY = "As a Republican, what do you think the government should do abo
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default=DEFAULT_QUERY, help=f"the user's message (default: {DEFAULT_QUERY!r})")
-    p.add_argument("--items", type=int, default=12, metavar="N", help="item pool size for the search (default 12)")
-    p.add_argument("--max-iterations", type=int, default=24, metavar="N", help="search iterations (default 24)")
+    p.add_argument("--items", type=int, default=8, metavar="N", help="item pool size for the search (default 8)")
+    p.add_argument("--max-iterations", type=int, default=8, metavar="N", help="search iterations (default 8)")
     p.add_argument("--max-tokens", type=int, default=96, metavar="N", help="answer length (default 96)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--model-path", metavar="GGUF", help="embedded model file (default: the shipped SmolLM2)")
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(
         update={
             "search_model": settings.search_model.model_copy(update={"base_url": None, "model": None, "api_key": None}),
-            "chat_model": settings.chat_model.model_copy(update={"base_url": None, "model": None, "api_key": None}),
+            "chat_model": settings.chat_model.model_copy(
+                update={"base_url": None, "model": None, "api_key": None}
+            ),
             "cache_dir": settings.cache_dir / "demo",
             "steer": {**settings.steer, "max_pool_items": args.items},
             "search": settings.search.model_copy(
@@ -52,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
             ),
         }
     )
-    result = asyncio.run(run_demo(settings, args.query, items=args.items, max_tokens=args.max_tokens, show=not args.json))
+    result = asyncio.run(run_demo(settings, args.query, max_tokens=args.max_tokens, show=not args.json))
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
-async def run_demo(settings: Any, query: str, *, items: int = 12, max_tokens: int = 96, show: bool = True) -> dict[str, Any]:
+async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: bool = True) -> dict[str, Any]:
     """Run the demo flow; returns what it showed (persona, example set summary, both answers)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

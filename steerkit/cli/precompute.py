@@ -234,7 +234,7 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     from steerkit._runtime import Runtime
 
     show = not args.no_progress and sys.stderr.isatty()
-    rt = await Runtime.open(settings)
+    rt = await Runtime.open(settings, chat=False)
     try:
         ids = select_personas(rt.registry, args.persona, args.dimension, args.all)
         view = _ProgressView(ids, rt.steerer.config.search, show)

@@ -1,9 +1,9 @@
 """Search checkpoints: one JSON file, written atomically (temp file + fsync + ``os.replace``).
 
 The file holds what a resumed search needs to continue exactly where it stopped, without calls
-for work already done: the pool hash, the config hash and a hash of the fixed/warm-start labels
-(a mismatch raises `CheckpointError`), and per restart its RNG state, labels, counters and the
-LOO scores of its current assignment (so U need not be recomputed by the model).
+for work already done: the pool hash, the config hash and a hash of the model and the
+fixed/warm-start labels (a mismatch raises `CheckpointError`), and per restart its RNG state,
+labels, counters and the LOO scores of its current assignment (so U need not be recomputed).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def check_compatible(data: dict[str, Any], path: str | Path, *, pool_hash: str, 
     for field, want, what in (
         ("pool_hash", pool_hash, "item pool"),
         ("config_hash", config_hash, "search config"),
-        ("inputs_hash", inputs_hash, "fixed / warm-start labels"),
+        ("inputs_hash", inputs_hash, "model or fixed / warm-start labels"),
     ):
         if data.get(field) != want:
             raise CheckpointError(

@@ -39,6 +39,20 @@ few extra iterations needed). Every accepted assignment satisfies each unit's co
 (ConsistencyFix only produces consistent assignments, and fixed labels are checked up front), so
 the final labels have ``Pool.violations(labels) == 0``; this is asserted before returning.
 
+Differences from the reference code (shared/reference/icm-reference-implementation.md)
+-------------------------------------------------------------------------------------
+- ConsistencyFix enumerates every consistent assignment of the whole group at once (not the two
+  options of one inconsistent pair per round, so ``fix_rounds`` is not needed), scores them
+  concurrently, and its winner's pass *is* the candidate's score (no re-scoring, no "dummy"
+  calls). For a flip the current assignment is excluded from the candidates, so the annealing
+  step compares a real alternative with the current state (the reference forces the first fix).
+- The temperature follows the paper (``schedule="paper"``); the reference's
+  T₀/(1+2·ln(1+accepted)) is ``schedule="reference"``. The objective follows the reference code by
+  default (``mean_logodds``, which the seed paper ran); the paper's sum is ``sum_logprob``.
+- Scores are memoised by prompt content, so revisiting an assignment costs nothing, and a
+  proposal for a labelled item reads its LOO score from the current pass.
+- Early stop after ``patience`` iterations without an accepted change (the reference runs all K).
+
 Restarts run concurrently from seeds ``seed, seed+1, …`` (``random.Random`` per restart, no global
 random state) and share one score memo; the highest final U is kept. Confidence of a label is
 P(assigned label) (two-way normalised) in the final LOO pass of the kept assignment, which the
