@@ -106,6 +106,8 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
         rt.require_chat()
         if args.persona:
             rt.registry.persona(args.persona)  # unknown persona: a clear error before any work
+        if options.enabled and args.miss_policy == "wait":
+            await _compute_missing(rt, messages, options, quiet=args.json)
         max_tokens = args.max_tokens or settings.chat_model.max_tokens
         result = await steered_answer(rt, messages, options, max_tokens=max_tokens, temperature=args.temperature)
     if args.json:
@@ -113,6 +115,32 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
         return 0
     render(result)
     return 0
+
+
+async def _compute_missing(rt: Any, messages: list[dict], options: Any, *, quiet: bool) -> None:
+    """Compute the example sets the answer needs and the cache lacks, as `steerkit precompute`
+    does: with progress on stderr and a checkpoint, so Ctrl-C and a re-run resume the search."""
+    import sys
+
+    from steerkit.cli.precompute import _ProgressView, precompute
+
+    steerer = rt.steerer
+    if options.persona:
+        ids = [options.persona]
+    else:
+        ids = [m.persona_id for m in await steerer.extract(messages)]
+    missing = [pid for pid in ids if await rt.store.get(steerer.cache_key(pid)) is None]
+    if not missing:
+        return
+    if not quiet:
+        print(
+            f"steerkit: no cached example set for {', '.join(missing)}; computing it now "
+            "(`steerkit precompute` does this ahead of time; Ctrl-C stops, a re-run resumes)",
+            file=sys.stderr,
+        )
+    view = _ProgressView(missing, steerer.config.search, enabled=not quiet and sys.stderr.isatty())
+    with view:
+        await precompute(rt, missing, on_progress=view.on_progress, on_status=view.on_status)
 
 
 def render(result: dict[str, Any]) -> None:
