@@ -174,6 +174,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "zero_shot_test": round(zero.accuracy, 4),
                 "before": before,
                 "search_seconds": round(time.monotonic() - ts, 1),
+                "search_calls": es0.stats.model_calls,
                 "wrong_questions_before": sorted(wrong0),
                 "policies": {},
             }
@@ -203,6 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "asked_confidence": [round(e.score, 4) for e in asked],
                     "asked_wrong_before": sum(e.question_id in wrong0 for e in asked),
                     "seconds": round(time.monotonic() - ts, 1),
+                    "rerun_calls": res.example_set.stats.model_calls,
                 }
                 runs[name].append(run_)
                 log(f"{g}/{name}: after {after}, asked {run_['asked']} ({run_['asked_wrong_before']} were wrong)")
@@ -238,8 +240,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="contentious: only questions whose plurality answer differs between the --split-groups")
     p.add_argument("--split-groups", nargs="+", default=["Democrat", "Republican", "Independent"])
     p.add_argument("--options", type=int, nargs="+", default=[2], help="allowed numbers of answer options")
-    p.add_argument("--train", type=int, default=8)
-    p.add_argument("--test", type=int, default=8)
+    p.add_argument("--train", type=int, default=6)
+    p.add_argument("--test", type=int, default=6)
     p.add_argument("--k", type=int, default=4, help="human labels per persona (one round)")
     p.add_argument("--policies", nargs="+", default=["icm_confidence", "random", "active_learning"],
                    choices=["icm_confidence", "random", "active_learning"])
@@ -247,8 +249,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=27565976)
     p.add_argument("--alpha", type=float, default=50.0)
     p.add_argument("--num-seed", type=int, default=8)
-    p.add_argument("--max-iterations", type=int, default=8)
-    p.add_argument("--rerun-iterations", type=int, default=3)
+    p.add_argument("--max-iterations", type=int, default=6)
+    p.add_argument("--rerun-iterations", type=int, default=2)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--predictor", choices=["claim", "chat"], default="claim",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -184,6 +184,8 @@ class Answer(BaseModel):
 
     @model_validator(mode="after")
     def _default_id(self) -> Answer:
+        if self.answered_at.tzinfo is None:  # a naive timestamp from a tool: read it as UTC
+            object.__setattr__(self, "answered_at", self.answered_at.replace(tzinfo=timezone.utc))
         if not self.answer_id:
             object.__setattr__(
                 self,
@@ -305,7 +307,7 @@ def escalation_id(persona_id: str, pool_hash: str, question_id: str) -> str:
     return "esc_" + stable_hash({"persona": persona_id, "pool": pool_hash, "question": question_id})
 
 
-def _claim_text(persona_name: str, it: Item) -> str:
+def _claim_text(it: Item) -> str:
     if it.kind == "preference":
         return f"{it.choice_1} > {it.choice_2}"
     return it.option or ""
@@ -368,7 +370,7 @@ def build_escalation(
     else:
         kind = "exactly_one"
         question = f"Which answer would most {name} give? {items[0].question}"
-        options = [EscalationOption(id=it.id, text=_claim_text(name, it), true_items=(it.id,)) for it in items]
+        options = [EscalationOption(id=it.id, text=_claim_text(it), true_items=(it.id,)) for it in items]
     suggested: str | None = None
     for o in options:
         want = {i: i in set(o.true_items) for i in members}
@@ -710,6 +712,7 @@ class Escalator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seen_versions: set[str] = set()
         self._persona_locks: dict[str, asyncio.Lock] = {}
+        self._steerer: Any | None = None
 
     def _lock(self, persona_id: str) -> asyncio.Lock:
         return self._persona_locks.setdefault(persona_id, asyncio.Lock())
@@ -740,23 +743,40 @@ class Escalator:
 
     async def apply(self, es: ExampleSet, *, key: Any | None = None) -> RerunResult | None:
         """Fetch this pool's unacknowledged answers from the adapter and run `collaborative_rerun`
-        (None when there is nothing to apply)."""
-        if self.backend is None:
-            raise FeedbackError("Escalator.apply needs a backend", hint="pass backend= to Escalator")
+        (None when there is nothing to apply).
+
+        Where the new version goes: under ``key`` in ``store`` when given; else, once `register`-ed,
+        through ``steerer.put`` (the Steerer's own cache key, and its ``on_example_set`` hooks run,
+        so the next round of questions is chosen from the new version); else under
+        `cache_key_for` ``es`` in ``store``; with neither, nowhere (the result is returned).
+        """
+        backend = self.backend or getattr(self._steerer, "backend", None)
+        if backend is None:
+            raise FeedbackError("Escalator.apply needs a backend", hint="pass backend= to Escalator (or register a Steerer with one)")
         qids = {escalation_id(es.persona.id, es.provenance.pool_hash, q) for q, _ in questions(es)}
         answers = [a for a in await self.adapter.answers(persona_id=es.persona.id) if a.escalation_id in qids]
         if not answers:
             return None
         async with self._lock(es.persona.id):
-            return await collaborative_rerun(
+            via_steerer = self._steerer is not None and key is None
+            store = self.store if not via_steerer else None
+            if via_steerer and self.store is not None and self.store is not getattr(self._steerer, "store", None):
+                store, via_steerer = self.store, False
+            res = await collaborative_rerun(
                 es,
                 answers,
-                self.backend,
+                backend,
                 self.config,
                 adapter=self.adapter,
-                store=self.store,
+                store=store,
                 key=key,
+                acknowledge=not via_steerer,
             )
+            if via_steerer:
+                await self._steerer.put(es.persona.id, res.example_set)
+                res.stored = True
+                await self.adapter.acknowledge(res.applied)
+            return res
 
     # middleware hooks -------------------------------------------------------------------------
 
@@ -774,7 +794,12 @@ class Escalator:
         return on_example_set
 
     def register(self, steerer: Any) -> Callable[[str, ExampleSet], Awaitable[None]]:
-        """Append `hook` to ``steerer.on_example_set`` and return it."""
+        """Append `hook` to ``steerer.on_example_set`` (a `steerkit.middleware.Steerer`) and return it.
+
+        Every example set the Steerer stores (a search on a miss, ``steerkit precompute`` through
+        ``Steerer.compute``, a re-run) is escalated in the background; `apply` then stores new
+        versions through ``steerer.put`` and counts escalations in ``steerer.counters``.
+        """
         h = self.hook()
         self._steerer = steerer
         steerer.on_example_set.append(h)
@@ -792,11 +817,12 @@ class Escalator:
                 if res is not None:
                     es = res.example_set
                     self._seen_versions.add(es.version)
-            submitted = await self.escalate(es)
+            n0 = self.escalated
+            await self.escalate(es)
             counters = getattr(getattr(self, "_steerer", None), "counters", None)
-            if counters is not None and hasattr(counters, "escalations"):
+            if counters is not None and hasattr(counters, "escalations") and self.escalated > n0:
                 try:
-                    counters.escalations += len(submitted)
+                    counters.escalations += self.escalated - n0
                 except Exception:  # pragma: no cover - counters of another shape
                     pass
         except Exception as e:  # never propagate into the request path
@@ -810,13 +836,3 @@ class Escalator:
 
     def __repr__(self) -> str:
         return f"Escalator(adapter={getattr(self.adapter, 'name', '?')}, policy={self.policy.name}, k={self.k}, budget={self.budget})"
-
-
-def answers_by_persona(answers: Sequence[Answer], escalations: Mapping[str, Escalation]) -> dict[str, list[Answer]]:
-    """Group answers by the persona of their escalation (unknown escalations are dropped)."""
-    out: dict[str, list[Answer]] = {}
-    for a in answers:
-        e = escalations.get(a.escalation_id)
-        if e is not None:
-            out.setdefault(e.persona_id, []).append(a)
-    return out

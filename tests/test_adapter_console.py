@@ -13,7 +13,7 @@ from rich.console import Console
 from escalation_helpers import hand_example_set, make_pool
 from steerkit.adapters.console import ConsoleAdapter
 from steerkit.adapters.queue import AnnotationQueue
-from steerkit.escalation import FeedbackAdapter, build_escalation
+from steerkit.escalation import Answer, FeedbackAdapter, build_escalation
 
 
 def _queue(path, n=3):
@@ -135,3 +135,64 @@ def test_steerkit_review_subprocess_with_piped_stdin(tmp_path):
     # no queue file: a clear usage error
     r = _run(["--queue", str(tmp_path / "missing.sqlite")], "", tmp_path)
     assert r.returncode == 2 and "no annotation queue" in r.stderr
+
+
+def test_review_offline_loop_escalate_answer_apply(tmp_path, monkeypatch):
+    """`steerkit review --escalate` → answers in the queue → `steerkit review --apply`, through the
+    same wiring as every command (a fake scorer stands in for the search model)."""
+    import argparse
+    import asyncio
+
+    from steerkit import _runtime
+    from steerkit.cli import load_settings, main
+    from steerkit.testing import FakeScorer, last_claim
+
+    fake = FakeScorer(lambda p: 0.2 + (len(last_claim(p)) % 7) / 10, model="fake-cli-model")
+    monkeypatch.setattr(_runtime, "make_backend", lambda settings: fake)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[steer]\nmax_pool_items = 10\n\n[search]\nmax_iterations = 5\n")
+    cache = tmp_path / "cache"
+    qpath = tmp_path / "q.sqlite"
+    pid = "polparty/republican"
+    common = ["--config", str(cfg), "--cache-dir", str(cache), "--queue", str(qpath)]
+
+    # nothing cached yet: a clear message, usage exit code
+    assert main(["review", *common, "--escalate", "--persona", pid]) == 2
+
+    settings = load_settings(argparse.Namespace(config=str(cfg), cache_dir=str(cache)))
+    registry, store = _runtime.make_registry(settings), _runtime.make_store(settings)
+    steerer = _runtime.make_steerer(settings, registry, store, fake)
+
+    async def precompute():
+        es = await steerer.compute(pid)
+        await steerer.aclose()
+        return es
+
+    es0 = asyncio.run(precompute())
+    key = steerer.cache_key(pid)
+
+    assert main(["review", *common, "--escalate", "--persona", pid, "--k", "2"]) == 0
+    q = AnnotationQueue(qpath)
+    pending = q.escalations(status="pending")
+    assert len(pending) == 2 and all(e.version == es0.version for e in pending)
+    assert main(["review", *common, "--escalate", "--persona", pid, "--k", "2", "--budget", "2"]) == 0
+    assert len(q.escalations()) == 2  # budget reached: nothing new
+
+    for e in pending:
+        q.receive(Answer(escalation_id=e.id, option=e.options[-1].id, version=e.version, annotator="gil"))
+    assert main(["review", *common, "--apply"]) == 0
+    assert q.answers() == [] and len(q.escalations(status="applied")) == 2
+
+    async def current():
+        s2 = _runtime.make_store(settings)
+        try:
+            return await s2.get(key)
+        finally:
+            s2.close()
+
+    es1 = asyncio.run(current())
+    assert es1.version != es0.version and es1.provenance.parent_version == es0.version
+    for e in pending:
+        for i, v in e.labels_for(e.options[-1].id).items():
+            assert es1.labels[i].value == v and es1.labels[i].source == "human"
+    assert main(["review", *common, "--apply"]) == 0  # nothing new: a no-op

@@ -202,6 +202,43 @@ async def test_evaluation_test_and_label_accuracy():
     assert zero.n == 4
 
 
+async def test_escalator_registered_on_a_real_steerer(tmp_path):
+    from steerkit.middleware import SteerConfig, Steerer
+    from steerkit.packs import PackRegistry
+    from steerkit.store import MemoryStore
+    from steerkit.testing import FakeScorer, last_claim
+
+    backend = FakeScorer(lambda p: 0.2 + (len(last_claim(p)) % 7) / 10)  # a fake: deterministic, uneven
+    steerer = Steerer(
+        PackRegistry.default(),
+        MemoryStore(),
+        backend,
+        SteerConfig(search=SearchConfig(max_iterations=6, seed=1), max_pool_items=12),
+    )
+    adapter = QueueAdapter(tmp_path / "q.sqlite")
+    esc = Escalator(adapter, ConfidencePolicy(), k=2, budget=None)
+    esc.register(steerer)
+    pid = "polparty/democrat"
+    es0 = await steerer.compute(pid)  # a precompute / a miss: stores v0 and runs the hooks
+    await esc.join()
+    asked = await adapter.escalations(persona_id=pid)
+    assert len(asked) == 2 and steerer.counters.escalations == 2
+    for e in asked:
+        await adapter.receive(Answer(escalation_id=e.id, option=e.options[-1].id, version=e.version, annotator="fay"))
+    res = await esc.apply(es0)  # through steerer.put: the Steerer's key, its hooks
+    key = steerer.cache_key(pid)
+    cur = await steerer.store.get(key)
+    assert cur.version == res.version != es0.version and res.stored
+    assert (await steerer.store.get_version(key, es0.version)).version == es0.version
+    for e in asked:
+        for i, v in e.labels_for(e.options[-1].id).items():
+            assert cur.labels[i].value == v and cur.labels[i].source == "human"
+    await esc.join()  # the put ran our hook: the next round was chosen from the new version
+    assert len(await adapter.escalations(persona_id=pid)) == 4
+    assert steerer.counters.escalations == 4
+    assert await adapter.answers() == [] and esc.errors == []
+
+
 @pytest.mark.llama
 async def test_collaborative_loop_on_the_embedded_model(embedded_backend, tmp_path):
     from steerkit.models import Item, Persona, Pool
@@ -242,3 +279,20 @@ async def test_collaborative_loop_on_the_embedded_model(embedded_backend, tmp_pa
     acc = await test_accuracy(es1, pool, ClaimPredictor(embedded_backend, cfg))
     assert acc.n == 3
     await asyncio.sleep(0)
+
+
+@pytest.mark.llama
+async def test_chat_predictor_on_the_embedded_chat_model(embedded_backend):
+    import openai
+
+    from steerkit.evaluation import ChatPredictor, prediction_confidence
+
+    pool = make_pool(3)
+    client = openai.AsyncOpenAI(base_url=embedded_backend.base_url, api_key="unused")
+    pred = ChatPredictor(client, embedded_backend.chat_model)
+    demos = [(it, bool(it.gold)) for it in pool.items[:4]]
+    probs = await pred.predict(PERSONA, demos, pool.items[4:6])
+    assert set(probs) == {"q2-o0", "q2-o1"}
+    assert sum(probs.values()) == pytest.approx(1.0) and all(0.0 <= p <= 1.0 for p in probs.values())
+    assert 0.5 <= prediction_confidence(probs, 2) <= 1.0
+    assert pred.calls == 1

@@ -104,6 +104,8 @@ def test_answer_ids_are_idempotency_keys():
     c = Answer(escalation_id="esc_1", option="x", version="v", annotator="n")  # later: a new answer
     assert c.answer_id != a.answer_id or c.answered_at == a.answered_at
     assert Answer(escalation_id="e", option="x", version="v", answer_id="tool-42").answer_id == "tool-42"
+    naive = Answer(escalation_id="e", option="x", version="v", answered_at="2026-01-01T00:00:00")
+    assert naive.answered_at.tzinfo is not None and naive.answered_at < a.answered_at
 
 
 def test_answer_labels_rejects_answers_of_another_pool():

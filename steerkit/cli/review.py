@@ -1,8 +1,11 @@
-"""``steerkit review``: answer escalated questions at the terminal (resumable).
+"""``steerkit review``: human feedback on the labels steerkit is least sure of.
 
-    steerkit review                      # walk the pending questions, least confident first
+    steerkit precompute --persona polparty/democrat        # (the cli's command) example sets
+    steerkit review --escalate --persona polparty/democrat --k 4   # least certain questions → queue
+    steerkit review                      # answer them, least confident first (resumable)
     steerkit review --persona polparty/democrat --limit 5 --annotator alice
     steerkit review --list [--status pending|answered|applied] [--json]
+    steerkit review --apply              # answers → fixed labels → re-run → new cached versions
 
 The questions wait in an annotation queue file (default ``<cache_dir>/annotation-queue.sqlite``,
 the file an app's `QueueAdapter` / `ConsoleAdapter` writes to). Every answer is saved the moment it
@@ -12,6 +15,7 @@ is given; quit at any time (``q``, Ctrl-D) and run the command again to continue
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import sys
@@ -44,6 +48,15 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list escalations instead of reviewing")
     p.add_argument("--status", choices=["pending", "answered", "applied"], help="with --list: only this status")
     p.add_argument("--json", action="store_true", help="with --list: print JSON lines")
+    loop = p.add_argument_group("offline loop (uses the configured cache and search model)")
+    loop.add_argument("--escalate", action="store_true",
+                      help="add the least certain questions of the cached example sets (--persona, or every cached one) to the queue")
+    loop.add_argument("--k", type=int, default=4, metavar="N", help="with --escalate: new questions per persona (default 4)")
+    loop.add_argument("--budget", type=int, default=None, metavar="N", help="with --escalate: at most N questions per persona in total")
+    loop.add_argument("--policy", choices=["icm_confidence", "random"], default="icm_confidence",
+                      help="with --escalate: how questions are chosen (default: the search's confidence)")
+    loop.add_argument("--apply", action="store_true",
+                      help="fold the queue's answers into new example-set versions (re-runs the search with them fixed)")
 
 
 def default_queue_path(args: argparse.Namespace | None = None) -> Path:
@@ -72,6 +85,14 @@ def review_command(args: argparse.Namespace) -> int:
     path = Path(args.queue).expanduser() if getattr(args, "queue", None) else default_queue_path(args)
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    if getattr(args, "escalate", False) and getattr(args, "apply", False):
+        err.print("steerkit: error: --escalate and --apply are separate steps; run one, then the other")
+        return 2
+    if getattr(args, "escalate", False):
+        if args.k < 1 or (args.budget is not None and args.budget < 0):
+            err.print("steerkit: error: --k must be ≥ 1 and --budget ≥ 0")
+            return 2
+        return asyncio.run(_escalate(args, path, console))
     if not path.exists():
         err.print(
             f"steerkit: error: no annotation queue at {path} (escalate questions with a QueueAdapter "
@@ -81,6 +102,8 @@ def review_command(args: argparse.Namespace) -> int:
     if getattr(args, "limit", None) is not None and args.limit < 1:
         err.print("steerkit: error: --limit must be ≥ 1")
         return 2
+    if getattr(args, "apply", False):
+        return asyncio.run(_apply(args, path, console))
     queue = AnnotationQueue(path)
     try:
         if getattr(args, "list", False):
@@ -111,6 +134,98 @@ def review_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         queue.close()
+
+
+def _wiring(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(settings, registry, store, steerer) built the way every other command builds them, with the
+    search backend constructed but not started (its model name is part of the cache key)."""
+    from steerkit import _runtime
+    from steerkit.cli import load_settings
+
+    settings = load_settings(args)
+    registry = _runtime.make_registry(settings)
+    store = _runtime.make_store(settings)
+    backend = _runtime.make_backend(settings)
+    steerer = _runtime.make_steerer(settings, registry, store, backend)
+    return settings, registry, store, steerer
+
+
+async def _cached(steerer: Any, registry: Any, persona: str | None) -> list[Any]:
+    ids = [persona] if persona else [p.id for p in registry.personas()]
+    out = []
+    for pid in ids:
+        es = await steerer.store.get(steerer.cache_key(pid))
+        if es is not None:
+            out.append(es)
+    return out
+
+
+async def _escalate(args: argparse.Namespace, path: Path, console: Any) -> int:
+    from steerkit.adapters.queue import QueueAdapter
+    from steerkit.escalation import ConfidencePolicy, Escalator, RandomPolicy
+
+    settings, registry, store, steerer = _wiring(args)
+    adapter = QueueAdapter(path)
+    try:
+        sets = await _cached(steerer, registry, args.persona)
+        if not sets:
+            console.print("No cached example set to escalate from: run `steerkit precompute` first.", style="yellow")
+            return 2 if args.persona else 0
+        policy = ConfidencePolicy() if args.policy == "icm_confidence" else RandomPolicy(seed=settings.search.seed)
+        esc = Escalator(adapter, policy, k=args.k, budget=args.budget)
+        for es in sets:
+            asked = await esc.escalate(es)
+            console.print(f"{es.persona.id}: {len(asked)} question(s) queued from version {es.version}")
+            for e in asked:
+                console.print(f"  {e.suggestion.confidence:.2f}  {e.question}")
+        console.print(f"Queue: {path}. Answer with `steerkit review`.")
+        return 0
+    finally:
+        await adapter.aclose()
+        await steerer.aclose()
+
+
+async def _apply(args: argparse.Namespace, path: Path, console: Any) -> int:
+    from steerkit.adapters.queue import QueueAdapter
+    from steerkit.escalation import Escalator
+
+    if not path.exists():
+        console.print(f"No annotation queue at {path}: nothing to apply.", style="yellow")
+        return 2
+    settings, registry, store, steerer = _wiring(args)
+    adapter = QueueAdapter(path)
+    try:
+        answers = await adapter.answers(persona_id=args.persona)
+        escs = {e.id: e for e in await adapter.escalations(persona_id=args.persona)}
+        personas = sorted({escs[a.escalation_id].persona_id for a in answers if a.escalation_id in escs})
+        if not personas:
+            console.print("No new answers to apply.")
+            return 0
+        backend = steerer.backend
+        start = getattr(backend, "start", None)
+        if start is not None:
+            await start()
+        esc = Escalator(adapter, backend=backend, store=steerer.store, config=steerer.config.search)
+        for pid in personas:
+            es = await steerer.store.get(steerer.cache_key(pid))
+            if es is None:
+                console.print(f"{pid}: no cached example set (was the cache cleared?); answers kept", style="yellow")
+                continue
+            res = await esc.apply(es, key=steerer.cache_key(pid))
+            if res is None:
+                console.print(f"{pid}: the answers belong to an older pool of this persona; nothing applied", style="yellow")
+                continue
+            console.print(
+                f"{pid}: version {res.parent_version} → {res.version} with {len(res.human_labels)} human label(s) "
+                f"({len(res.applied)} new answer(s))"
+            )
+        return 0
+    finally:
+        await adapter.aclose()
+        await steerer.aclose()
+        close = getattr(steerer.backend, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _user() -> str | None:
