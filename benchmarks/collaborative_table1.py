@@ -47,7 +47,14 @@ from typing import Any
 
 from steerkit import icm
 from steerkit.adapters.callback import CallbackAdapter
-from steerkit.escalation import ActiveLearningPolicy, ConfidencePolicy, Escalator, RandomPolicy, SelectionPolicy
+from steerkit.escalation import (
+    ActiveLearningPolicy,
+    ConfidencePolicy,
+    Escalator,
+    RandomPolicy,
+    SelectionPolicy,
+    question_confidence,
+)
 from steerkit.evaluation import ChatPredictor, ClaimPredictor, Predictor, coherence, label_accuracy, test_accuracy
 from steerkit.importers import import_opinionqa
 from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
@@ -201,7 +208,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_ = {
                     **after,
                     "asked": [e.question_id for e in asked],
-                    "asked_confidence": [round(e.score, 4) for e in asked],
+                    "asked_policy_score": [round(e.score, 4) for e in asked],
+                    "asked_icm_confidence": [round(question_confidence(es0, e.question_id), 4) for e in asked],
                     "asked_wrong_before": sum(e.question_id in wrong0 for e in asked),
                     "seconds": round(time.monotonic() - ts, 1),
                     "rerun_calls": res.example_set.stats.model_calls,

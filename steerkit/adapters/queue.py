@@ -420,7 +420,7 @@ class QueueAdapter:
 
     name = "queue"
 
-    def __init__(self, queue: AnnotationQueue | str | Path = ":memory:", *, name: str | None = None) -> None:
+    def __init__(self, queue: AnnotationQueue | str | Path, *, name: str | None = None) -> None:
         self.queue = queue if isinstance(queue, AnnotationQueue) else AnnotationQueue(queue)
         self._owns_queue = not isinstance(queue, AnnotationQueue)
         if name is not None:
