@@ -21,14 +21,16 @@ the first ``--train`` are the train pool, the next ``--test`` the held-out quest
 split for every persona). Gold = the group's plurality option (`steerkit.importers.import_opinionqa`).
 
 Cost: a leave-one-out pass over N claims evaluates ~N²/2 claim blocks (~50 tokens each); on two
-CPU cores SmolLM2-135M does ~250 prompt tokens/s unloaded. The default (8 train / 8 test questions
-= 16 claims, 8 search iterations, 3 re-run iterations, 3 personas × 3 policies) is sized to stay
-near 15 minutes on an idle 2-core machine; scale up with ``--train/--test/--max-iterations/
---rerun-iterations/--random-seeds/--restarts``, e.g. ``--train 16 --test 16 --max-iterations 32
---rerun-iterations 32 --random-seeds 5`` (hours on CPU; use a GPU server via ``--base-url``).
+CPU cores SmolLM2-135M does ~250 prompt tokens/s unloaded, far less when the cores are shared. The
+default (6 train / 6 test questions = 12 claims each, k=4, 4 search iterations, 1 re-run
+iteration, 3 personas × 3 policies) is sized for ~15 minutes on two idle cores (measured: 36 min
+for 6/2 iterations with the cores shared by other jobs, load ~3). Scale up with ``--train/--test/
+--max-iterations/--rerun-iterations/--random-seeds/--restarts``, e.g. ``--train 16 --test 16
+--max-iterations 32 --rerun-iterations 32 --random-seeds 5`` (hours on CPU; or point
+``--base-url`` at a vLLM server).
 
     python benchmarks/collaborative_table1.py                      # default
-    python benchmarks/collaborative_table1.py --groups Democrat --train 6 --test 6   # quicker
+    python benchmarks/collaborative_table1.py --groups Democrat   # one persona, a third of the time
     python benchmarks/collaborative_table1.py --predictor chat     # test accuracy via chat letters
 """
 
@@ -257,8 +259,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=27565976)
     p.add_argument("--alpha", type=float, default=50.0)
     p.add_argument("--num-seed", type=int, default=8)
-    p.add_argument("--max-iterations", type=int, default=6)
-    p.add_argument("--rerun-iterations", type=int, default=2)
+    p.add_argument("--max-iterations", type=int, default=4)
+    p.add_argument("--rerun-iterations", type=int, default=1)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--predictor", choices=["claim", "chat"], default="claim",

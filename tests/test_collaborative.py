@@ -21,7 +21,7 @@ from steerkit.escalation import (
     cache_key_for,
     collaborative_rerun,
 )
-from steerkit.evaluation import ClaimPredictor, label_accuracy, test_accuracy
+from steerkit.evaluation import ClaimPredictor, coherence, label_accuracy, mutual_predictability, test_accuracy
 from steerkit.models import SearchConfig
 from steerkit.store import DiskStore
 
@@ -200,6 +200,12 @@ async def test_evaluation_test_and_label_accuracy():
     assert prompt.count("I think this claim is") == 13 and prompt.endswith("I think this claim is")
     zero = await test_accuracy(None, test_pool, pred)
     assert zero.n == 4
+    # coherence of any labelling by the search's own pass: gold beats its mirror image, and the
+    # search's own labels score what the search reported
+    gold = {it.id: bool(it.gold) for it in pool.items}
+    flipped = {i: not v for i, v in gold.items()}
+    assert await mutual_predictability(pool, gold, backend, CFG) > await mutual_predictability(pool, flipped, backend, CFG)
+    assert await mutual_predictability(pool, es0.label_values(), backend, CFG) == pytest.approx(coherence(es0), rel=1e-6)
 
 
 async def test_escalator_registered_on_a_real_steerer(tmp_path):
