@@ -12,14 +12,7 @@ from typing import Any
 from steerkit.config import Settings
 from steerkit.errors import ConfigError
 
-__all__ = ["Runtime", "cache_key", "make_backend", "make_registry", "make_store", "make_steerer"]
-
-
-def cache_key(pool: Any, model: str, config: Any) -> Any:
-    """The cache key of ``pool``'s example set searched with ``model`` and ``config``."""
-    from steerkit.store import CacheKey
-
-    return CacheKey(persona_id=pool.persona.id, pool_hash=pool.content_hash(), model=model, config_hash=config.config_hash())
+__all__ = ["Runtime", "make_backend", "make_registry", "make_store", "make_steerer"]
 
 
 def make_backend(settings: Settings) -> Any:

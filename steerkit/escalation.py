@@ -536,14 +536,7 @@ def cache_key_for(es: ExampleSet) -> Any:
     """The store's `CacheKey` for an example set's slot (persona, pool, model, config, library)."""
     from steerkit.store import CacheKey
 
-    p = es.provenance
-    return CacheKey(
-        persona_id=es.persona.id,
-        pool_hash=p.pool_hash,
-        model=p.model,
-        config_hash=p.config.config_hash(),
-        library_version=p.library_version,
-    )
+    return CacheKey.for_example_set(es)
 
 
 async def collaborative_rerun(

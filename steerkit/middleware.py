@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from steerkit._version import __version__
 from steerkit.errors import InvalidRequestError, SteerkitError, UnknownPersonaError
 from steerkit.extract import Extractor, PersonaMatch, RuleExtractor, best_per_dimension, message_text
 from steerkit.inject import PersonaBlock, inject_block, render_block, select_examples, version_of
@@ -345,13 +344,7 @@ class Steerer:
         key = self._keys.get(persona_id)
         if key is None:
             self.registry.persona(persona_id)  # validates
-            key = CacheKey(
-                persona_id=persona_id,
-                pool_hash=self.pool(persona_id).content_hash(),
-                model=self.model,
-                config_hash=self.config.search.config_hash(),
-                library_version=__version__,
-            )
+            key = CacheKey.for_pool(self.pool(persona_id), self.model, self.config.search)
             self._keys[persona_id] = key
         return key
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steerkit._version import __version__
 from steerkit.errors import CacheCorruptionWarning, StoreError
-from steerkit.models import ExampleSet, stable_hash
+from steerkit.models import ExampleSet, Pool, SearchConfig, stable_hash
 
 __all__ = [
     "CacheEntryInfo",
@@ -73,6 +73,19 @@ class CacheKey(BaseModel):
         if _SECRET_RE.search(v.strip()):
             raise ValueError("looks like a credential; API keys never go into a cache key")
         return v
+
+    @classmethod
+    def for_pool(cls, pool: Pool, model: str, config: SearchConfig) -> CacheKey:
+        """The key of ``pool``'s example set searched with ``model`` under ``config``."""
+        return cls(persona_id=pool.persona.id, pool_hash=pool.content_hash(), model=model,
+                   config_hash=config.config_hash())
+
+    @classmethod
+    def for_example_set(cls, es: ExampleSet) -> CacheKey:
+        """The key of the slot an example set belongs to, read from its provenance."""
+        p = es.provenance
+        return cls(persona_id=es.persona.id, pool_hash=p.pool_hash, model=p.model,
+                   config_hash=p.config.config_hash(), library_version=p.library_version)
 
     def digest(self) -> str:
         return _digest(self.persona_id, self.pool_hash, self.model, self.config_hash, self.library_version)
