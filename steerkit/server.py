@@ -298,17 +298,22 @@ class ProxyApp:
             out["authorization"] = hdrs["authorization"]  # pass-through mode: the client's key is the upstream's
         return out
 
-    async def _models(self, scope: Scope, send: Send) -> None:
-        assert self.client is not None
+    @contextlib.contextmanager
+    def _upstream_connect(self) -> Iterator[None]:
+        """Map a failure to reach the upstream to 504 (timeout) or 502 (unreachable), counted."""
         try:
-            with self.client.pick() as http:
-                resp = await http.get("models", headers=self._upstream_headers(scope))
+            yield
         except httpx.TimeoutException:
             self.metrics.upstream_errors["timeout"] += 1
             raise _HTTPError(504, "the upstream model server timed out", "upstream_error", "upstream_timeout") from None
         except httpx.HTTPError as e:
             self.metrics.upstream_errors["connect"] += 1
             raise _HTTPError(502, f"the upstream model server is unreachable ({type(e).__name__})", "upstream_error", "upstream_unreachable") from None
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        assert self.client is not None
+        with self.client.pick() as http, self._upstream_connect():
+            resp = await http.get("models", headers=self._upstream_headers(scope))
         await _send(send, resp.status_code, resp.content, _relay_headers(resp))
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -355,14 +360,8 @@ class ProxyApp:
         headers["content-type"] = "application/json"
         with self.client.pick() as http:
             req = http.build_request("POST", "chat/completions", content=payload, headers=headers)
-            try:
+            with self._upstream_connect():
                 resp = await http.send(req, stream=True)
-            except httpx.TimeoutException:
-                self.metrics.upstream_errors["timeout"] += 1
-                raise _HTTPError(504, "the upstream model server timed out", "upstream_error", "upstream_timeout") from None
-            except httpx.HTTPError as e:
-                self.metrics.upstream_errors["connect"] += 1
-                raise _HTTPError(502, f"the upstream model server is unreachable ({type(e).__name__})", "upstream_error", "upstream_unreachable") from None
             try:
                 ctype = resp.headers.get("content-type", "")
                 if resp.status_code >= 400 or not ctype.startswith("text/event-stream"):
