@@ -7,6 +7,7 @@ Both backends receive the same JSON (the embedded one gets llama.cpp's dict in-p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -56,6 +57,24 @@ def label_score(data: Mapping[str, Any]) -> tuple[LabelScore, list[tuple[str, fl
     pt, pf = sum_label_probs(top)
     pre, cached = usage_of(data)
     return LabelScore(p_true=pt, p_false=pf, prompt_tokens=pre, cached_tokens=cached), top
+
+
+def has_label(score: LabelScore, top: list[tuple[str, float]], *, top_k: int, fallback_flag: str | None) -> bool:
+    """Whether a label token was in the top-k. When not, and the fallback is off (``fallback_flag``
+    is None), raise `LabelTokensMissingError` rather than let a caller score it as 0."""
+    if score.p_true is not None or score.p_false is not None:
+        return True
+    if fallback_flag is not None:
+        raise LabelTokensMissingError(
+            f"neither label token is among the top {top_k} next tokens and the fallback is off "
+            f"({fallback_flag}=False); top tokens: {[t for t, _ in top[:5]]}"
+        )
+    return False
+
+
+def with_fallback(first: LabelScore, p_true: float | None, p_false: float | None, source: str) -> LabelScore:
+    """The top-k score's usage with probabilities from an explicit fallback scoring."""
+    return dataclasses.replace(first, p_true=p_true, p_false=p_false, source=source)
 
 
 def label_continuations(prompt: str) -> tuple[str, str]:

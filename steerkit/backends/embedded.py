@@ -347,13 +347,8 @@ class EmbeddedBackend:
     def _score_on_slot(self, prompt: str, slot: int) -> LabelScore:
         data = self._call({"prompt": prompt, "max_tokens": 1, "logprobs": self.top_logprobs, "id_slot": slot})
         score, top = R.label_score(data)
-        if score.p_true is not None or score.p_false is not None:
+        if R.has_label(score, top, top_k=self.top_logprobs, fallback_flag=None if self.label_fallback else "label_fallback"):
             return score
-        if not self.label_fallback:
-            raise LabelTokensMissingError(
-                f"neither label token is among the top {self.top_logprobs} next tokens "
-                f"(top: {[t for t, _ in top[:5]]}) and label_fallback is off"
-            )
         lps = []
         for label in R.label_continuations(prompt):
             forced = self._call(
@@ -368,13 +363,7 @@ class EmbeddedBackend:
             lps.append(lp)
         with self._lock:
             self.stats.fallbacks += 1
-        return LabelScore(
-            p_true=R.prob(lps[0]),
-            p_false=R.prob(lps[1]),
-            prompt_tokens=score.prompt_tokens,
-            cached_tokens=score.cached_tokens,
-            source="forced",
-        )
+        return R.with_fallback(score, R.prob(lps[0]), R.prob(lps[1]), "forced")
 
     # --- tokenization checks ------------------------------------------------------------------
 

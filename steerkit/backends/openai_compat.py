@@ -224,22 +224,11 @@ class OpenAIBackend:
     async def _score_one(self, prompt: str) -> LabelScore:
         data = await self._complete_topk(prompt)
         score, top = R.label_score(data)
-        if score.p_true is not None or score.p_false is not None:
+        if R.has_label(score, top, top_k=self.top_logprobs, fallback_flag=None if self.echo_fallback else "echo_fallback"):
             return score
-        if not self.echo_fallback:
-            raise LabelTokensMissingError(
-                f"neither label token is among the top {self.top_logprobs} next tokens and the "
-                f"fallback is off (echo_fallback=False); top tokens: {[t for t, _ in top[:5]]}"
-            )
         fb = await self._fallback(prompt, top)
         self.stats.fallbacks += 1
-        return LabelScore(
-            p_true=fb.p_true,
-            p_false=fb.p_false,
-            prompt_tokens=score.prompt_tokens,
-            cached_tokens=score.cached_tokens,
-            source=fb.source,
-        )
+        return R.with_fallback(score, fb.p_true, fb.p_false, fb.source)
 
     async def _complete_topk(self, prompt: str) -> dict[str, Any]:
         k = self.top_logprobs
