@@ -17,13 +17,15 @@ items (no demonstrations; question level: the option with the higher P(True)), a
 the labels across the seeds.
 
 Cost: one exact leave-one-out pass over N labelled claims sends N prompts of ~N claim blocks each;
-with the prompt cache about N²/2 blocks are evaluated (~50 tokens per OpinionQA block). On two
-CPU cores SmolLM2-135M evaluates ~250 prompt tokens/s unloaded (~50 when the cores are shared),
-so a 16-claim pass takes ~30 s and a 32-claim pass ~2 min. The modes are sized accordingly:
+with the prompt cache about N²/2 blocks are evaluated (~50 tokens per OpinionQA block). On the
+2-core development machine (shared with other work, 1 llama.cpp thread) the default Gemma 3 270M
+evaluated ~220 prompt tokens/s: a 16-claim pass takes ~25-30 s, a 32-claim pass ~2 min. Measured
+wall times of the modes there:
 
-    python benchmarks/icm_cost.py            # democrat-8, democrat-16, facts-16; 3 seeds (~10 min idle)
-    python benchmarks/icm_cost.py --quick    # democrat-8, facts-8; 3 seeds (a few minutes)
-    python benchmarks/icm_cost.py --full     # the democrat-8/16/32 and facts-32 (hours)
+    python benchmarks/icm_cost.py            # democrat-8, democrat-16, facts-16; 3 seeds: ~22 min
+    python benchmarks/icm_cost.py --quick    # democrat-8, facts-8; 3 seeds: ~2 min
+    python benchmarks/icm_cost.py --full     # democrat-8/16/32 and facts-32: several hours
+                                             # (democrat-32 alone: ~25-30 min per seed)
 
 Budget per pool: ``max_iterations`` = questions (default and quick) or 2 x questions
 (full); every question needs one iteration to be labelled, the rest are annealing moves.
