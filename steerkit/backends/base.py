@@ -59,6 +59,15 @@ class BackendStats:
     retries: int = 0
     fallbacks: int = 0
 
+    def record(self, prompt_tokens: int, cached_tokens: int | None) -> None:
+        """Count one call's usage; a server that doesn't report cached tokens makes the total unknown."""
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        if cached_tokens is None:
+            self.cached_known = False
+        else:
+            self.cached_tokens += cached_tokens
+
     @property
     def evaluated_tokens(self) -> int | None:
         return self.prompt_tokens - self.cached_tokens if self.cached_known else None

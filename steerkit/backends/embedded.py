@@ -332,12 +332,7 @@ class EmbeddedBackend:
             raise BackendError(f"llama.cpp error: {message}")
         prompt_tokens, cached = R.usage_of(data)
         with self._lock:
-            self.stats.calls += 1
-            self.stats.prompt_tokens += prompt_tokens
-            if cached is None:
-                self.stats.cached_known = False
-            else:
-                self.stats.cached_tokens += cached
+            self.stats.record(prompt_tokens, cached)
         return dict(data)
 
     def _score_blocking(self, prompt: str) -> LabelScore:

@@ -340,12 +340,7 @@ class OpenAIBackend:
             ) from None
         data = completion.model_dump() if hasattr(completion, "model_dump") else dict(completion)
         prompt_tokens, cached = R.usage_of(data)
-        self.stats.calls += 1
-        self.stats.prompt_tokens += prompt_tokens
-        if cached is None:
-            self.stats.cached_known = False
-        else:
-            self.stats.cached_tokens += cached
+        self.stats.record(prompt_tokens, cached)
         return data
 
     async def _send(self, params: dict[str, Any]) -> Any:
