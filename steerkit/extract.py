@@ -18,17 +18,20 @@ known ids whose evidence really occurs in the text; it has the same async interf
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field
 
-from steerkit.errors import BackendError
+from steerkit.errors import BackendError, ConfigError
 from steerkit.packs import PackRegistry, PersonaPack
 
 __all__ = [
@@ -209,66 +212,179 @@ def _alt(phrases: Iterable[str]) -> str:
     return "(?P<A>" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in uniq) + r")(?![\w])"
 
 
-def _tokens_before(text: str, end: int, n: int) -> list[str]:
-    return _WORD.findall(text[max(0, end - 80) : end].lower())[-n:]
+_CONTEXT = 400
+"""How far back (characters, within the sentence) a match's context is read: bounded, so each
+match costs O(1) and a whole text O(its length)."""
+
+_QUOTE_RE = re.compile("[" + re.escape("".join(sorted(_QUOTES))) + "]")
+_CLAUSE_WORD = re.compile(r"(?= (?:but|and) )")
+_CLAUSE_MARK = re.compile(r"[;,:]")
+_VOTERS = re.compile(r"\s+voters?\b", re.IGNORECASE)
+_ID_NEGATIONS = frozenset(
+    "not no never neither nor without nobody hardly isn't aren't wasn't weren't don't dont doesn't doesnt "
+    "didn't didnt won't cannot can't".split()
+)
+"""Negations that cancel an identity statement after them in the same clause ("Not that I'm a
+Democrat", "it's not like I'm from France"); narrower than `_NEGATIONS` ("I hate that I'm a …")."""
+
+_MD = MarkdownIt("commonmark").disable(["inline"], ignoreInvalid=True)
+_MAYBE_BLOCK_CODE = re.compile(r"```|~~~|(?:^|\n)(?: {4}|\t)")
+_BACKTICKS = re.compile(r"`+")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _sentence_start(text: str, pos: int) -> int:
-    start = 0
-    for m in _SENTENCE_END.finditer(text, 0, pos):
-        start = m.end()
-    return start
+def _lower_same_length(text: str) -> str:
+    """``text.lower()``, except characters whose lower case is longer ("İ") stay as they are, so
+    offsets into the result are offsets into ``text``."""
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    return "".join(c if len(lc := c.lower()) != 1 else lc for c in text)
 
 
-def _clause_start(text: str, pos: int) -> int:
-    s = _sentence_start(text, pos)
-    sub = text[s:pos]
-    cut = max(sub.rfind(" but "), sub.rfind(" and "), sub.rfind(";"), sub.rfind(","), sub.rfind(":"))
-    return s + cut + 1 if cut >= 0 else s
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """Sorted, disjoint ``(start, end)`` spans of Markdown code in ``text``: fenced and indented
+    code blocks (CommonMark, by markdown-it-py) and inline code spans (backtick runs)."""
+    spans: list[tuple[int, int]] = []
+    if _MAYBE_BLOCK_CODE.search(text):
+        starts = [0] + [m.end() for m in _LINE_BREAK.finditer(text)]  # the parser's line numbering
+        for tok in _MD.parse(text):
+            if tok.type in ("fence", "code_block") and tok.map:
+                a, b = tok.map
+                spans.append((starts[a], starts[b] if b < len(starts) else len(text)))
+    if "`" in text:
+        # CommonMark code spans: a run of N backticks up to the next run of exactly N (linear: the
+        # next run of each length is precomputed right to left).
+        runs = [(m.start(), m.end()) for m in _BACKTICKS.finditer(text) if not _in_spans(spans, m.start())]
+        nxt: list[int | None] = [None] * len(runs)
+        last: dict[int, int] = {}
+        for i in range(len(runs) - 1, -1, -1):
+            n = runs[i][1] - runs[i][0]
+            nxt[i] = last.get(n)
+            last[n] = i
+        i = 0
+        while i < len(runs):
+            j = nxt[i]
+            if j is None:
+                i += 1
+                continue
+            spans.append((runs[i][0], runs[j][1]))
+            i = j + 1
+        spans.sort()
+    return spans
 
 
-def _inside_quotes(text: str, pos: int) -> bool:
-    n = sum(1 for ch in text[:pos] if ch in _QUOTES)
-    return n % 2 == 1
+def _in_spans(spans: list[tuple[int, int]], pos: int) -> bool:
+    i = bisect_right(spans, (pos, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= pos < spans[i][1]
 
 
-def _reported(text: str, start: int) -> bool:
-    """Reported speech before ``start`` in the same sentence, unless reported by "I"."""
-    s = _sentence_start(text, start)
-    prefix = text[s:start]
-    last = None
-    for m in _REPORTING.finditer(prefix.lower()):
-        last = m
-    if last is None:
-        return False
-    before = _WORD.findall(prefix[: last.start()].lower())
-    skip = {"always", "often", "once", "just", "also", "never", "sometimes", "keep", "keeps", "kept", "even"}
-    while before and before[-1] in skip:
-        before.pop()
-    return not (before and before[-1] in ("i", "i've", "i'd"))
+class _Text:
+    """One (normalised) text prepared for extraction: every index the context checks need is
+    built once, in one pass each, so checking a match costs O(1) whatever the text's length
+    (the old per-match rescans of the whole prefix made extraction quadratic).
 
+    ``scanned`` counts the characters read: each pass over the text, each bounded window."""
 
-def _blocked_by_context(text: str, start: int) -> str | None:
-    """Why a first-person frame at ``start`` is not a statement of fact (or None)."""
-    if _inside_quotes(text, start):
-        return "quoted"
-    if _reported(text, start):
-        return "reported"
-    prev = _tokens_before(text, start, 4)
-    if prev and prev[-1] in _MODALS:
-        return "question"
-    if any(t in _CONDITIONALS for t in prev):
-        return "conditional"
-    return None
+    __slots__ = ("norm", "low", "_quotes", "_sent_ends", "_clause_words", "_clause_marks", "_code", "scanned")
 
+    def __init__(self, norm: str) -> None:
+        self.norm = norm
+        self.low = _lower_same_length(norm)
+        self._quotes = [m.start() for m in _QUOTE_RE.finditer(norm)]
+        self._sent_ends = [m.end() for m in _SENTENCE_END.finditer(norm)]
+        self._clause_words = [m.start() for m in _CLAUSE_WORD.finditer(norm)]  # " but " / " and "
+        self._clause_marks = [m.start() for m in _CLAUSE_MARK.finditer(norm)]
+        self._code = _code_spans(norm)
+        self.scanned = 6 * len(norm)
 
-def _negated_before(text: str, start: int, window: int = 6) -> bool:
-    clause = text[_clause_start(text, start) : start].lower()
-    toks = _WORD.findall(clause)[-window:]
-    if any(t in _NEGATIONS for t in toks):
-        return True
-    tail = " ".join(toks)
-    return any(p in tail for p in _NEG_PHRASES)
+    def pass_over(self) -> None:
+        """Count one full regex pass over the text."""
+        self.scanned += len(self.norm)
+
+    def _window(self, start: int, end: int) -> tuple[int, int]:
+        self.scanned += end - start
+        return start, end
+
+    # --- positions ----------------------------------------------------------------------------
+    def sentence_start(self, pos: int) -> int:
+        """Where the sentence containing ``pos`` starts (after the last sentence end before it)."""
+        if pos > 0 and self.norm[pos - 1] in ".!?;\n":
+            return pos  # a sentence end right before pos (as a scan of text[:pos] would see it)
+        i = bisect_right(self._sent_ends, pos) - 1
+        return self._sent_ends[i] if i >= 0 else 0
+
+    def context_start(self, pos: int) -> int:
+        """The start of the context read before ``pos``: its sentence, at most `_CONTEXT` back."""
+        return max(self.sentence_start(pos), pos - _CONTEXT)
+
+    def clause_start(self, pos: int) -> int:
+        s = self.sentence_start(pos)
+        cut = -1
+        i = bisect_right(self._clause_words, pos - 5) - 1  # " but " / " and " ending by pos
+        if i >= 0 and self._clause_words[i] >= s:
+            cut = self._clause_words[i]
+        i = bisect_right(self._clause_marks, pos - 1) - 1
+        if i >= 0 and self._clause_marks[i] >= s:
+            cut = max(cut, self._clause_marks[i])
+        return cut + 1 if cut >= 0 else s
+
+    def inside_quotes(self, pos: int) -> bool:
+        return bisect_left(self._quotes, pos) % 2 == 1
+
+    def in_code(self, pos: int) -> bool:
+        return bool(self._code) and _in_spans(self._code, pos)
+
+    # --- context checks -----------------------------------------------------------------------
+    def tokens_before(self, end: int, n: int) -> list[str]:
+        a, b = self._window(max(0, end - 80), end)
+        return _WORD.findall(self.low, a, b)[-n:]
+
+    def reported(self, start: int) -> bool:
+        """Reported speech before ``start`` in the same sentence, unless reported by "I"."""
+        a, b = self._window(self.context_start(start), start)
+        last = None
+        for m in _REPORTING.finditer(self.low, a, b):
+            last = m
+        if last is None:
+            return False
+        before = _WORD.findall(self.low, a, last.start())
+        skip = {"always", "often", "once", "just", "also", "never", "sometimes", "keep", "keeps", "kept", "even"}
+        while before and before[-1] in skip:
+            before.pop()
+        return not (before and before[-1] in ("i", "i've", "i'd"))
+
+    def third_person_before(self, start: int) -> bool:
+        a, b = self._window(self.context_start(start), start)
+        return _THIRD_PERSON.search(self.low, a, b) is not None
+
+    def blocked(self, start: int) -> str | None:
+        """Why a first-person frame at ``start`` is not a statement of fact (or None)."""
+        if self.in_code(start):
+            return "code"
+        if self.inside_quotes(start):
+            return "quoted"
+        if self.reported(start):
+            return "reported"
+        prev = self.tokens_before(start, 4)
+        if prev and prev[-1] in _MODALS:
+            return "question"
+        if any(t in _CONDITIONALS for t in prev):
+            return "conditional"
+        if any(t in _ID_NEGATIONS for t in self._clause_tokens(start, 4)):
+            return "negated"
+        return None
+
+    def _clause_tokens(self, start: int, n: int) -> list[str]:
+        a, b = self._window(max(self.clause_start(start), start - _CONTEXT), start)
+        return _WORD.findall(self.low, a, b)[-n:]
+
+    def negated_before(self, start: int, window: int = 6) -> bool:
+        toks = self._clause_tokens(start, window)
+        if any(t in _NEGATIONS for t in toks):
+            return True
+        tail = " ".join(toks)
+        return any(p in tail for p in _NEG_PHRASES)
 
 
 def _conf(score: float) -> float:
@@ -350,67 +466,116 @@ def _finditer_overlapping(rx: re.Pattern[str], text: str):  # type: ignore[no-un
 
 
 class RuleExtractor:
-    """Rule-based extraction over the registry's packs; no model calls, microseconds per text."""
+    """Rule-based extraction over the registry's packs; no model calls.
+
+    Work is linear in the text and bounded: a text longer than ``max_chars`` is scanned in its
+    first and last ``max_chars // 2`` characters, and `extract_many` (a request's messages)
+    scans at most ``max_request_chars`` in all, newest message first. `aextract` and
+    `aextract_many` run inputs longer than ``inline_chars`` in a worker thread, so a large request
+    never holds the event loop. ``chars_scanned`` counts the characters read (all calls).
+    """
 
     name = "rule"
 
     def __init__(self, registry: PackRegistry, *, dimensions: Sequence[str] | None = None,
-                 max_chars: int = 20_000) -> None:
+                 max_chars: int = 20_000, max_request_chars: int = 64_000, inline_chars: int = 4_000) -> None:
+        if max_chars < 2 or max_request_chars < 2 or inline_chars < 0:
+            raise ConfigError(
+                f"RuleExtractor: max_chars={max_chars}, max_request_chars={max_request_chars}, "
+                f"inline_chars={inline_chars} are out of range",
+                hint="use max_chars >= 2, max_request_chars >= 2, inline_chars >= 0",
+            )
         self.registry = registry
         self.max_chars = max_chars
-        """Longer texts are scanned in their first and last ``max_chars // 2`` characters (bounded
-        work per request, whatever a client sends)."""
+        self.max_request_chars = max_request_chars
+        self.inline_chars = inline_chars
+        self.chars_scanned = 0
         packs = [pk for pk in registry.packs if dimensions is None or pk.dimension in dimensions]
         self._packs = [_CompiledPack(pk) for pk in packs]
 
+    # --- entry points ----------------------------------------------------------------------------
     async def aextract(self, text: str) -> list[PersonaMatch]:
-        return self.extract(text)
+        """`extract`, in a worker thread when the text is longer than ``inline_chars``."""
+        if len(text) <= self.inline_chars:
+            return self.extract(text)
+        return await asyncio.to_thread(self.extract, text)
+
+    async def aextract_many(self, texts: Sequence[str]) -> list[list[PersonaMatch]]:
+        """`extract_many`, in a worker thread when it scans more than ``inline_chars``."""
+        if sum(self._allot([len(t) for t in texts])) <= self.inline_chars:
+            return self.extract_many(texts)
+        return await asyncio.to_thread(self.extract_many, list(texts))
 
     def extract(self, text: str) -> list[PersonaMatch]:
         """Every persona the text states, most confident first (one match per persona)."""
+        return self._extract(text, min(self.max_chars, self.max_request_chars))
+
+    def extract_many(self, texts: Sequence[str]) -> list[list[PersonaMatch]]:
+        """`extract` for each text of one request (e.g. its user messages, oldest first), within
+        one budget of ``max_request_chars``: the newest texts are scanned first, each up to
+        ``max_chars``; texts beyond the budget are not scanned (an empty list)."""
+        return [self._extract(t, n) if n else [] for t, n in zip(texts, self._allot([len(t) for t in texts]))]
+
+    def _allot(self, lengths: Sequence[int]) -> list[int]:
+        """Characters to scan per text: newest (last) first, each at most ``max_chars``, all
+        together at most ``max_request_chars``."""
+        left = self.max_request_chars
+        out = [0] * len(lengths)
+        for i in range(len(lengths) - 1, -1, -1):
+            n = min(lengths[i], self.max_chars, left)
+            out[i] = n if n >= 2 or n == lengths[i] else 0
+            left -= out[i]
+        return out
+
+    def _extract(self, text: str, limit: int) -> list[PersonaMatch]:
         if not text:
             return []
-        if len(text) > self.max_chars:
-            half = self.max_chars // 2
+        if len(text) > limit:  # the head and the tail, each half the limit; spans stay in `text`
+            half = limit // 2
             tail_start = len(text) - half
-            head = self.extract(text[:half])
+            head = self._extract(text[:half], half)
             tail = [m.model_copy(update={"span": (m.span[0] + tail_start, m.span[1] + tail_start)})
-                    for m in self.extract(text[tail_start:])]
+                    for m in self._extract(text[tail_start:], half)]
             best: dict[str, PersonaMatch] = {}
             for m in head + tail:
                 if m.persona_id not in best or m.confidence > best[m.persona_id].confidence:
                     best[m.persona_id] = m
             return sorted(best.values(), key=lambda m: (-m.confidence, m.span[0]))
-        norm = text.translate(_APOSTROPHES)  # same length: offsets stay valid
+        t = _Text(text.translate(_APOSTROPHES))  # same length: offsets stay valid
         found: dict[str, PersonaMatch] = {}
-        for cp in self._packs:
-            ms = self._identity(cp, norm, text) if cp.kind == "identity" else self._keywords(cp, norm, text)
-            for m in ms:
-                cur = found.get(m.persona_id)
-                if cur is None or m.confidence > cur.confidence:
-                    found[m.persona_id] = m
+        try:
+            for cp in self._packs:
+                ms = self._identity(cp, t, text) if cp.kind == "identity" else self._keywords(cp, t, text)
+                for m in ms:
+                    cur = found.get(m.persona_id)
+                    if cur is None or m.confidence > cur.confidence:
+                        found[m.persona_id] = m
+        finally:
+            self.chars_scanned += t.scanned
         return sorted(found.values(), key=lambda m: (-m.confidence, m.span[0]))
 
     # identity packs ------------------------------------------------------------------------------
-    def _identity(self, cp: _CompiledPack, norm: str, text: str) -> list[PersonaMatch]:
+    def _identity(self, cp: _CompiledPack, t: _Text, text: str) -> list[PersonaMatch]:
         out: list[PersonaMatch] = []
+        norm = t.norm
         for fr, rx in cp.frames:
+            t.pass_over()
             for m in rx.finditer(norm):
                 a_start, a_end = m.span("A")
                 alias = _norm_phrase(m.group("A"))
                 pid = cp.alias_owner.get(alias)
                 if pid is None:
                     continue
-                if _blocked_by_context(norm, m.start()):
+                if t.blocked(m.start()):
                     continue
-                if fr.check_subject and _THIRD_PERSON.search(norm[_sentence_start(norm, m.start()) : m.start()].lower()):
+                if fr.check_subject and t.third_person_before(m.start()):
                     continue
                 if fr.target == "alias" and fr.check_follow and not self._follow_ok(norm, a_end):
                     continue
                 conf = fr.confidence
                 if alias in cp.ambiguous:
-                    strong = fr.strong or "politic" in norm[max(0, m.start() - 30) : a_end].lower() or \
-                        re.match(r"\s+voters?\b", norm[a_end:], re.IGNORECASE) is not None
+                    strong = fr.strong or "politic" in t.low[max(0, m.start() - 30) : a_end] or \
+                        _VOTERS.match(norm, a_end) is not None
                     if not strong and not text[a_start].isupper():
                         continue
                     if not strong:
@@ -438,26 +603,35 @@ class RuleExtractor:
         return word in _ALLOWED_FOLLOW
 
     # keyword packs -------------------------------------------------------------------------------
-    def _keywords(self, cp: _CompiledPack, norm: str, text: str) -> list[PersonaMatch]:
+    def _keywords(self, cp: _CompiledPack, t: _Text, text: str) -> list[PersonaMatch]:
+        norm = t.norm
         pos: dict[str, list[tuple[int, int, float]]] = {}
         neg: dict[str, float] = {}
-        neg_spans: dict[str, list[tuple[int, int]]] = {}
+        # per persona: the starts of its negative phrases (increasing) and the running maximum of
+        # their ends, so "is this cue inside one of them" is a binary search, not a rescan
+        neg_starts: dict[str, list[int]] = {}
+        neg_reach: dict[str, list[int]] = {}
         if cp.neg_re is not None:
+            t.pass_over()
             for m in _finditer_overlapping(cp.neg_re, norm):
-                if _negated_before(norm, m.start()) or _inside_quotes(norm, m.start()):
+                if t.in_code(m.start()) or t.negated_before(m.start()) or t.inside_quotes(m.start()):
                     continue
                 for pid, w in cp.neg_owner.get(_kw_key(m.group(0)), ()):
                     neg[pid] = neg.get(pid, 0.0) + w
-                    neg_spans.setdefault(pid, []).append(m.span())
+                    reach = neg_reach.setdefault(pid, [])
+                    neg_starts.setdefault(pid, []).append(m.start())
+                    reach.append(max(m.end(), reach[-1]) if reach else m.end())
         if cp.pos_re is not None:
+            t.pass_over()
             for m in _finditer_overlapping(cp.pos_re, norm):
                 s, e = m.span()
                 owners = cp.pos_owner.get(_kw_key(m.group(0)), ())
-                if not owners or _negated_before(norm, s) or _inside_quotes(norm, s):
+                if not owners or t.in_code(s) or t.negated_before(s) or t.inside_quotes(s):
                     continue
                 for pid, w in owners:
                     # a positive cue inside one of the same persona's negative phrases ("skip context")
-                    if any(ns <= s and e <= ne for ns, ne in neg_spans.get(pid, [])):
+                    i = bisect_right(neg_starts.get(pid, ()), s) - 1
+                    if i >= 0 and neg_reach[pid][i] >= e:
                         continue
                     pos.setdefault(pid, []).append((s, e, w))
         out = []
@@ -589,7 +763,7 @@ class LLMExtractor:
         rows = data.get("matches") if isinstance(data, dict) else None
         if not isinstance(rows, list):
             return []
-        norm = text.translate(_APOSTROPHES)
+        t = _Text(text.translate(_APOSTROPHES))
         out: dict[str, PersonaMatch] = {}
         for row in rows:
             if not isinstance(row, dict):
@@ -598,10 +772,10 @@ class LLMExtractor:
             if pid not in self._ids or not isinstance(ev, str) or not ev.strip():
                 continue
             ev_norm = ev.strip().translate(_APOSTROPHES)
-            start = norm.lower().find(ev_norm.lower())
+            start = t.low.find(_lower_same_length(ev_norm))
             if start < 0:
                 continue  # evidence not in the text: hallucinated
-            if _blocked_by_context(norm, start) or _negated_before(norm, start) or \
+            if t.blocked(start) or t.negated_before(start) or \
                     re.search(r"\b(not|never|no longer|n't)\b", ev_norm.lower()):
                 continue
             try:
