@@ -7,15 +7,23 @@ same cache keys, the same backend) from one configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerkit.config import Settings
 from steerkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    import openai
+
+    from steerkit.backends.base import LogprobBackend
+    from steerkit.middleware import Steerer
+    from steerkit.packs import PackRegistry
+    from steerkit.store import DiskStore
+
 __all__ = ["Runtime", "make_backend", "make_registry", "make_store", "make_steerer"]
 
 
-def make_backend(settings: Settings) -> Any:
+def make_backend(settings: Settings) -> LogprobBackend:
     """The search model's `LogprobBackend` (not started)."""
     sm = settings.search_model
     if sm.kind == "openai":
@@ -39,7 +47,7 @@ def make_backend(settings: Settings) -> Any:
     return EmbeddedBackend(sm.model_path, n_ctx=sm.n_ctx, n_parallel=sm.n_parallel, n_threads=sm.n_threads)
 
 
-def make_registry(settings: Settings) -> Any:
+def make_registry(settings: Settings) -> PackRegistry:
     """The shipped persona packs plus the packs in ``settings.packs_dirs``."""
     from steerkit.packs import PackRegistry
 
@@ -51,27 +59,18 @@ def make_registry(settings: Settings) -> Any:
     return PackRegistry.default()
 
 
-def make_store(settings: Settings) -> Any:
+def make_store(settings: Settings) -> DiskStore:
     from steerkit.store import DiskStore
 
     return DiskStore(settings.examples_dir)
 
 
-def make_steerer(settings: Settings, registry: Any, store: Any, backend: Any) -> Any:
-    from pydantic import ValidationError
+def make_steerer(settings: Settings, registry: PackRegistry, store: DiskStore, backend: LogprobBackend | None) -> Steerer:
+    """The steerer every command and the proxy use: ``[steer]`` options, the cache under
+    ``cache_dir``, checkpoints under ``cache_dir/checkpoints``."""
+    from steerkit.middleware import Steerer
 
-    from steerkit.middleware import SteerConfig, Steerer
-
-    try:
-        fields = getattr(SteerConfig, "model_fields", {})
-        data = dict(settings.steer)
-        if "search" in fields and "search" not in data:
-            data["search"] = settings.search
-        config = SteerConfig(**data)
-    except ValidationError as e:
-        msgs = "; ".join(f"steer.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors(include_url=False))
-        raise ConfigError(f"invalid configuration: {msgs}") from None
-    return Steerer(registry, store, backend, config)
+    return Steerer(registry, store, backend, settings.steer_config(), checkpoints_dir=settings.checkpoints_dir)
 
 
 def _packaged_instruct_model() -> Any:
@@ -90,10 +89,10 @@ class Runtime:
     """Everything a command needs, opened from settings; `aclose()` (or ``async with``) releases it."""
 
     settings: Settings
-    backend: Any = None
-    registry: Any = None
-    store: Any = None
-    steerer: Any = None
+    backend: LogprobBackend | None = None
+    registry: PackRegistry | None = None
+    store: DiskStore | None = None
+    steerer: Steerer | None = None
     chat_base_url: str | None = None
     chat_model: str | None = None
     chat_api_key: str | None = None
@@ -147,7 +146,7 @@ class Runtime:
             raise ConfigError("no chat model name: set chat_model.model (STEERKIT_CHAT_MODEL__MODEL or --chat-model)")
         return self.chat_base_url, self.chat_model
 
-    def chat_client(self) -> Any:
+    def chat_client(self) -> openai.AsyncOpenAI:
         """An `openai.AsyncOpenAI` client for the chat model."""
         import openai
 

@@ -51,20 +51,47 @@ from steerkit.models import SearchConfig
 
 __all__ = [
     "ChatModelSettings",
+    "MissPolicy",
+    "Mode",
     "SearchModelSettings",
     "ServerSettings",
     "Settings",
+    "SteerConfig",
+    "SteerOptions",
+    "EXAMPLES_SUBDIR",
     "default_cache_dir",
     "default_config_path",
+    "default_examples_dir",
+    "expand_path",
 ]
 
 ENV_PREFIX = "STEERKIT_"
 MASK = "********"
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "steerkit"
+#: The example-set cache's folder inside the cache directory (``steerkit precompute``, the proxy,
+#: `steerkit.DiskStore` and a default `steerkit.Steerer` all read and write there).
+EXAMPLES_SUBDIR = "examples"
+
+
+def expand_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a `Path` with ``~`` expanded (every path steerkit takes goes through this)."""
+    return Path(path).expanduser()
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The one default cache location: ``$STEERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/steerkit``,
+    else ``~/.cache/steerkit`` (``~`` expanded in each)."""
+    env = os.environ if env is None else env
+    if env.get("STEERKIT_CACHE_DIR"):
+        return expand_path(env["STEERKIT_CACHE_DIR"])
+    base = env.get("XDG_CACHE_HOME") or "~/.cache"
+    return expand_path(base) / "steerkit"
+
+
+def default_examples_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where example sets are cached by default: ``default_cache_dir() / "examples"``."""
+    return default_cache_dir(env) / EXAMPLES_SUBDIR
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -113,6 +140,11 @@ class SearchModelSettings(_Section):
     def _url(cls, v: str | None) -> str | None:
         return _check_url(v)
 
+    @field_validator("model_path", mode="after")
+    @classmethod
+    def _expand_model_path(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
     @property
     def kind(self) -> Literal["embedded", "openai"]:
         return "openai" if self.base_url else "embedded"
@@ -147,6 +179,11 @@ class ChatModelSettings(_Section):
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         return _check_url(v)
+
+    @field_validator("model_path", mode="after")
+    @classmethod
+    def _expand_model_path(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatModelSettings:
@@ -185,6 +222,75 @@ class ServerSettings(_Section):
         return v
 
 
+MissPolicy = Literal["wait", "background", "off"]
+Mode = Literal["generate", "predict"]
+
+
+class SteerConfig(BaseModel):
+    """How the `Steerer` behaves (per-request `SteerOptions` override k, mode and miss policy).
+
+    In the configuration file this is the ``[steer]`` section (its ``search`` defaults to the
+    top-level ``[search]`` section).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(20, ge=0, le=500)
+    """Examples injected per request (the seed paper finds 20–30 enough)."""
+    mode: Mode = "generate"
+    miss_policy: MissPolicy = "background"
+    persona_miss_policy: dict[str, MissPolicy] = Field(default_factory=dict)
+    """Per-persona miss policy overrides, e.g. ``{"country/nigeria": "wait"}``."""
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    """Extracted personas below this confidence are ignored."""
+    max_personas: int = Field(3, ge=1, le=10)
+    """At most this many personas (one per dimension) steer one request."""
+    dimensions: list[str] | None = None
+    """Only extract these dimensions (None: every configured pack)."""
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    model: str | None = None
+    """Model id in cache keys; defaults to the backend's ``model``."""
+    max_pool_items: int | None = Field(None, ge=1)
+    """Search only the first N items of each pool (whole groups), to bound search cost."""
+    max_concurrent_searches: int = Field(1, ge=1)
+    wait_timeout_s: float | None = Field(None, gt=0)
+    """With ``wait``: answer unsteered after this long (the search goes on in the background)."""
+    scan: Literal["last_user", "all_user"] = "all_user"
+    """Which user messages are scanned for persona statements (later messages win)."""
+    search_retry_s: float = Field(60.0, ge=0)
+    """After a failed search (a miss, a re-run, precompute), no new search of that persona starts on
+    a request for this long."""
+
+
+class SteerOptions(BaseModel):
+    """Per-request steering options, sent as ``extra_body={"steerkit": {...}}`` or
+    ``metadata={"steerkit": "<json>"}`` (parsed by the wire layer). Unknown fields are an error,
+    not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    persona: str | None = None
+    """Force this persona (must exist in the configured packs); extraction is skipped."""
+    k: int | None = Field(default=None, ge=0, le=500)
+    miss_policy: MissPolicy | None = None
+    mode: Mode | None = None
+    """``generate`` (default from `SteerConfig`) or ``predict``."""
+
+    @field_validator("persona")
+    @classmethod
+    def _persona(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("persona must be a non-empty persona id")
+        return v
+
+
+class _SteerSection(SteerConfig):
+    """``[steer]`` in the file: a `SteerConfig` whose ``search`` is unset unless given."""
+
+    search: SearchConfig | None = None  # type: ignore[assignment]
+
+
 class Settings(BaseModel):
     """The effective configuration. Build it with `Settings.load()`."""
 
@@ -198,8 +304,8 @@ class Settings(BaseModel):
     chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
     search: SearchConfig = Field(default_factory=SearchConfig)
     server: ServerSettings = Field(default_factory=ServerSettings)
-    steer: dict[str, Any] = Field(default_factory=dict)
-    """Options of the middleware's ``SteerConfig`` (validated by it when the steerer is built)."""
+    steer: _SteerSection = Field(default_factory=_SteerSection)
+    """The ``[steer]`` section: the `SteerConfig` options (see `steer_config`)."""
 
     config_file: Path | None = Field(None, exclude=True)
     """The TOML file that was read (None when none was); informational."""
@@ -267,7 +373,13 @@ class Settings(BaseModel):
 
     @property
     def examples_dir(self) -> Path:
-        return self.cache_dir / "examples"
+        return self.cache_dir / EXAMPLES_SUBDIR
+
+    def steer_config(self) -> SteerConfig:
+        """The `SteerConfig` to build the steerer with: ``[steer]``, its ``search`` defaulting to
+        the top-level ``[search]``."""
+        data = self.steer.model_dump(exclude={"search"}, exclude_unset=False)
+        return SteerConfig(**data, search=self.steer.search or self.search)
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import BackendError, LabelTokensMissingError, UserError
-from steerkit.escalation import questions
+from steerkit._questions import questions
 from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
 
 __all__ = [

@@ -113,7 +113,7 @@ def import_opinionqa(
     ``MC_options`` splits options on commas); "Refused" is dropped; questions left with a number
     of options outside ``allowed_options`` are skipped; gold = the group's plurality answer.
     """
-    wave = Path(wave_dir)
+    wave = Path(wave_dir).expanduser()
     info_path = wave / "info.csv"
     data_path = wave / f"{attribute}_data.json"
     if not wave.is_dir():
@@ -201,7 +201,7 @@ def import_globalopinionqa_csv(
     ``require_countries`` keeps only questions answered in every listed country (the paper's
     "complete labels across all 13 countries"); ``sources`` filters the ``source`` column.
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         raise DatasetImportError(f"{p}: no such file")
     need = set(require_countries or ())
@@ -302,7 +302,7 @@ def _row_items(row: dict[str, Any], where: str, n: int, id_prefix: str) -> list[
 
 def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
     """Items from a JSONL file, one JSON object per line (see `_row_items` for the row shapes)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         raise DatasetImportError(f"{p}: no such file")
     items: list[Item] = []
@@ -335,7 +335,7 @@ def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
 
 def write_jsonl(items: Iterable[Item], path: str | Path) -> Path:
     """Write items as JSONL (one `Item` per line) so a pack can reference them in ``items_files``."""
-    p = Path(path)
+    p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("w", encoding="utf-8") as f:
         for it in items:

@@ -492,7 +492,7 @@ def _groups_for_loose(items: list[Item], groups: list[ConsistencyGroup]) -> list
 
 def load_pack(path: str | Path) -> PersonaPack:
     """Load and validate one pack file (``.toml`` or ``.json``)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     source = str(p)
     if p.suffix not in PACK_SUFFIXES:
         raise PackError(f"{source}: a pack file must end in .toml or .json")
@@ -591,7 +591,7 @@ class PackRegistry:
         recursively). ``include_default`` adds the shipped packs."""
         packs: list[PersonaPack] = list(_default_packs()) if include_default else []
         for path in paths:
-            p = Path(path)
+            p = Path(path).expanduser()
             if p.is_dir():
                 files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in PACK_SUFFIXES)
                 if not files:

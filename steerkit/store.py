@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
 import warnings
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steerkit._version import __version__
+from steerkit.config import default_cache_dir, default_examples_dir, expand_path  # noqa: F401  (re-exported)
 from steerkit.errors import CacheCorruptionWarning, StoreError
 from steerkit.models import ExampleSet, Pool, SearchConfig, stable_hash
 
@@ -191,15 +191,6 @@ class MemoryStore:
 # --- disk ---------------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """``$STEERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/steerkit`` (``~/.cache/steerkit``)."""
-    env = os.environ.get("STEERKIT_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "steerkit"
-
-
 def _warn(msg: str) -> None:
     log.warning(msg)
     warnings.warn(msg, CacheCorruptionWarning, stacklevel=3)
@@ -219,7 +210,7 @@ class DiskStore:
                  size_limit: int = 2**30) -> None:
         import diskcache  # the embedded default dependency
 
-        self.directory = Path(directory) if directory is not None else default_cache_dir() / "example_sets"
+        self.directory = expand_path(directory) if directory is not None else default_examples_dir()
         self.keep_versions = max(1, keep_versions)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from escalation_helpers import PERSONA, hand_example_set, make_pool
+from steerkit._metrics import Metrics
 from steerkit.adapters.queue import QueueAdapter
 from steerkit.errors import InvalidAnswerError
 from steerkit.escalation import (
@@ -212,14 +213,11 @@ async def test_escalator_rounds_budget_and_refresh(tmp_path):
 
 
 class FakeSteerer:
-    """A fake stand-in for steerkit.middleware.Steerer: only the hook list and counters."""
-
-    class Counters:
-        escalations = 0
+    """A fake stand-in for steerkit.middleware.Steerer: only the hook list and metrics."""
 
     def __init__(self) -> None:
         self.on_example_set = []
-        self.counters = self.Counters()
+        self.metrics = Metrics()
 
 
 class BlockingFakeAdapter(QueueAdapter):
@@ -249,7 +247,7 @@ async def test_live_hook_never_blocks_the_request_and_escalates_in_background():
     ad.gate.set()
     await esc.join()
     assert {e.question_id for e in await ad.escalations()} == {"q2", "q4"}
-    assert steerer.counters.escalations == 2
+    assert steerer.metrics.value("escalations") == 2
     assert esc.errors == []
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from steerkit.errors import InvalidRequestError, UnknownPersonaError
 from steerkit.inject import inject_block, select_examples
-from steerkit.middleware import Counters, SteerConfig, Steerer, SteerInfo, SteerOptions
+from steerkit._metrics import Metrics
+from steerkit._wire import split_request, steer_headers
+from steerkit.middleware import SteerConfig, Steerer, SteerInfo, SteerOptions
 from steerkit.models import ExampleSet, Label, Provenance, SearchConfig
 from steerkit.packs import PackRegistry
 from steerkit.store import DiskStore, MemoryStore
@@ -66,7 +68,7 @@ async def test_stated_persona_is_steered_and_app_system_prompt_kept(registry: Pa
     assert out2 == out
     # one hit from example_set() above, one from this request
     assert st.counters.searches_started == 1 and st.counters.cache_hits == 2 and st.counters.cache_misses == 1
-    assert info.added_ms > 0 and st.counters.added_ms.count == 2
+    assert info.added_ms > 0 and st.counters.added_latency_count == 2
 
 
 async def test_no_system_prompt_gets_one(registry: PackRegistry) -> None:
@@ -287,36 +289,38 @@ async def test_invalid_messages(registry: PackRegistry) -> None:
 
 
 def test_options_from_request() -> None:
-    opts, body = SteerOptions.from_request({"model": "m", "messages": [], "steerkit": {"persona": "country/japan", "k": 3}})
+    opts, body = split_request({"model": "m", "messages": [], "steerkit": {"persona": "country/japan", "k": 3}})
     assert opts.persona == "country/japan" and opts.k == 3 and "steerkit" not in body and body["model"] == "m"
-    opts, body = SteerOptions.from_request({"metadata": {"steerkit": '{"enabled": false}', "user": "u1"}})
+    opts, body = split_request({"metadata": {"steerkit": '{"enabled": false}', "user": "u1"}})
     assert opts.enabled is False and body == {"metadata": {"user": "u1"}}
-    opts, body = SteerOptions.from_request({"metadata": {"steerkit": '{"mode": "predict"}'}})
+    opts, body = split_request({"metadata": {"steerkit": '{"mode": "predict"}'}})
     assert opts.mode == "predict" and body == {}
-    assert SteerOptions.from_request({"steerkit": False})[0].enabled is False
-    assert SteerOptions.from_request({})[0] == SteerOptions()
+    assert split_request({"steerkit": False})[0].enabled is False
+    assert split_request({})[0] == SteerOptions()
     with pytest.raises(InvalidRequestError, match=r"invalid steerkit option 'kk'.*allowed options: enabled"):
-        SteerOptions.from_request({"steerkit": {"kk": 3}})
+        split_request({"steerkit": {"kk": 3}})
     with pytest.raises(InvalidRequestError, match="miss_policy"):
-        SteerOptions.from_request({"steerkit": {"miss_policy": "sometimes"}})
+        split_request({"steerkit": {"miss_policy": "sometimes"}})
     with pytest.raises(InvalidRequestError, match="not valid JSON"):
-        SteerOptions.from_request({"metadata": {"steerkit": "{oops"}})
+        split_request({"metadata": {"steerkit": "{oops"}})
     with pytest.raises(InvalidRequestError, match="given twice"):
-        SteerOptions.from_request({"steerkit": {}, "metadata": {"steerkit": "{}"}})
+        split_request({"steerkit": {}, "metadata": {"steerkit": "{}"}})
 
 
-def test_info_headers_and_counters_export() -> None:
+def test_info_headers_and_metrics_export() -> None:
     info = SteerInfo(cache="hit", example_set_version="abc", added_ms=1.23456)
-    assert info.headers() == {"X-Steerkit-Persona": "", "X-Steerkit-Version": "abc", "X-Steerkit-Cache": "hit",
-                              "X-Steerkit-Added-Ms": "1.235"}
-    c = Counters()
-    for v in (0.2, 0.3, 7.0):
-        c.added_ms.observe(v)
-    c.cache_hits = 2
-    snap = c.snapshot()
-    assert snap["cache_hits"] == 2 and snap["added_ms"]["count"] == 3 and snap["added_ms"]["p50_le"] == 0.5
-    text = c.prometheus()
-    assert "steerkit_cache_hits_total 2" in text and 'steerkit_added_ms_bucket{le="+Inf"} 3' in text
+    assert steer_headers(info) == {"X-Steerkit-Persona": "", "X-Steerkit-Version": "abc", "X-Steerkit-Cache": "hit",
+                                   "X-Steerkit-Added-Ms": "1.235"}
+    assert steer_headers(info.model_copy(update={"note": "cache miß"}))["X-Steerkit-Note"] == "cache mi?"
+    m = Metrics()
+    for v in (0.0002, 0.0003, 0.007):
+        m.added_latency.observe(v)
+    m.inc("cache_hits", 2)
+    snap = m.counters.snapshot()
+    assert snap["cache_hits"] == 2 and snap["added_latency_count"] == 3
+    text = m.render().decode()
+    assert "steerkit_cache_hits_total 2.0" in text and 'steerkit_added_latency_seconds_bucket{le="+Inf"} 3.0' in text
+    assert 'steerkit_added_latency_seconds_bucket{le="0.0005"} 2.0' in text
     assert "# TYPE steerkit_searches_running gauge" in text
 
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from steerkit._wire import parse_options, record_usage, split_sdk_kwargs
+from steerkit.config import SteerOptions
 from steerkit.errors import InvalidRequestError
-from steerkit.middleware import Steerer, SteerInfo, SteerOptions
+from steerkit.middleware import Steerer, SteerInfo
 
 __all__ = ["SteeredClient", "SteeredStream", "steer", "steered_chat"]
 
@@ -34,42 +36,6 @@ def _attach(obj: Any, info: SteerInfo) -> None:
         object.__setattr__(obj, "steerkit", info)
     except (AttributeError, TypeError):
         pass  # immutable / slotted result: the info is still returned by steered_chat
-
-
-def _record_usage(steerer: Steerer, usage: Any) -> None:
-    n = getattr(usage, "prompt_tokens", None) if usage is not None else None
-    if n is None and isinstance(usage, dict):
-        n = usage.get("prompt_tokens")
-    if isinstance(n, int):
-        steerer.counters.prompt_tokens += n
-
-
-def _split_options(kwargs: dict[str, Any]) -> tuple[SteerOptions, dict[str, Any]]:
-    """Pop steerkit options from ``extra_body`` / ``metadata`` of SDK keyword arguments."""
-    kw = dict(kwargs)
-    body: dict[str, Any] = {}
-    extra = kw.get("extra_body")
-    if extra is not None:
-        if not isinstance(extra, dict):
-            raise InvalidRequestError("extra_body must be a dict")
-        if "steerkit" in extra:
-            body["steerkit"] = extra["steerkit"]
-    meta = kw.get("metadata")
-    if isinstance(meta, dict) and "steerkit" in meta:
-        body["metadata"] = meta
-    options, rest = SteerOptions.from_request(body)
-    if extra is not None and "steerkit" in extra:
-        extra = {k: v for k, v in extra.items() if k != "steerkit"}
-        if extra:
-            kw["extra_body"] = extra
-        else:
-            kw.pop("extra_body")
-    if "metadata" in body:
-        if "metadata" in rest:
-            kw["metadata"] = rest["metadata"]
-        else:
-            kw.pop("metadata")
-    return options, kw
 
 
 class SteeredStream:
@@ -88,7 +54,7 @@ class SteeredStream:
         async for chunk in self._stream:
             usage = getattr(chunk, "usage", None)
             if usage is not None:
-                _record_usage(self._steerer, usage)
+                record_usage(self._steerer, usage)
             yield chunk
 
     async def __aenter__(self) -> SteeredStream:
@@ -117,13 +83,13 @@ class _SteeredCompletions:
     async def _call(self, method: Callable[..., Awaitable[Any]], messages: Any, kwargs: dict[str, Any]) -> Any:
         if messages is None:
             raise InvalidRequestError("chat.completions.create() needs 'messages'")
-        options, kw = _split_options(kwargs)
+        options, kw = split_sdk_kwargs(kwargs)
         steered, info = await self._steerer.prepare(list(messages), options)
         result = await method(messages=steered, **kw)
-        self._steerer.counters.llm_calls += 1
+        self._steerer.count_llm_call(None)
         if kw.get("stream"):
             return SteeredStream(result, info, self._steerer)
-        _record_usage(self._steerer, getattr(result, "usage", None))
+        record_usage(self._steerer, getattr(result, "usage", None))
         _attach(result, info)
         return result
 
@@ -201,11 +167,11 @@ async def steered_chat(
     Returns ``(result, info)``; the info is also attached to the result as ``.steerkit`` where
     the result allows it. ``options`` is a `SteerOptions`, its dict form, or False to disable.
     """
-    opts = SteerOptions.parse(options)
+    opts = parse_options(options)
     steered, info = await steerer.prepare(list(messages), opts)
     result = await call(messages=steered, **kwargs)
-    steerer.counters.llm_calls += 1
-    _record_usage(steerer, getattr(result, "usage", None) if not isinstance(result, dict) else result.get("usage"))
+    steerer.count_llm_call(None)
+    record_usage(steerer, getattr(result, "usage", None) if not isinstance(result, dict) else result.get("usage"))
     if not isinstance(result, (dict, list, str, bytes, int, float)) and result is not None:
         _attach(result, info)
     return result, info

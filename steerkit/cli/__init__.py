@@ -169,6 +169,9 @@ def load_settings(args: argparse.Namespace) -> Any:
     extra = getattr(args, "search_overrides", None)
     if extra:
         overrides["search"] = extra
+    steer = getattr(args, "steer_overrides", None)
+    if steer:
+        overrides["steer"] = steer
     return Settings.load(getattr(args, "config", None), overrides=overrides)
 
 

@@ -334,7 +334,7 @@ async def _export(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        out = Path(args.output)
+        out = Path(args.output).expanduser()
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
@@ -347,7 +347,7 @@ async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     if args.file == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
-        path = Path(args.file)
+        path = Path(args.file).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

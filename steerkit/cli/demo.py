@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 update={"base_url": None, "model": None, "api_key": None}
             ),
             "cache_dir": settings.cache_dir / "demo",
-            "steer": {**settings.steer, "max_pool_items": args.items},
+            "steer": settings.steer.model_copy(update={"max_pool_items": args.items}),
             "search": settings.search.model_copy(
                 update={"max_iterations": args.max_iterations, "restarts": 1, "seed": args.seed, "patience": max(4, args.max_iterations // 2)}
             ),
@@ -66,8 +66,7 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from steerkit._runtime import Runtime
-    from steerkit.icm import search
-    from steerkit.middleware import SteerOptions
+    from steerkit.config import SteerOptions
 
     console = Console(quiet=not show)
     t_all = time.perf_counter()
@@ -112,9 +111,8 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
         cached = es is not None
         if es is None:
             with progress:
-                es = await search(pool, rt.backend, config, progress=on_progress)
+                es = await steerer.compute(persona.id, progress=on_progress)  # stores it and runs the hooks
                 progress.update(task, completed=max(1, config.max_iterations))
-            await steerer.put(persona.id, es)
         search_s = time.perf_counter() - t0
         trues = [it for it in es.items if es.labels[it.id].value]
         console.print(

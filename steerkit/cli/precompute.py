@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from steerkit._compute import PrecomputeResult, checkpoint_path
 from steerkit.errors import UserError
+
+if TYPE_CHECKING:
+    from steerkit._runtime import Runtime
 
 __all__ = ["PersonaResult", "add_arguments", "checkpoint_path", "precompute", "run"]
 
@@ -41,22 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--patience", type=int, metavar="N")
 
 
-@dataclass
-class PersonaResult:
-    persona: str
-    status: str
-    """``computed``, ``resumed`` (computed from a checkpoint) or ``cached`` (skipped)."""
-    version: str | None = None
-    score: float | None = None
-    calls: int = 0
-    seconds: float = 0.0
-    items: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def checkpoint_path(checkpoints_dir: Path, persona_id: str, key_digest: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", persona_id)
-    return checkpoints_dir / f"{slug}-{key_digest[:16]}.json"
+PersonaResult = PrecomputeResult  # the name this module used to export
 
 
 def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: bool) -> list[str]:
@@ -83,7 +68,7 @@ def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: 
 
 
 async def precompute(
-    runtime: Any,
+    runtime: Runtime,
     persona_ids: list[str],
     *,
     force: bool = False,
@@ -91,66 +76,13 @@ async def precompute(
     jobs: int = 1,
     on_progress: Any = None,
     on_status: Any = None,
-) -> list[PersonaResult]:
-    """Compute (or skip, when cached) the example set of each persona; returns one result per persona.
-
-    ``on_progress(persona_id, SearchProgress)`` receives the search's progress reports;
-    ``on_status(persona_id, status)`` is told ``cached``/``resuming``/``searching``/``done``.
-    """
-    from steerkit.icm import search
-
-    settings = runtime.settings
-    steerer = runtime.steerer
-    config = steerer.config.search
-    backend = runtime.backend
-    store = runtime.store
-    sem = asyncio.Semaphore(max(1, jobs))
-    results: dict[str, PersonaResult] = {}
-
-    async def one(pid: str) -> None:
-        async with sem:
-            # the steerer's key and pool: exactly what the middleware and the proxy look up
-            key = steerer.cache_key(pid)
-            pool = steerer.pool(pid)
-            if not force:
-                cached = await store.get(key)
-                if cached is not None:
-                    results[pid] = PersonaResult(pid, "cached", cached.version, cached.score, items=len(cached.items))
-                    if on_status:
-                        on_status(pid, "cached")
-                    return
-            ckpt = checkpoint_path(settings.checkpoints_dir, pid, key.digest())
-            if fresh:
-                ckpt.unlink(missing_ok=True)
-            resumed = ckpt.exists()
-            if on_status:
-                on_status(pid, "resuming" if resumed else "searching")
-            t0 = time.perf_counter()
-            calls0 = backend.stats.calls
-            es = await search(
-                pool,
-                backend,
-                config,
-                checkpoint=ckpt,
-                progress=(lambda pr: on_progress(pid, pr)) if on_progress else None,
-            )
-            version = await steerer.put(pid, es)  # stores it as the current version, runs the hooks
-            ckpt.unlink(missing_ok=True)
-            results[pid] = PersonaResult(
-                pid,
-                "resumed" if resumed else "computed",
-                version,
-                es.score,
-                calls=backend.stats.calls - calls0,
-                seconds=time.perf_counter() - t0,
-                items=len(es.items),
-                extra={"violations": es.violations},
-            )
-            if on_status:
-                on_status(pid, "done")
-
-    await asyncio.gather(*(one(p) for p in persona_ids))
-    return [results[p] for p in persona_ids]
+) -> list[PrecomputeResult]:
+    """`ExampleSets.precompute` of the runtime's steerer (the same keys, pools and checkpoints
+    the middleware and the proxy use)."""
+    assert runtime.steerer is not None
+    return await runtime.steerer.example_sets.precompute(
+        persona_ids, force=force, fresh=fresh, jobs=jobs, on_progress=on_progress, on_status=on_status
+    )
 
 
 class _ProgressView:
@@ -158,7 +90,13 @@ class _ProgressView:
 
     def __init__(self, persona_ids: list[str], config: Any, enabled: bool) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.enabled = enabled
@@ -226,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     args.search_overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if args.jobs > 1:  # the compute service's search limit is what bounds concurrent searches
+        args.steer_overrides = {"max_concurrent_searches": args.jobs}
     settings = load_settings(args)
     return asyncio.run(_main(args, settings))
 

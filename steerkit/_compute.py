@@ -1,0 +1,365 @@
+"""The one owner of computing an example set: `ExampleSets`.
+
+Every example set steerkit computes goes through `ExampleSets.compute` (a cache miss in the
+middleware, ``steerkit precompute``, ``steerkit demo``, the proxy, the escalation re-run with human
+labels fixed): it is the only caller of `steerkit.icm.search`. Here, and only here, live
+
+- the search limits (``max_concurrent_searches`` searches at once) and the back-off after a failed
+  search (``search_retry_s``: requests do not start another search for that persona meanwhile);
+- the counters (searches started/running/failed, scoring calls, prompt tokens), in the one
+  metrics registry;
+- checkpoints (``checkpoint=True``: a per-key file under ``checkpoints_dir``, removed once the
+  result is stored) and progress reports;
+- storing the new version and running the ``on_example_set`` hooks;
+- single flight: concurrent misses of one key share one search (`ensure`).
+
+Any keyword argument `compute` does not know is passed to the search unchanged (and
+``search_options`` given at construction are passed to every search), so options the search gains
+need no change here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steerkit._metrics import Metrics
+from steerkit.config import SteerConfig, expand_path
+from steerkit.errors import SteerkitError, UserError
+from steerkit.models import ExampleSet, Pool, SearchConfig
+from steerkit.store import CacheKey, ExampleSetStore, SingleFlight
+
+if TYPE_CHECKING:
+    from steerkit.packs import PackRegistry
+
+__all__ = ["ExampleSets", "Hook", "PrecomputeResult", "SearchFn", "checkpoint_path"]
+
+log = logging.getLogger("steerkit.compute")
+
+SearchFn = Callable[..., Awaitable[ExampleSet]]
+Hook = Callable[[str, ExampleSet], Awaitable[None]]
+
+
+def checkpoint_path(checkpoints_dir: str | Path, persona_id: str, key_digest: str) -> Path:
+    """The checkpoint file of one cache key's search."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", persona_id)
+    return expand_path(checkpoints_dir) / f"{slug}-{key_digest[:16]}.json"
+
+
+@dataclass
+class PrecomputeResult:
+    """What `ExampleSets.precompute` did for one persona."""
+
+    persona: str
+    status: str
+    """``computed``, ``resumed`` (computed from a checkpoint) or ``cached`` (skipped)."""
+    version: str | None = None
+    score: float | None = None
+    calls: int = 0
+    seconds: float = 0.0
+    items: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ExampleSets:
+    """Retrieves and computes the example sets of the configured personas.
+
+    ``registry``: the persona packs; ``store``: the example-set cache; ``backend``: the
+    `LogprobBackend` searches score with (None: nothing can be computed, cached sets are still
+    read); ``config``: the `SteerConfig` (search config, model id, pool size, limits);
+    ``search``: the search function (default `steerkit.icm.search`); ``search_options``: extra
+    keyword arguments for every search; ``checkpoints_dir``: where ``checkpoint=True`` writes.
+    """
+
+    def __init__(
+        self,
+        registry: PackRegistry,
+        store: ExampleSetStore,
+        backend: Any | None = None,
+        config: SteerConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+        search: SearchFn | None = None,
+        search_options: Mapping[str, Any] | None = None,
+        checkpoints_dir: str | Path | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.backend = backend
+        self.config = config or SteerConfig()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.search_options: dict[str, Any] = dict(search_options or {})
+        self.checkpoints_dir = expand_path(checkpoints_dir) if checkpoints_dir is not None else None
+        self.on_example_set: list[Hook] = []
+        self._search_fn = search
+        self._sem = asyncio.Semaphore(self.config.max_concurrent_searches)
+        self._flight: SingleFlight[ExampleSet | None] = SingleFlight()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._keys: dict[str, CacheKey] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # persona -> (monotonic time, error)
+
+    # keys and pools ----------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model id in cache keys: ``config.model``, else the backend's ``model``, else ``none``."""
+        if self.config.model:
+            return self.config.model
+        return str(getattr(self.backend, "model", None) or "none")
+
+    def pool(self, persona_id: str) -> Pool:
+        return self.registry.pool(persona_id, max_items=self.config.max_pool_items)
+
+    def cache_key(self, persona_id: str) -> CacheKey:
+        """The cache key of a configured persona (raises `UnknownPersonaError` otherwise)."""
+        key = self._keys.get(persona_id)
+        if key is None:
+            self.registry.persona(persona_id)  # validates
+            key = CacheKey.for_pool(self.pool(persona_id), self.model, self.config.search)
+            self._keys[persona_id] = key
+        return key
+
+    def checkpoint_path(self, key: CacheKey) -> Path:
+        if self.checkpoints_dir is None:
+            raise UserError("checkpoint=True needs a checkpoints folder", hint="pass checkpoints_dir= (the CLI uses <cache_dir>/checkpoints)")
+        return checkpoint_path(self.checkpoints_dir, key.persona_id, key.digest())
+
+    # reading -----------------------------------------------------------------------------------
+    async def get(self, persona_id: str) -> ExampleSet | None:
+        """The persona's current cached example set (counted as a hit or a miss)."""
+        es = await self.store.get(self.cache_key(persona_id))
+        self.metrics.inc("cache_hits" if es is not None else "cache_misses")
+        return es
+
+    def last_error(self, persona_id: str) -> str | None:
+        """The error of the persona's last failed search (None when it has not failed)."""
+        f = self._failed.get(persona_id)
+        return f[1] if f else None
+
+    def backing_off(self, persona_id: str) -> bool:
+        """True while a failed search of this persona is younger than ``search_retry_s``."""
+        f = self._failed.get(persona_id)
+        return f is not None and time.monotonic() - f[0] < self.config.search_retry_s
+
+    # computing ---------------------------------------------------------------------------------
+    def ensure(self, persona_id: str) -> asyncio.Task[ExampleSet | None] | None:
+        """Start (or join) the single-flight search of a persona's current key; None when there is
+        no backend or the persona is backing off after a failure. The task re-checks the store first."""
+        if self.backend is None or self.backing_off(persona_id):
+            return None
+        key = self.cache_key(persona_id)
+
+        async def run() -> ExampleSet | None:
+            es = await self.store.get(key)
+            if es is not None:
+                return es
+            return await self.compute(persona_id)
+
+        task = self._flight.start(key.digest(), run)
+        return task
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a background task (cancelled by `aclose`, awaited by `drain`)."""
+        if task not in self._background:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            task.add_done_callback(_log_failure)
+
+    async def compute(
+        self,
+        target: str | Pool,
+        *,
+        config: SearchConfig | None = None,
+        fixed: Mapping[str, bool] | None = None,
+        fixed_source: str = "fixed",
+        warm_start: Mapping[str, bool] | None = None,
+        parent_version: str | None = None,
+        audit: list[dict[str, Any]] | None = None,
+        checkpoint: str | Path | bool | None = None,
+        progress: Callable[[Any], None] | None = None,
+        key: CacheKey | None = None,
+        store: bool = True,
+        **search_options: Any,
+    ) -> ExampleSet:
+        """Run a search now (no cache check), store the result as the new current version and run
+        the ``on_example_set`` hooks.
+
+        ``target``: a configured persona id (its pool as the `Steerer` sees it) or a `Pool` (e.g. an
+        example set's own pool, for a human re-run). ``config``: the search config (default: the
+        steerer's). ``key``: where to store (default: the persona's key, or the pool's key under
+        ``config``). ``checkpoint``: a file, or True for the per-key file under ``checkpoints_dir``;
+        it is removed once the result is stored. Other keyword arguments go to the search.
+        """
+        if self.backend is None:
+            raise SteerkitError("no backend to compute example sets with",
+                                hint="pass backend=OpenAIBackend(...) or EmbeddedBackend() to the Steerer")
+        config = config or self.config.search
+        if isinstance(target, str):
+            pool = self.pool(target)
+            if key is None:
+                key = (self.cache_key(target) if config == self.config.search
+                       else CacheKey.for_pool(pool, self.model, config))
+        else:
+            pool = target
+            if key is None:
+                key = CacheKey.for_pool(pool, self.model, config)
+        persona_id = pool.persona.id
+        ckpt: Path | None = None
+        if checkpoint is True:
+            ckpt = self.checkpoint_path(key)
+        elif checkpoint:
+            ckpt = expand_path(checkpoint)  # type: ignore[arg-type]
+
+        kwargs: dict[str, Any] = {**self.search_options, **search_options}
+        if fixed:
+            kwargs["fixed"] = fixed
+            kwargs["fixed_source"] = fixed_source
+        if warm_start:
+            kwargs["warm_start"] = warm_start
+        if parent_version:
+            kwargs["parent_version"] = parent_version
+        if audit is not None:
+            kwargs["audit"] = audit
+        if ckpt is not None:
+            kwargs["checkpoint"] = ckpt
+        if progress is not None:
+            kwargs["progress"] = progress
+        search = self._search_fn
+        if search is None:
+            from steerkit.icm import (
+                search as icm_search,  # lazy: the engine is only needed on a miss
+            )
+
+            search = icm_search
+        m = self.metrics
+        async with self._sem:
+            m.inc("searches_started")
+            m.inc("searches_running")
+            t0 = time.perf_counter()
+            try:
+                es = await search(pool, self.backend, config, **kwargs)
+            except Exception as e:
+                m.inc("searches_failed")
+                self._failed[persona_id] = (time.monotonic(), f"{type(e).__name__}: {e}")
+                raise
+            finally:
+                m.dec("searches_running")
+        self._failed.pop(persona_id, None)
+        m.inc("search_model_calls", es.stats.model_calls)
+        m.inc("search_prompt_tokens", es.stats.prompt_tokens)
+        log.info("search for %s finished in %.1fs (%d model calls)", persona_id, time.perf_counter() - t0,
+                 es.stats.model_calls)
+        if store:
+            await self.put(key, es)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+        return es
+
+    async def put(self, key: CacheKey | str, es: ExampleSet) -> str:
+        """Store ``es`` as the current version under ``key`` (a `CacheKey` or a configured persona
+        id) and run the hooks; returns the version."""
+        if isinstance(key, str):
+            key = self.cache_key(key)
+        version = await self.store.put(key, es)
+        for hook in list(self.on_example_set):
+            try:
+                await hook(es.persona.id, es)
+            except Exception:  # a hook must never break a request or a search
+                log.exception("on_example_set hook %r failed for %s", hook, es.persona.id)
+        return version
+
+    async def precompute(
+        self,
+        persona_ids: Sequence[str],
+        *,
+        force: bool = False,
+        fresh: bool = False,
+        jobs: int = 1,
+        on_progress: Callable[[str, Any], None] | None = None,
+        on_status: Callable[[str, str], None] | None = None,
+        **search_options: Any,
+    ) -> list[PrecomputeResult]:
+        """Compute (or skip, when cached) the example set of each persona, resumably.
+
+        A persona whose current key is cached is skipped unless ``force``; an unfinished search
+        resumes from its checkpoint (``checkpoints_dir``) unless ``fresh``. ``jobs`` personas are
+        searched at once (within ``max_concurrent_searches``). ``on_progress(persona_id,
+        SearchProgress)`` gets the search's progress; ``on_status(persona_id, status)`` is told
+        ``cached``/``resuming``/``searching``/``done``.
+        """
+        sem = asyncio.Semaphore(max(1, jobs))
+        results: dict[str, PrecomputeResult] = {}
+
+        async def one(pid: str) -> None:
+            async with sem:
+                key = self.cache_key(pid)
+                if not force:
+                    cached = await self.store.get(key)
+                    if cached is not None:
+                        results[pid] = PrecomputeResult(pid, "cached", cached.version, cached.score, items=len(cached.items))
+                        if on_status:
+                            on_status(pid, "cached")
+                        return
+                ckpt = self.checkpoint_path(key) if self.checkpoints_dir is not None else None
+                if fresh and ckpt is not None:
+                    ckpt.unlink(missing_ok=True)
+                resumed = ckpt is not None and ckpt.exists()
+                if on_status:
+                    on_status(pid, "resuming" if resumed else "searching")
+                t0 = time.perf_counter()
+                calls0 = _backend_calls(self.backend)
+                es = await self.compute(
+                    pid,
+                    key=key,
+                    checkpoint=ckpt,
+                    progress=(lambda pr: on_progress(pid, pr)) if on_progress else None,
+                    **search_options,
+                )
+                results[pid] = PrecomputeResult(
+                    pid,
+                    "resumed" if resumed else "computed",
+                    es.version,
+                    es.score,
+                    calls=_backend_calls(self.backend) - calls0 if calls0 is not None else es.stats.model_calls,  # type: ignore[operator]
+                    seconds=time.perf_counter() - t0,
+                    items=len(es.items),
+                    extra={"violations": es.violations},
+                )
+                if on_status:
+                    on_status(pid, "done")
+
+        await asyncio.gather(*(one(p) for p in persona_ids))
+        return [results[p] for p in persona_ids]
+
+    # lifecycle ---------------------------------------------------------------------------------
+    @property
+    def background_tasks(self) -> int:
+        return len(self._background)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for background searches to finish (tests, graceful shutdown)."""
+        tasks = list(self._background)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Cancel searches in flight."""
+        await self._flight.cancel_all()
+
+
+def _backend_calls(backend: Any) -> int | None:
+    calls = getattr(getattr(backend, "stats", None), "calls", None)
+    return calls if isinstance(calls, int) else None
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background search failed: %s: %s", type(exc).__name__, exc)
