@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,6 +70,18 @@ def test_explicit_statements_match(rx: RuleExtractor, text: str, expected: set[s
         "Tell me about Japanese culture",
         "I'm a Martian from Mars",
         "",
+        # a negation before the statement, in the same clause
+        "Not that I'm a Democrat, but what about taxes?",
+        "It's not like I'm from Japan or anything",
+        "Nobody thinks I'm a Republican",
+        # statements inside Markdown code: fenced, indented, inline
+        "Why does this fail?\n```python\nprint(\"I'm a Republican\")\n```",
+        "~~~\nI live in France\n~~~\nwhat does this output?",
+        "```\nan unclosed fence: I'm from Brazil",
+        "My test data:\n\n    I'm a Democrat\n    keep it short\n\nparse it",
+        "the string `I'm from Japan` fails my regex",
+        "rename ``as a Republican`` in the fixture",
+        "what does `step by step` mean in this log?",
     ],
 )
 def test_negation_reported_speech_and_non_statements_do_not_match(rx: RuleExtractor, text: str) -> None:
@@ -92,6 +103,9 @@ def test_several_dimensions_in_one_query(rx: RuleExtractor) -> None:
 
 def test_negation_only_blocks_the_negated_persona(rx: RuleExtractor) -> None:
     assert ids(rx, "I'm not a Democrat, I'm a Republican") == {"polparty/republican"}
+    assert ids(rx, "Not that I'm a Democrat; I'm a Republican") == {"polparty/republican"}
+    assert ids(rx, "No, I'm a Republican.") == {"polparty/republican"}
+    assert ids(rx, "I hate taxes and I'm a Republican") == {"polparty/republican"}
     assert ids(rx, "My uncle is a Republican but I'm a Democrat") == {"polparty/democrat"}
 
 
@@ -111,15 +125,24 @@ def test_ambiguous_keyword_is_weak(rx: RuleExtractor) -> None:
     assert m.persona_id == "style/dcf" and m.confidence < 0.5  # below the middleware's default threshold
 
 
-def test_long_text_is_scanned_in_bounded_time(rx: RuleExtractor) -> None:
+def test_long_text_is_scanned_within_its_cap(rx: RuleExtractor) -> None:
     filler = "as I'm a very proud as a as I am the " * 30_000  # ~1 MB of near-misses
     text = "I'm from Kenya. " + filler + " Keep it short."
-    t0 = time.perf_counter()
+    before = rx.chars_scanned
     ms = {m.persona_id: m for m in rx.extract(text)}
     assert set(ms) == {"country/kenya", "style/dcf"}
     m = ms["style/dcf"]
     assert text[m.span[0] : m.span[1]] == "Keep it short"
-    assert time.perf_counter() - t0 < 30  # generous: only guards against runaway regex backtracking
+    # only the head and the tail (max_chars in all) are read, a bounded number of times each
+    assert rx.chars_scanned - before <= 100 * rx.max_chars < len(text) * 3
+
+
+def test_code_only_hides_what_is_inside_it(rx: RuleExtractor) -> None:
+    assert ids(rx, "I'm from Japan. Why does `x = 1` fail?") == {"country/japan"}
+    assert ids(rx, "```\nI'm a Democrat\n```\nI'm a Republican") == {"polparty/republican"}
+    assert ids(rx, "a lone ` backtick, and I'm from Brazil") == {"country/brazil"}
+    assert ids(rx, "    I'm a Democrat (indented: code)\nI'm from Kenya") == {"country/kenya"}
+    assert ids(rx, "Intro line\n    I'm from Kenya") == {"country/kenya"}
 
 
 def test_only_configured_personas(tmp_path) -> None:
