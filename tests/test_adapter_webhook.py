@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from escalation_helpers import hand_example_set, make_pool
 from steerkit.adapters.queue import AnnotationQueue
@@ -36,6 +38,8 @@ class FakeAnnotationTool:
         self.deliveries: list[dict] = []
         self.bad_signatures = 0
         self.fail_next = 0
+        self.fail_status = 503
+        self.fail_headers: dict[str, str] = {}
         self.answers: list[dict] = []
         self.polls: list[str | None] = []
         tool = self
@@ -44,9 +48,11 @@ class FakeAnnotationTool:
             def log_message(self, *a):  # quiet
                 pass
 
-            def _reply(self, status, doc):
+            def _reply(self, status, doc, headers=None):
                 body = json.dumps(doc).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -65,7 +71,7 @@ class FakeAnnotationTool:
                     return self._reply(401, {"error": "bad signature"})
                 if tool.fail_next > 0:
                     tool.fail_next -= 1
-                    return self._reply(503, {"error": "busy"})
+                    return self._reply(tool.fail_status, {"error": "busy"}, tool.fail_headers)
                 doc = json.loads(body)
                 doc["_headers"] = {k: v for k, v in self.headers.items() if k.lower().startswith("x-steerkit")}
                 tool.deliveries.append(doc)
@@ -208,9 +214,13 @@ async def test_answers_on_the_callback_endpoint_under_uvicorn(tool):
             body = json.dumps({"answers": [doc]}).encode()
             r = await c.post("/steerkit/answers", content=body, headers=signature_headers(SECRET, body))
             assert r.status_code == 200 and r.json() == {"accepted": ["tool-resp-1"], "duplicates": []}
-            # at-least-once senders redeliver: idempotent
-            r = await c.post("/steerkit/answers", content=body, headers=signature_headers(SECRET, body))
+            # at-least-once senders redeliver (signed again, later): idempotent
+            later = signature_headers(SECRET, body, timestamp=int(time.time()) + 1)
+            r = await c.post("/steerkit/answers", content=body, headers=later)
             assert r.status_code == 200 and r.json() == {"accepted": [], "duplicates": ["tool-resp-1"]}
+            # the very same signed request again is a replay: rejected
+            r = await c.post("/steerkit/answers", content=body, headers=later)
+            assert r.status_code == 409 and "replay" in r.json()["error"]
             # bad signature, malformed body, invalid answer: rejected and nothing changes
             r = await c.post("/steerkit/answers", content=body, headers=signature_headers("wrong", body))
             assert r.status_code == 401
@@ -242,7 +252,10 @@ async def test_answers_reconciled_by_polling(tool, tmp_path):
     ad = WebhookAdapter(tool.url + "/escalations", SECRET, poll_url=tool.url + "/answers", queue=qpath, backoff_s=0.01)
     es, escs = _escs(3)
     await ad.submit(escs)
-    e0, e1 = tool.deliveries[0]["data"], tool.deliveries[1]["data"]
+    # the three escalations are delivered concurrently, so they reach the tool in any order: find
+    # each by its id (taking deliveries[0] as escs[0] made this test fail about one run in eight)
+    sent = {d["data"]["id"]: d["data"] for d in tool.deliveries}
+    e0, e1 = sent[escs[0].id], sent[escs[1].id]
     # the webhook to our endpoint was lost; the tool still has the answers
     tool.answers.append({"escalation_id": e0["id"], "option": e0["options"][0]["id"], "version": e0["version"], "answer_id": "p1"})
     got = await ad.answers()
@@ -281,3 +294,130 @@ async def test_a_failed_poll_still_returns_local_answers(tool):
 def test_needs_a_secret():
     with pytest.raises(FeedbackError, match="secret"):
         WebhookAdapter("http://127.0.0.1:9/x", "")
+
+
+# --- replays, hostile bodies, the retry policy ------------------------------------------------------
+
+
+async def _callback_adapter():
+    ad = WebhookAdapter("http://127.0.0.1:9/unused", SECRET)
+    es, escs = _escs(2)
+    await asyncio.to_thread(ad.queue.submit, escs)  # recorded, not delivered: only the callback is tested
+    return ad, escs
+
+
+async def test_answers_without_ids_are_idempotent_and_replays_rejected():
+    ad, escs = await _callback_adapter()
+    e = escs[0]
+    first = {"escalation_id": e.id, "option": e.options[0].id, "version": e.version}  # no answer_id, no answered_at
+    body = json.dumps(first).encode()
+    t0 = int(time.time())
+    r1 = await ad.handle_callback(body, signature_headers(SECRET, body, timestamp=t0))
+    assert r1.status == 200 and len(r1.accepted) == 1
+    # the same signed request again, inside the signature's window: a replay, rejected, nothing changes
+    r2 = await ad.handle_callback(body, signature_headers(SECRET, body, timestamp=t0))
+    assert r2.status == 409 and "replay" in r2.error and ad.replays_rejected == 1
+    # the same answer re-signed later (an at-least-once sender): the same id, a duplicate
+    r3 = await ad.handle_callback(body, signature_headers(SECRET, body, timestamp=t0 + 2))
+    assert r3.status == 200 and r3.duplicates == r1.accepted
+    # a correction, then the earlier answer again (re-signed): it cannot revert the correction
+    fix = json.dumps({**first, "option": e.options[1].id}).encode()
+    assert (await ad.handle_callback(fix, signature_headers(SECRET, fix, timestamp=t0 + 3))).status == 200
+    r4 = await ad.handle_callback(body, signature_headers(SECRET, body, timestamp=t0 + 4))
+    assert r4.status == 200 and r4.duplicates == r1.accepted
+    assert [a.option for a in ad.queue.history(e.id)] == [e.options[0].id, e.options[1].id]
+    assert [a.option for a in await ad.answers()] == [e.options[1].id]
+    # no answered_at: dated by the signed timestamp, not by the time of receipt
+    assert ad.queue.history(e.id)[0].answered_at.timestamp() == t0
+    await ad.aclose()
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"answers": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (_nested(1_000), "nested deeper"),
+        (_nested(100_000), "nested deeper"),
+        (b'{"escalation_id": "\\ud800", "option": "a", "version": "v"}', "surrogate"),
+        (b'{"answers": [{"escalation_id": "e", "option": "a", "version": "v", "annotator": "x\\udfff"}]}', "surrogate"),
+        (b'{"\\ud83d": 1}', "surrogate"),
+        (b"\xff\xfe not utf-8", "malformed"),
+        (b'{"escalation_id": 1' + b"0" * 5000 + b"}", "malformed"),
+    ],
+)
+async def test_pathological_json_is_a_clear_400(body: bytes, why: str):
+    ad, _ = await _callback_adapter()
+    res = await ad.handle_callback(body, signature_headers(SECRET, body))
+    assert res.status == 400 and res.error and why in res.error
+    assert ad.queue.answers() == []
+    await ad.aclose()
+
+
+async def test_pathological_json_under_uvicorn_is_400_not_500():
+    ad, _ = await _callback_adapter()
+    server, task, base = await _serve(ad.asgi_app())
+    try:
+        async with httpx.AsyncClient(base_url=base) as c:
+            for body in (_nested(5_000), b'{"escalation_id": "\\ud800", "option": "a", "version": "v"}'):
+                r = await c.post("/answers", content=body, headers=signature_headers(SECRET, body))
+                assert r.status_code == 400 and "malformed answer payload" in r.json()["error"]
+    finally:
+        server.should_exit = True
+        await task
+    await ad.aclose()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(alphabet=st.characters(blacklist_categories=())),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(["escalation_id", "option", "version", "answer_id", "answered_at", "annotator", "answers", "data", "x"]), kids, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(st.binary(max_size=300), _json_values.map(lambda v: json.dumps(v).encode())))
+async def test_any_signed_body_gets_a_clear_status(body: bytes):
+    ad, _ = await _callback_adapter()
+    res = await ad.handle_callback(body, signature_headers(SECRET, body))
+    assert res.status in (200, 400, 422)
+    assert (res.error is None) == (res.status == 200)
+    await ad.aclose()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:  # no real sleeping
+        self.waits.append(seconds)
+
+
+@pytest.mark.parametrize(("headers", "at_least"), [({"Retry-After": "7"}, 7.0), ({"retry-after-ms": "2500"}, 2.5)])
+async def test_deliveries_use_the_retry_policy_and_honour_retry_after(tool, headers, at_least):
+    from steerkit.backends import RetryPolicy
+
+    tool.fail_next, tool.fail_status, tool.fail_headers = 2, 429, headers
+    ad = WebhookAdapter(tool.url + "/escalations", SECRET, retry=RetryPolicy(max_retries=3, initial=0.01, max_wait=0.05))
+    ad._sleep = rec = _Recorder()
+    _, escs = _escs(1)
+    await ad.submit(escs)
+    assert len(tool.deliveries) == 1 and tool.fail_next == 0
+    assert len(rec.waits) == 2 and all(w >= at_least for w in rec.waits)  # the server's wait, not the backoff
+    await ad.aclose()
+
+
+async def test_retries_are_bounded_by_the_policy(tool):
+    from steerkit.backends import RetryPolicy
+
+    tool.fail_next = 100
+    ad = WebhookAdapter(tool.url + "/escalations", SECRET, retry=RetryPolicy(max_retries=2, initial=0.01, max_wait=0.05))
+    ad._sleep = rec = _Recorder()
+    _, escs = _escs(1)
+    with pytest.raises(FeedbackError, match="HTTP 503"):
+        await ad.submit(escs)
+    assert len(rec.waits) == 2 and all(0 <= w <= 0.05 for w in rec.waits)  # full jitter, capped
+    assert tool.fail_next == 100 - 3
+    await ad.aclose()

@@ -13,9 +13,10 @@ Outbound (steerkit → your annotation tool)::
     {"type": "escalation.upsert", "delivery_id": ..., "timestamp": ..., "data": <Escalation>}
 
 Escalations are recorded in the local queue *before* delivery (an outbox): a failed delivery is
-retried (exponential backoff with jitter on connection errors, 429 and 5xx, honouring
-``Retry-After``) and, if it still fails, stays undelivered and is sent again by the next `submit`
-or `redeliver`. An identical re-submit is not re-posted.
+retried under the project's one retry policy (`steerkit.backends.RetryPolicy`, tenacity: full-jitter
+exponential backoff on connection errors, 429 and 5xx, waiting at least ``Retry-After`` /
+``retry-after-ms``) and, if it still fails, stays undelivered and is sent again by the next
+`submit` or `redeliver`. An identical re-submit is not re-posted.
 
 Inbound (your tool → steerkit), signed the same way with the same secret::
 
@@ -24,9 +25,16 @@ Inbound (your tool → steerkit), signed the same way with the same secret::
 
 Answer fields: ``escalation_id``, ``option`` (an option id of the escalation), ``version`` (copy
 ``data.version`` of the escalation), optional ``annotator``, ``answered_at``, ``answer_id`` (your
-response id: redeliveries with the same id are recognised as duplicates). A request is handled
-all-or-nothing: 200 ``{"accepted": [...], "duplicates": [...]}``; 401 bad signature; 400 malformed
-body; 422 an invalid answer (unknown escalation, option, stale version), and then nothing changed.
+response id: redeliveries with the same id are recognised as duplicates). Without ``answer_id``
+the id is a digest of the answer's signed content, so a redelivered or replayed answer is a
+duplicate (it never re-opens an applied escalation or reverts a later correction); send an
+``answer_id`` or ``answered_at`` to record the same choice again as a new answer. Without
+``answered_at`` the answer is dated by the signature's timestamp. A request is handled
+all-or-nothing: 200 ``{"accepted": [...], "duplicates": [...]}``; 401 bad signature; 409 a replay
+(this exact signed request was already received within the signature's time window: nothing
+changed, re-sign to resend); 400 malformed body (not JSON, nested deeper than 32 levels, lone
+UTF-16 surrogates, not answers); 422 an invalid answer (unknown escalation, option, stale
+version), and then nothing changed.
 
 Mount the endpoint with `WebhookAdapter.asgi_app` (any ASGI server), or call
 `WebhookAdapter.handle_callback(body, headers)` from your own framework.
@@ -44,18 +52,23 @@ import hashlib
 import hmac
 import json
 import logging
-import random
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
 
 from steerkit.adapters.queue import AnnotationQueue, QueueAdapter
+from steerkit.backends import RetryPolicy
+from steerkit.backends.openai_compat import wait_retry_after
 from steerkit.errors import FeedbackError, InvalidAnswerError, WebhookSignatureError
 from steerkit.escalation import Answer, Escalation, SubmitResult
 from steerkit.models import stable_hash
@@ -76,6 +89,12 @@ SIGNATURE_HEADER = "X-Steerkit-Signature"
 EVENT_HEADER = "X-Steerkit-Event"
 DELIVERY_HEADER = "X-Steerkit-Delivery"
 MAX_BODY = 1 << 20
+MAX_JSON_DEPTH = 32
+"""Answers are shallow; a body nested deeper than this is malformed (400), however it parses."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLAY_MEMORY = 65_536
+"""Signatures remembered for replay detection (the oldest are forgotten first beyond this;
+content-derived answer ids still make a forgotten replay a duplicate)."""
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -145,7 +164,9 @@ class WebhookAdapter(QueueAdapter):
     signs with another key). State lives in ``queue`` (an `AnnotationQueue` or a path; in memory by
     default — pass a path to keep pending escalations and the poll cursor across restarts).
     ``client``: an ``httpx.AsyncClient`` to use (e.g. with a custom transport); one is created
-    otherwise. The secret never appears in errors or logs.
+    otherwise. ``retry``: how deliveries and polls are retried (default
+    ``RetryPolicy(max_retries=max_retries, initial=backoff_s)``). The secret never appears in
+    errors or logs.
     """
 
     name = "webhook"
@@ -166,6 +187,7 @@ class WebhookAdapter(QueueAdapter):
         poll_on_answers: bool = True,
         tolerance_s: float = 300.0,
         name: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not secret:
             raise FeedbackError("WebhookAdapter needs a non-empty secret", hint="pass secret= (shared with the receiver)")
@@ -176,8 +198,10 @@ class WebhookAdapter(QueueAdapter):
         self._inbound = _key(inbound_secret) if inbound_secret else self._secret
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._owns_client = client is None
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.retry = retry or RetryPolicy(max_retries=max_retries, initial=backoff_s)
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
+        self._seen: OrderedDict[str, float] = OrderedDict()  # signature -> when it stops being valid
+        self.replays_rejected = 0
         self.poll_on_answers = poll_on_answers
         self.tolerance_s = tolerance_s
         self._sem = asyncio.Semaphore(concurrency)
@@ -242,36 +266,35 @@ class WebhookAdapter(QueueAdapter):
             raise FeedbackError(f"the receiver rejected escalation {e.id}: HTTP {resp.status_code} {resp.text[:200]!r}")
 
     async def _request(self, method: str, url: str, body: bytes, headers: dict[str, str], params: dict | None = None) -> httpx.Response:
-        attempt = 0
-        while True:
-            h = {**headers, **signature_headers(self._secret, body)}
-            try:
-                resp = await self._client.request(method, url, content=body or None, headers=h, params=params)
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise FeedbackError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
-                await asyncio.sleep(self._backoff(attempt, None))
-                attempt += 1
-                continue
+        """One signed request under the retry policy: connection errors, 429 and 5xx are retried
+        (waiting at least the server's ``Retry-After``/``retry-after-ms``); the last 429/5xx
+        response is returned when the retries are spent."""
+        policy = self.retry
+
+        async def attempt() -> httpx.Response:
+            h = {**headers, **signature_headers(self._secret, body)}  # re-signed: a fresh timestamp
+            resp = await self._client.request(method, url, content=body or None, headers=h, params=params)
             if resp.status_code == 429 or resp.status_code >= 500:
-                if attempt >= self.max_retries:
-                    return resp
-                await asyncio.sleep(self._backoff(attempt, resp.headers.get("retry-after")))
-                attempt += 1
-                continue
+                raise _RetryableStatus(resp)
             return resp
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), 60.0)
-            except ValueError:
-                try:
-                    return max(0.0, min(parsedate_to_datetime(retry_after).timestamp() - time.time(), 60.0))
-                except (TypeError, ValueError):
-                    pass
-        base = self.backoff_s * (2**attempt)
-        return min(base * (0.5 + random.random()), 30.0)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.max_retries + 1),
+            wait=wait_retry_after(wait_random_exponential(multiplier=policy.initial, max=policy.max_wait),
+                                  policy.max_retry_after),
+            retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+            sleep=lambda seconds: self._sleep(seconds),
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except _RetryableStatus as exc:
+            return exc.response
+        except httpx.TransportError as exc:
+            raise FeedbackError(
+                f"cannot reach {url}: {type(exc).__name__}: {exc} ({policy.max_retries} retries spent)",
+                hint="check the URL and that the receiver is running",
+            ) from None
 
     # --- inbound: callback endpoint ------------------------------------------------------------
 
@@ -281,8 +304,33 @@ class WebhookAdapter(QueueAdapter):
             verify_signature(self._inbound, headers, body, tolerance_s=self.tolerance_s)
         except WebhookSignatureError as e:
             return CallbackResult(401, error=e.message)
+        h = {k.lower(): v for k, v in headers.items()}
+        signature, signed_at = h[SIGNATURE_HEADER.lower()].strip(), int(h[TIMESTAMP_HEADER.lower()])
+        if not self._first_sighting(signature, signed_at):
+            self.replays_rejected += 1
+            return CallbackResult(409, error="replayed request: this exact signed request was already received; "
+                                             "nothing changed (to send it again, sign it again)")
+        res = await self._record_callback(body, signed_at)
+        if res.status != 200:
+            self._seen.pop(signature, None)  # not recorded: the sender may retry the same request
+        return res
+
+    def _first_sighting(self, signature: str, signed_at: int) -> bool:
+        """Remember a valid signature until it expires; False if it is already remembered."""
+        now = time.time()
+        while self._seen:
+            oldest, until = next(iter(self._seen.items()))
+            if until > now and len(self._seen) < _REPLAY_MEMORY:
+                break
+            del self._seen[oldest]
+        if signature in self._seen:
+            return False
+        self._seen[signature] = signed_at + self.tolerance_s
+        return True
+
+    async def _record_callback(self, body: bytes, signed_at: int) -> CallbackResult:
         try:
-            answers = _parse_answers(json.loads(body or b"null"))
+            answers = _parse_answers(_load_json(body), datetime.fromtimestamp(signed_at, timezone.utc))
         except (ValueError, ValidationError) as e:
             return CallbackResult(400, error=f"malformed answer payload: {str(e)[:300]}")
         try:
@@ -360,16 +408,16 @@ class WebhookAdapter(QueueAdapter):
             if resp.status_code != 200:
                 raise FeedbackError(f"polling {self.poll_url} failed: HTTP {resp.status_code} {resp.text[:200]!r}")
             try:
-                doc = resp.json()
-            except ValueError:
-                raise FeedbackError(f"polling {self.poll_url}: the response is not JSON") from None
+                doc = _load_json(resp.content)
+            except ValueError as e:
+                raise FeedbackError(f"polling {self.poll_url}: the response is not usable JSON: {e}") from None
             raw = doc.get("answers", []) if isinstance(doc, dict) else doc
             out = PollResult(cursor=doc.get("cursor") if isinstance(doc, dict) else None)
             for item in raw if isinstance(raw, list) else []:
                 try:
-                    a = Answer.model_validate(item)
+                    a = _answer_from(item, None)
                     new = await asyncio.to_thread(self.queue.receive, a, adapter=self.name)
-                except (InvalidAnswerError, ValidationError) as e:
+                except (InvalidAnswerError, ValidationError, ValueError) as e:
                     out.errors.append(str(e)[:300])
                     continue
                 (out.accepted if new else out.duplicates).append(a.answer_id)
@@ -417,7 +465,45 @@ class WebhookAdapter(QueueAdapter):
         await super().aclose()
 
 
-def _parse_answers(doc: Any) -> list[Answer]:
+class _RetryableStatus(Exception):
+    """A 429/5xx response, raised so the retry policy (and its ``Retry-After`` wait) sees it."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _load_json(body: bytes) -> Any:
+    """Parse a callback body; `ValueError` (a 400) for anything but shallow, valid JSON text:
+    bad UTF-8, bad JSON, nesting deeper than `MAX_JSON_DEPTH`, lone UTF-16 surrogates."""
+    try:
+        doc = json.loads(body or b"null")
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack: list[tuple[Any, int]] = [(doc, 1)]  # iterative: no recursion on hostile input
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise ValueError("a string holds a lone UTF-16 surrogate (e.g. \\ud800): not valid Unicode text")
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((k, depth) for k in node)
+            stack.extend((v, depth + 1) for v in node.values())
+        else:
+            stack.extend((v, depth + 1) for v in node)
+    return doc
+
+
+def _parse_answers(doc: Any, signed_at: datetime | None = None) -> list[Answer]:
+    """Answers from a callback document. An answer without ``answer_id`` gets one derived from its
+    signed content (a digest of the answer object as sent), never from the time of receipt, so a
+    redelivered or replayed answer is a duplicate; without ``answered_at`` it is dated
+    ``signed_at`` (the signature's timestamp)."""
     if isinstance(doc, dict) and "answers" in doc:
         doc = doc["answers"]
     elif isinstance(doc, dict) and "data" in doc and "escalation_id" not in doc:
@@ -425,7 +511,18 @@ def _parse_answers(doc: Any) -> list[Answer]:
     items = doc if isinstance(doc, list) else [doc]
     if not items or not all(isinstance(i, dict) for i in items):
         raise ValueError("expected an answer object, a list of them, or {'answers': [...]}")
-    return [Answer.model_validate(i) for i in items]
+    return [_answer_from(item, signed_at) for item in items]
+
+
+def _answer_from(item: Any, signed_at: datetime | None) -> Answer:
+    if not isinstance(item, dict):
+        raise ValueError(f"expected an answer object, got {type(item).__name__}")
+    fields = dict(item)
+    if not fields.get("answer_id"):
+        fields["answer_id"] = "ans_" + stable_hash({"webhook_answer": item})
+    if fields.get("answered_at") is None and signed_at is not None:
+        fields["answered_at"] = signed_at
+    return Answer.model_validate(fields)
 
 
 async def _send_json(send: Callable, status: int, doc: dict[str, Any]) -> None:
