@@ -1,4 +1,4 @@
-"""The OpenAI-compatible steering proxy, as a pure ASGI application.
+"""The OpenAI-compatible steering proxy, on Starlette.
 
 Point any OpenAI-compatible client's ``base_url`` at it. Each ``POST /v1/chat/completions`` is
 steered by the middleware (`Steerer.prepare`) and forwarded to the chat-model server; the answer
@@ -8,21 +8,23 @@ Routes:
 
 - ``POST /v1/chat/completions``: non-streaming, and SSE streaming passed through chunk by chunk as
   the upstream sends it (nothing is buffered). Unknown request fields go to the upstream
-  untouched; the ``steerkit`` field (per-request `SteerOptions`) is removed first. Upstream errors
-  come back with the upstream's status and body.
+  untouched; the ``steerkit`` field (per-request `SteerOptions`) is removed first (the wire layer,
+  `steerkit._wire`, parses it, as it does for the in-process client wrapper). Upstream errors come
+  back with the upstream's status and body.
 - ``GET /v1/models``: the upstream's model list.
 - ``GET /healthz``: liveness (no auth).
-- ``GET /metrics``: Prometheus text format.
+- ``GET /metrics``: Prometheus text format: the steerer's and the proxy's series, one registry.
 
 Safety: `create_app` never binds anything (``steerkit serve`` binds 127.0.0.1 by default); optional
 client API keys (``Authorization: Bearer``) compared in constant time with `hmac.compare_digest`;
-request bodies over ``server.max_body_bytes`` get 413; upstream connect failures 502, upstream
-timeouts 504 (inside a stream that has started: an OpenAI-style ``error`` SSE event, then the end of
-the stream); on shutdown, requests in flight (streams included) finish before the upstream client
-closes, and new requests get 503.
+request bodies over ``server.max_body_bytes`` get 413; upstream failures are mapped in one place
+(`_UPSTREAM_ERRORS`: connect failures 502, timeouts 504, inside a stream that has started an
+OpenAI-style ``error`` SSE event); on shutdown, requests in flight (streams included) finish before
+the upstream client closes, and new requests get 503.
 
-This module is written directly against the ASGI spec (no Starlette ``BaseHTTPMiddleware``) so a
-stream is relayed as it arrives and a client disconnect cancels the upstream request.
+Streaming is pure ASGI (no ``BaseHTTPMiddleware``): the response races the relay against a
+listener for the client's ``http.disconnect``, so a client that hangs up cancels the upstream
+request at once, even while the upstream pauses between chunks.
 """
 
 from __future__ import annotations
@@ -33,15 +35,24 @@ import hmac
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, Protocol
 
+import anyio
 import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
+from steerkit._metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Metrics
 from steerkit._version import __version__
+from steerkit._wire import WireError, parse_chat_body, steer_headers
 from steerkit.config import Settings
-from steerkit.errors import SteerkitError, UserError
+from steerkit.errors import ConfigError, SteerkitError, UserError
 
 __all__ = ["ProxyApp", "UpstreamClients", "create_app"]
 
@@ -51,9 +62,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-#: Latency histogram buckets (seconds) for the steering overhead.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 #: Upstream response headers relayed to the client (besides content-type).
 _RELAYED = (
@@ -65,7 +73,8 @@ _RELAYED = (
     b"x-should-retry",
 )
 #: Client request headers relayed to the upstream (besides authorization, see `_upstream_headers`).
-_FORWARDED = ("x-request-id", "openai-organization", "openai-project", "user-agent")
+_FORWARDED = (b"x-request-id", b"openai-organization", b"openai-project", b"user-agent")
+_ROUTES = ("/v1/chat/completions", "/v1/models", "/healthz", "/metrics")
 
 
 class SteererLike(Protocol):
@@ -80,41 +89,87 @@ class _HTTPError(Exception):
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
+#: The one map of upstream failures: (phase, timed out) → (status, message, code); ``{name}`` is
+#: the httpx exception's class name. ``phase``: ``connect`` (before the upstream answered),
+#: ``read`` (reading a whole answer), ``stream`` (inside a relayed stream: sent as an SSE event).
+_UPSTREAM_ERRORS: dict[tuple[str, bool], tuple[int, str, str]] = {
+    ("connect", False): (502, "the upstream model server is unreachable ({name})", "upstream_unreachable"),
+    ("read", False): (502, "the upstream connection failed ({name})", "upstream_failed"),
+    ("stream", False): (502, "the upstream stream failed ({name})", "upstream_stream_failed"),
+    ("connect", True): (504, "the upstream model server timed out", "upstream_timeout"),
+    ("read", True): (504, "the upstream model server timed out", "upstream_timeout"),
+    ("stream", True): (504, "the upstream model server timed out mid-stream", "upstream_timeout"),
+}
+_ERROR_KIND = {("connect", False): "connect", ("read", False): "read", ("stream", False): "stream",
+               ("connect", True): "timeout", ("read", True): "timeout", ("stream", True): "stream_timeout"}
 
 
-class _Metrics:
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = defaultdict(int)
-        self.in_flight = 0
-        self.streams_in_flight = 0
-        self.upstream_errors: dict[str, int] = defaultdict(int)
-        self.steer: dict[str, int] = defaultdict(int)
-        self.hist_counts = [0] * (len(BUCKETS) + 1)
-        self.hist_sum = 0.0
-        self.hist_n = 0
+class _ProxyMetrics:
+    """The proxy's series, registered in the steerer's registry (one registry per process)."""
 
-    def observe(self, seconds: float) -> None:
-        self.hist_sum += seconds
-        self.hist_n += 1
-        for i, b in enumerate(BUCKETS):
-            if seconds <= b:
-                self.hist_counts[i] += 1
-                return
-        self.hist_counts[-1] += 1
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("steerkit_requests", "HTTP requests served by the proxy, by route and status.",
+                                ["route", "status"], registry=registry)
+        self.in_flight = Gauge("steerkit_requests_in_flight", "Requests being served now (this scrape included).",
+                               registry=registry)
+        self.streams = Gauge("steerkit_streams_in_flight", "SSE streams being relayed now.", registry=registry)
+        self.upstream_errors = Counter("steerkit_upstream_errors", "Failed upstream exchanges, by kind.", ["kind"],
+                                       registry=registry)
+        self.steer = Counter("steerkit_proxy_steer_outcomes",
+                             "Chat requests by steering cache outcome (hit, miss, computed, off, none, error).",
+                             ["cache"], registry=registry)
+        self.added = Histogram("steerkit_proxy_added_latency_seconds",
+                               "Latency the proxy adds before the upstream call (parsing and steering).",
+                               buckets=LATENCY_BUCKETS, registry=registry)
+
+    @property
+    def streams_in_flight(self) -> int:
+        return int(self.streams._value.get())  # noqa: SLF001 - prometheus_client has no public getter
+
+
+_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _ProxyMetrics] = weakref.WeakKeyDictionary()
+
+
+def _proxy_metrics(registry: CollectorRegistry) -> _ProxyMetrics:
+    m = _metrics_by_registry.get(registry)
+    if m is None:
+        m = _metrics_by_registry[registry] = _ProxyMetrics(registry)
+    return m
 
 
 def _error_body(message: str, type_: str, code: str | int | None = None, param: str | None = None) -> bytes:
     return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
 
+def _error_response(e: _HTTPError) -> Response:
+    return Response(_error_body(e.message, e.type, e.code, e.param), e.status, media_type="application/json")
+
+
 def _sse_error(message: str, type_: str, code: str | int | None) -> bytes:
     return b"data: " + _error_body(message, type_, code) + b"\n\n"
 
 
+class _RelayResponse(StreamingResponse):
+    """`StreamingResponse` that always races the relay against the client's disconnect (Starlette
+    does so only for servers older than ASGI spec 2.4), so a hang-up during an upstream pause
+    cancels the relay, and with it the upstream request, at once."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        async with anyio.create_task_group() as tg:
+
+            async def relay() -> None:
+                with contextlib.suppress(OSError):
+                    await self.stream_response(send)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(relay)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+
 class ProxyApp:
-    """The ASGI callable. Build it with `create_app`."""
+    """The ASGI callable: a Starlette app plus request accounting and graceful draining. Build it
+    with `create_app`."""
 
     def __init__(
         self,
@@ -130,16 +185,43 @@ class ProxyApp:
         self._transport = transport
         self._keys = [k.get_secret_value().encode() for k in settings.server.api_keys]
         upstream_key = settings.chat_model.api_key
-        self._upstream_key = upstream_key.get_secret_value() if upstream_key else None
+        self._upstream_auth = f"Bearer {upstream_key.get_secret_value()}".encode() if upstream_key else None
         self.client: UpstreamClients | None = None
-        self.metrics = _Metrics()
         self._runtime: Any = None
         self._start_lock = asyncio.Lock()
         self._started = False
         self._draining = False
+        self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._steer_options: Any = None
+        self._metrics: _ProxyMetrics | None = None
+        self._registry: CollectorRegistry | None = None
+        if steerer is not None:
+            self._bind_metrics(steerer)
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
+                Route("/metrics", self._metrics_route, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: self._http_exception, _HTTPError: self._proxy_error,
+                                Exception: self._internal_error},
+            lifespan=self._lifespan,
+        )
+
+    @property
+    def metrics(self) -> _ProxyMetrics:
+        if self._metrics is None:  # no steerer yet (it is built at startup): a registry of our own
+            self._registry = CollectorRegistry()
+            self._metrics = _proxy_metrics(self._registry)
+        return self._metrics
+
+    def _bind_metrics(self, steerer: Any) -> None:
+        m = getattr(steerer, "metrics", None)
+        registry = m.registry if isinstance(m, Metrics) else Metrics().registry
+        self._registry = registry
+        self._metrics = _proxy_metrics(registry)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -148,19 +230,15 @@ class ProxyApp:
         async with self._start_lock:
             if self._started:
                 return
-            from steerkit.middleware import SteerOptions
-
-            self._steer_options = SteerOptions
             if self.steerer is None:
                 from steerkit._runtime import Runtime
 
                 self._runtime = await Runtime.open(self.settings)
                 self.steerer = self._runtime.steerer
+                self._bind_metrics(self.steerer)
                 if self._upstream_base_url is None:
                     self._upstream_base_url = self._runtime.chat_base_url
             if self._upstream_base_url is None:
-                from steerkit.errors import ConfigError
-
                 raise ConfigError("no upstream chat model: set chat_model.base_url")
             s = self.settings.server
             self.client = UpstreamClients(
@@ -178,7 +256,7 @@ class ProxyApp:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.settings.server.shutdown_timeout)
         except asyncio.TimeoutError:
-            log.warning("shutdown: %d request(s) still in flight after %.0fs", self.metrics.in_flight, self.settings.server.shutdown_timeout)
+            log.warning("shutdown: %d request(s) still in flight after %.0fs", self._in_flight, self.settings.server.shutdown_timeout)
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -187,96 +265,69 @@ class ProxyApp:
             self._runtime = None
         self._started = False
 
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self.startup()
+        except SteerkitError as e:
+            raise RuntimeError(e.message) from None  # uvicorn reports it and exits
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
     # --- ASGI ------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-        elif kind == "http":
-            await self._http(scope, receive, send)
-        # websockets: not served (the server closes the connection)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as e:  # report and let the server exit
-                    text = e.message if isinstance(e, SteerkitError) else f"{type(e).__name__}: {e}"
-                    await send({"type": "lifespan.startup.failed", "message": text})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                try:
-                    await self.shutdown()
-                finally:
-                    await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        status_box = [0]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan (websockets are not routed)
+            return
+        path = scope["path"]
+        route = path if path in _ROUTES else "other"
+        status = [0]
 
         async def send_tracking(msg: Message) -> None:
             if msg["type"] == "http.response.start":
-                status_box[0] = msg["status"]
+                status[0] = msg["status"]
             await send(msg)
 
-        route = path if path in ("/v1/chat/completions", "/v1/models", "/healthz", "/metrics") else "other"
-        self.metrics.in_flight += 1
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        self._in_flight += 1
         self._idle.clear()
         try:
-            await self._dispatch(scope, receive, send_tracking, path, method)
-        except _HTTPError as e:
-            if status_box[0] == 0:
-                await self._send_error(send_tracking, e)
-        except _ClientGone:
-            status_box[0] = 499  # nginx's "client closed request", for the metrics only
-        except Exception:
-            log.exception("internal error on %s %s", method, path)
-            if status_box[0] == 0:
-                await self._send_error(send_tracking, _HTTPError(500, "internal proxy error (see the proxy's log)", "server_error"))
+            await self.app(scope, receive, send_tracking)
         finally:
-            self.metrics.requests[(route, status_box[0])] += 1
-            self.metrics.in_flight -= 1
-            if self.metrics.in_flight == 0:
+            metrics.requests.labels(route, str(status[0] or 499)).inc()  # 499: client closed request
+            metrics.in_flight.dec()
+            self._in_flight -= 1
+            if self._in_flight == 0:
                 self._idle.set()
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, path: str, method: str) -> None:
-        if path == "/healthz":
-            _allow(method, "GET", "HEAD")
-            body = {"status": "draining" if self._draining else "ok", "version": __version__}
-            await _send_json(send, 503 if self._draining else 200, body)
-            return
-        if path not in ("/v1/chat/completions", "/v1/models", "/metrics"):
-            raise _HTTPError(404, f"unknown route {method} {path}", "invalid_request_error", "not_found")
-        self._authorize(scope)
-        if path == "/metrics":
-            _allow(method, "GET")
-            await _send(send, 200, self.render_metrics().encode(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
-            return
-        if self._draining:
-            raise _HTTPError(503, "the proxy is shutting down; retry on another instance", "server_error", "shutting_down")
-        if not self._started:
-            await self.startup()
-        if path == "/v1/models":
-            _allow(method, "GET")
-            await self._models(scope, send)
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            allowed = exc.headers.get("Allow", "") if exc.headers else ""
+            err = _HTTPError(405, f"method {request.method} not allowed here (use {allowed})", "invalid_request_error",
+                             "method_not_allowed")
+        elif exc.status_code == 404:
+            err = _HTTPError(404, f"unknown route {request.method} {request.url.path}", "invalid_request_error", "not_found")
         else:
-            _allow(method, "POST")
-            await self._chat(scope, receive, send)
+            err = _HTTPError(exc.status_code, str(exc.detail), "invalid_request_error")
+        return _error_response(err)
 
-    def _authorize(self, scope: Scope) -> None:
+    async def _proxy_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _HTTPError)
+        return _error_response(exc)
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error_response(_HTTPError(500, "internal proxy error (see the proxy's log)", "server_error"))
+
+    def _authorize(self, request: Request) -> None:
         if not self._keys:
             return
-        given = b""
-        for k, v in scope["headers"]:
-            if k == b"authorization":
-                given = v
-                break
+        given = request.headers.get("authorization", "").encode("latin-1")
         token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
         ok = False
         for key in self._keys:  # compare against every key: timing does not say which one matched
@@ -284,221 +335,169 @@ class ProxyApp:
         if not ok:
             raise _HTTPError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", "invalid_request_error", "invalid_api_key")
 
+    async def _ready(self, request: Request) -> UpstreamClients:
+        self._authorize(request)
+        if self._draining:
+            raise _HTTPError(503, "the proxy is shutting down; retry on another instance", "server_error", "shutting_down")
+        if not self._started:
+            await self.startup()
+        assert self.client is not None
+        return self.client
+
     # --- routes ----------------------------------------------------------------------------------
 
-    def _upstream_headers(self, scope: Scope) -> dict[str, str]:
-        out = {"accept-encoding": "identity"}
-        hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        for name in _FORWARDED:
-            if name in hdrs:
-                out[name] = hdrs[name]
-        if self._upstream_key:
-            out["authorization"] = f"Bearer {self._upstream_key}"
-        elif not self._keys and "authorization" in hdrs:
-            out["authorization"] = hdrs["authorization"]  # pass-through mode: the client's key is the upstream's
+    async def _healthz(self, request: Request) -> Response:
+        body = {"status": "draining" if self._draining else "ok", "version": __version__}
+        return Response(json.dumps(body), 503 if self._draining else 200, media_type="application/json")
+
+    async def _metrics_route(self, request: Request) -> Response:
+        self._authorize(request)
+        return Response(self.render_metrics(), 200, headers={"content-type": CONTENT_TYPE_LATEST})
+
+    def render_metrics(self) -> bytes:
+        """The Prometheus text exposition of the one registry (the steerer's and the proxy's series)."""
+        from prometheus_client import generate_latest
+
+        self.metrics  # noqa: B018 - make sure a registry exists
+        assert self._registry is not None
+        return generate_latest(self._registry)
+
+    def _upstream_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        out = [(b"accept-encoding", b"identity")]
+        auth: bytes | None = None
+        for k, v in request.headers.raw:
+            if k in _FORWARDED:
+                out.append((k, v))
+            elif k == b"authorization":
+                auth = v
+        if self._upstream_auth:
+            out.append((b"authorization", self._upstream_auth))
+        elif not self._keys and auth is not None:
+            out.append((b"authorization", auth))  # pass-through mode: the client's key is the upstream's
         return out
 
-    @contextlib.contextmanager
-    def _upstream_connect(self) -> Iterator[None]:
-        """Map a failure to reach the upstream to 504 (timeout) or 502 (unreachable), counted."""
-        try:
-            yield
-        except httpx.TimeoutException:
-            self.metrics.upstream_errors["timeout"] += 1
-            raise _HTTPError(504, "the upstream model server timed out", "upstream_error", "upstream_timeout") from None
-        except httpx.HTTPError as e:
-            self.metrics.upstream_errors["connect"] += 1
-            raise _HTTPError(502, f"the upstream model server is unreachable ({type(e).__name__})", "upstream_error", "upstream_unreachable") from None
+    def _upstream_error(self, e: httpx.HTTPError, phase: str) -> _HTTPError:
+        """The one mapping of an upstream failure to a status, message and code (counted)."""
+        timed_out = isinstance(e, httpx.TimeoutException)
+        status, message, code = _UPSTREAM_ERRORS[(phase, timed_out)]
+        self.metrics.upstream_errors.labels(_ERROR_KIND[(phase, timed_out)]).inc()
+        return _HTTPError(status, message.format(name=type(e).__name__), "upstream_error", code)
 
-    async def _models(self, scope: Scope, send: Send) -> None:
-        assert self.client is not None
-        with self.client.pick() as http, self._upstream_connect():
-            resp = await http.get("models", headers=self._upstream_headers(scope))
-        await _send(send, resp.status_code, resp.content, _relay_headers(resp))
-
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self.client is not None
-        t0 = time.perf_counter()
-        raw = await self._read_body(scope, receive)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _HTTPError(400, f"the request body is not valid JSON: {e}", "invalid_request_error", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise _HTTPError(400, "the request body must be a JSON object", "invalid_request_error", "invalid_body")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
-            raise _HTTPError(400, "'messages' must be a non-empty array of message objects with a 'role'", "invalid_request_error", "invalid_messages", "messages")
-        try:
-            options, body = self._steer_options.from_request(body)
-        except UserError as e:
-            raise _HTTPError(400, e.message, "invalid_request_error", "invalid_steerkit_options", "steerkit") from None
-        steer_headers: dict[str, str] = {}
-        try:
-            new_messages, info = await self.steerer.prepare(body["messages"], options)  # type: ignore[union-attr]
-            body["messages"] = new_messages
-            steer_headers = dict(info.headers())
-            note = getattr(info, "note", None)
-            if note:
-                steer_headers["X-Steerkit-Note"] = note.encode("ascii", "replace").decode()[:200]
-            self.metrics.steer[str(getattr(info, "cache", "unknown"))] += 1
-        except UserError as e:
-            raise _HTTPError(400, e.message, "invalid_request_error", "steering_rejected") from None
-        except SteerkitError as e:
-            self.metrics.steer["error"] += 1
-            if self.settings.server.on_steer_error == "fail":
-                raise _HTTPError(502, f"steering failed: {e.message}", "upstream_error", "steering_failed") from None
-            log.warning("steering failed, forwarding unsteered: %s", e.message)
-            steer_headers = {"X-Steerkit-Error": type(e).__name__}
-        added = time.perf_counter() - t0
-        self.metrics.observe(added)
-        steer_headers["X-Steerkit-Added-Ms"] = f"{added * 1000:.1f}"
-        extra = [(k.lower().encode("latin-1"), str(v).encode("latin-1", "replace")) for k, v in steer_headers.items()]
-
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = self._upstream_headers(scope)
-        headers["content-type"] = "application/json"
-        with self.client.pick() as http:
-            req = http.build_request("POST", "chat/completions", content=payload, headers=headers)
-            with self._upstream_connect():
-                resp = await http.send(req, stream=True)
+    async def _models(self, request: Request) -> Response:
+        client = await self._ready(request)
+        with client.pick() as http:
             try:
-                ctype = resp.headers.get("content-type", "")
-                if resp.status_code >= 400 or not ctype.startswith("text/event-stream"):
-                    await self._relay_whole(resp, send, extra)
-                else:
-                    await self._relay_stream(resp, receive, send, extra)
-            finally:
-                await resp.aclose()
-
-    async def _relay_whole(self, resp: httpx.Response, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
-        if resp.status_code >= 400:
-            self.metrics.upstream_errors["status"] += 1
-        try:
-            content = await resp.aread()
-        except httpx.TimeoutException:
-            self.metrics.upstream_errors["timeout"] += 1
-            raise _HTTPError(504, "the upstream model server timed out", "upstream_error", "upstream_timeout") from None
-        except httpx.HTTPError as e:
-            self.metrics.upstream_errors["read"] += 1
-            raise _HTTPError(502, f"the upstream connection failed ({type(e).__name__})", "upstream_error", "upstream_failed") from None
-        await _send(send, resp.status_code, content, _relay_headers(resp) + extra)
-
-    async def _relay_stream(self, resp: httpx.Response, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
-        headers = _relay_headers(resp) + [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")] + extra
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": headers})
-        self.metrics.streams_in_flight += 1
-
-        async def watch_disconnect() -> None:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    return
-
-        watch = asyncio.create_task(watch_disconnect())
-        try:
-            try:
-                async for chunk in resp.aiter_raw():
-                    if watch.done():  # the client went away: stop; `resp.aclose()` cancels the upstream request
-                        log.info("client disconnected mid-stream; cancelling the upstream request")
-                        return
-                    if chunk:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.TimeoutException:
-                self.metrics.upstream_errors["stream_timeout"] += 1
-                log.warning("upstream stream timed out")
-                await send({"type": "http.response.body", "body": _sse_error("the upstream model server timed out mid-stream", "upstream_error", "upstream_timeout"), "more_body": True})
+                resp = await http.get("models", headers=self._upstream_headers(request))
             except httpx.HTTPError as e:
-                self.metrics.upstream_errors["stream"] += 1
-                log.warning("upstream stream failed: %s", type(e).__name__)
-                await send({"type": "http.response.body", "body": _sse_error(f"the upstream stream failed ({type(e).__name__})", "upstream_error", "upstream_stream_failed"), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watch.cancel()
-            self.metrics.streams_in_flight -= 1
+                raise self._upstream_error(e, "connect") from None
+        return Response(resp.content, resp.status_code, headers=_relay_headers(resp))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    raise _HTTPError(400, "invalid Content-Length header", "invalid_request_error", "invalid_body") from None
-                if declared > limit:
-                    raise _too_large(declared, limit)
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                raise _HTTPError(400, "invalid Content-Length header", "invalid_request_error", "invalid_body") from None
+            if n > limit:
+                raise _too_large(n, limit)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = msg.get("body", b"")
+        async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise _too_large(size, limit)
             chunks.append(chunk)
-            if not msg.get("more_body", False):
-                return b"".join(chunks)
+        return b"".join(chunks)
 
-    async def _send_error(self, send: Send, e: _HTTPError) -> None:
-        await _send(send, e.status, _error_body(e.message, e.type, e.code, e.param), [(b"content-type", b"application/json")])
+    async def _steer(self, body: dict[str, Any], options: Any) -> dict[str, str]:
+        """Steer ``body["messages"]`` in place; the response headers saying what was done."""
+        metrics = self.metrics
+        try:
+            new_messages, info = await self.steerer.prepare(body["messages"], options)  # type: ignore[union-attr]
+        except UserError as e:
+            raise _HTTPError(400, e.message, "invalid_request_error", "steering_rejected") from None
+        except SteerkitError as e:
+            metrics.steer.labels("error").inc()
+            if self.settings.server.on_steer_error == "fail":
+                raise _HTTPError(502, f"steering failed: {e.message}", "upstream_error", "steering_failed") from None
+            log.warning("steering failed, forwarding unsteered: %s", e.message)
+            return {"X-Steerkit-Error": type(e).__name__}
+        body["messages"] = new_messages
+        metrics.steer.labels(str(getattr(info, "cache", "unknown"))).inc()
+        return steer_headers(info)
 
-    # --- metrics ---------------------------------------------------------------------------------
+    async def _chat(self, request: Request) -> Response:
+        client = await self._ready(request)
+        t0 = time.perf_counter()
+        try:
+            raw = await self._read_body(request)
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody is listening; counted as 499
+        return await _unless_disconnected(request, self._forward(request, client, raw, t0))
 
-    def render_metrics(self) -> str:
-        """The Prometheus text exposition of the proxy's and the steerer's counters."""
-        m = self.metrics
-        out: list[str] = []
+    async def _forward(self, request: Request, client: UpstreamClients, raw: bytes, t0: float) -> Response:
+        """Parse and steer the request, call the upstream; the response (whole, or a relay)."""
+        try:
+            options, body = parse_chat_body(raw)
+        except WireError as e:
+            raise _HTTPError(400, e.message, "invalid_request_error", e.code, e.param) from None
+        headers = await self._steer(body, options)
+        added = time.perf_counter() - t0
+        self.metrics.added.observe(added)
+        headers["X-Steerkit-Added-Ms"] = f"{added * 1000:.1f}"
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                out.append(f"{name}{labels} {_num(value)}")
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        up_headers = self._upstream_headers(request)
+        up_headers.append((b"content-type", b"application/json"))
+        http, release = client.acquire()
+        try:
+            req = http.build_request("POST", "chat/completions", content=payload, headers=up_headers)
+            try:
+                resp = await http.send(req, stream=True)
+            except httpx.HTTPError as e:
+                raise self._upstream_error(e, "connect") from None
+        except BaseException:
+            release()
+            raise
+        if resp.status_code < 400 and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            return self._relay_stream(resp, release, extra)  # releases when the stream ends
+        try:
+            if resp.status_code >= 400:
+                self.metrics.upstream_errors.labels("status").inc()
+            try:
+                content = await resp.aread()
+            except httpx.HTTPError as e:
+                raise self._upstream_error(e, "read") from None
+        finally:
+            await resp.aclose()
+            release()
+        return Response(content, resp.status_code, headers=_header_dict(_relay_headers(resp) + extra))
 
-        metric(
-            "steerkit_requests_total",
-            "counter",
-            "HTTP requests served by the proxy, by route and status.",
-            [(f'{{route="{r}",status="{s}"}}', n) for (r, s), n in sorted(m.requests.items())],
-        )
-        metric("steerkit_requests_in_flight", "gauge", "Requests being served now (this scrape included).", [("", m.in_flight)])
-        metric("steerkit_streams_in_flight", "gauge", "SSE streams being relayed now.", [("", m.streams_in_flight)])
-        metric(
-            "steerkit_upstream_errors_total",
-            "counter",
-            "Failed upstream exchanges, by kind.",
-            [(f'{{kind="{k}"}}', n) for k, n in sorted(m.upstream_errors.items())],
-        )
-        metric(
-            "steerkit_steered_requests_total",
-            "counter",
-            "Chat requests by steering cache outcome (hit, miss, computed, off, none, error).",
-            [(f'{{cache="{k}"}}', n) for k, n in sorted(m.steer.items())],
-        )
-        c = getattr(self.steerer, "counters", None)
-        hits = _counter(c, "cache_hits", m.steer.get("hit", 0))
-        misses = _counter(c, "cache_misses", m.steer.get("miss", 0) + m.steer.get("computed", 0))
-        metric("steerkit_cache_hits_total", "counter", "Example-set cache hits.", [("", hits)])
-        metric("steerkit_cache_misses_total", "counter", "Example-set cache misses.", [("", misses)])
-        metric("steerkit_searches_running", "gauge", "Coherence searches running now.", [("", _counter(c, "searches_running", 0))])
-        metric("steerkit_searches_started_total", "counter", "Coherence searches started.", [("", _counter(c, "searches_started", 0))])
-        metric("steerkit_escalations_total", "counter", "Labels escalated to human review.", [("", _counter(c, "escalations", 0))])
-        metric("steerkit_searches_failed_total", "counter", "Coherence searches that failed.", [("", _counter(c, "searches_failed", 0))])
-        metric("steerkit_search_model_calls_total", "counter", "Scoring calls made by finished searches.", [("", _counter(c, "search_model_calls", 0))])
-        metric("steerkit_search_prompt_tokens_total", "counter", "Prompt tokens sent by finished searches.", [("", _counter(c, "search_prompt_tokens", 0))])
-        name = "steerkit_added_latency_seconds"
-        out.append(f"# HELP {name} Latency the proxy adds before the upstream call (parsing and steering).")
-        out.append(f"# TYPE {name} histogram")
-        cum = 0
-        for b, n in zip(BUCKETS, m.hist_counts):
-            cum += n
-            out.append(f'{name}_bucket{{le="{b}"}} {cum}')
-        out.append(f'{name}_bucket{{le="+Inf"}} {m.hist_n}')
-        out.append(f"{name}_sum {_num(m.hist_sum)}")
-        out.append(f"{name}_count {m.hist_n}")
-        return "\n".join(out) + "\n"
+    def _relay_stream(self, resp: httpx.Response, release: Callable[[], None], extra: list[tuple[bytes, bytes]]) -> Response:
+        metrics = self.metrics
+
+        async def relay() -> AsyncIterator[bytes]:
+            metrics.streams.inc()
+            try:
+                try:
+                    async for chunk in resp.aiter_raw():
+                        if chunk:
+                            yield chunk
+                except httpx.HTTPError as e:
+                    err = self._upstream_error(e, "stream")
+                    log.warning("upstream stream failed: %s", err.message)
+                    yield _sse_error(err.message, err.type, err.code)
+            finally:
+                with anyio.CancelScope(shield=True):  # a client that hung up cancels us: still close upstream
+                    await resp.aclose()
+                release()
+                metrics.streams.dec()
+
+        headers = _relay_headers(resp) + [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")] + extra
+        return _RelayResponse(relay(), resp.status_code, headers=_header_dict(headers))
 
 
 class UpstreamClients:
@@ -539,17 +538,30 @@ class UpstreamClients:
         )
         self.load.append(0)
 
-    @contextlib.contextmanager
-    def pick(self) -> Iterator[httpx.AsyncClient]:
+    def acquire(self) -> tuple[httpx.AsyncClient, Callable[[], None]]:
+        """The least busy shard and the function that releases it (call it exactly once)."""
         i = min(range(len(self.load)), key=self.load.__getitem__)
         if self.load[i] >= self.per_shard and len(self.shards) < self.max_shards:
             self._add_shard()
             i = len(self.shards) - 1
         self.load[i] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.load[i] -= 1
+
+        return self.shards[i], release
+
+    @contextlib.contextmanager
+    def pick(self) -> Iterator[httpx.AsyncClient]:
+        http, release = self.acquire()
         try:
-            yield self.shards[i]
+            yield http
         finally:
-            self.load[i] -= 1
+            release()
 
     async def aclose(self) -> None:
         for c in self.shards:
@@ -576,9 +588,31 @@ def create_app(
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise _HTTPError(405, f"method {method} not allowed here (use {', '.join(allowed)})", "invalid_request_error", "method_not_allowed")
+async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """Run ``work`` while listening for the client's ``http.disconnect``: a client that hangs up
+    (while steering waits for a search, or the upstream has not answered yet) cancels it, and with
+    it the upstream request. The request body must have been read."""
+
+    async def hangup() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(hangup())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            log.info("client disconnected before the upstream answered; cancelling the upstream request")
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            watch.cancel()
+        else:
+            watch.cancel()
+    if task.cancelled():
+        return Response(status_code=499)
+    return task.result()
 
 
 def _too_large(size: int, limit: int) -> _HTTPError:
@@ -599,21 +633,5 @@ def _relay_headers(resp: httpx.Response) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _send_json(send: Send, status: int, obj: Any) -> None:
-    await _send(send, status, json.dumps(obj).encode(), [(b"content-type", b"application/json")])
-
-
-def _counter(counters: Any, name: str, default: float) -> float:
-    if counters is None:
-        return default
-    v = counters.get(name) if isinstance(counters, dict) else getattr(counters, name, None)
-    return default if v is None or not isinstance(v, (int, float)) else v
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
+def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}

@@ -10,6 +10,10 @@ The request's ``model`` picks the behaviour, so one fake serves every case:
 - ``fake-slow-stream``: a stream of ``n_chunks`` chunks ``chunk_delay`` seconds apart (shutdown
   and disconnect tests); ``FakeUpstream.closed_early`` counts streams the client cut short.
 - ``fake-429``: status 429 with an OpenAI-style error body and ``retry-after: 7``.
+- ``fake-pause-headers``: waits ``pause_s`` seconds before answering, watching the connection;
+  ``fake-pause-stream``: SSE headers and one chunk, then the same pause. A client (the proxy) that
+  closes the connection during the pause is recorded in ``FakeUpstream.hangups`` (an
+  `asyncio.Queue` of the model names), at once.
 
 It is written on raw sockets (not an ASGI framework) so it can misbehave at the HTTP level.
 """
@@ -48,8 +52,10 @@ def _completion(text: str = "ok") -> bytes:
 
 
 class FakeUpstream:
-    def __init__(self, *, slow_s: float = 5.0, n_chunks: int = 10, chunk_delay: float = 0.1) -> None:
+    def __init__(self, *, slow_s: float = 5.0, n_chunks: int = 10, chunk_delay: float = 0.1, pause_s: float = 120.0) -> None:
         self.slow_s = slow_s
+        self.pause_s = pause_s
+        self.hangups: asyncio.Queue[str] = asyncio.Queue()
         self.n_chunks = n_chunks
         self.chunk_delay = chunk_delay
         self.requests: list[dict[str, Any]] = []
@@ -89,7 +95,7 @@ class FakeUpstream:
                         hdrs[k.strip().lower()] = v.strip()
                 n = int(hdrs.get("content-length", "0"))
                 body = await reader.readexactly(n) if n else b""
-                keep = await self._handle(method, path, hdrs, body, writer)
+                keep = await self._handle(method, path, hdrs, body, writer, reader)
                 if not keep:
                     return
         finally:
@@ -98,7 +104,21 @@ class FakeUpstream:
             except Exception:
                 pass
 
-    async def _handle(self, method: str, path: str, hdrs: dict[str, str], body: bytes, w: asyncio.StreamWriter) -> bool:
+    async def _pause(self, reader: asyncio.StreamReader, model: str) -> bool:
+        """Wait ``pause_s``; True (recorded in ``hangups``) when the client closes the connection first."""
+        try:
+            data = await asyncio.wait_for(reader.read(1), self.pause_s)
+        except asyncio.TimeoutError:
+            return False
+        except ConnectionError:
+            data = b""
+        if data:
+            return False
+        self.hangups.put_nowait(model)
+        return True
+
+    async def _handle(self, method: str, path: str, hdrs: dict[str, str], body: bytes, w: asyncio.StreamWriter,
+                      reader: asyncio.StreamReader) -> bool:
         if method == "GET" and path.endswith("/models"):
             self._plain(w, 200, json.dumps({"object": "list", "data": [{"id": "fake-echo", "object": "model"}]}).encode())
             await w.drain()
@@ -115,6 +135,22 @@ class FakeUpstream:
         if model == "fake-slow-headers":
             await asyncio.sleep(self.slow_s)
             self._plain(w, 200, _completion())
+            await w.drain()
+            return True
+        if model == "fake-pause-headers":
+            if await self._pause(reader, model):
+                return False
+            self._plain(w, 200, _completion())
+            await w.drain()
+            return True
+        if model == "fake-pause-stream":
+            self._stream_head(w)
+            self._write_chunk(w, _chunk(0, "c0 "))
+            await w.drain()
+            if await self._pause(reader, model):
+                return False
+            self._write_chunk(w, _chunk(1, "", "stop") + b"data: [DONE]\n\n")
+            w.write(b"0\r\n\r\n")
             await w.drain()
             return True
         if model == "fake-fail-midstream":

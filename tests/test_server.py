@@ -71,6 +71,18 @@ async def serving(app: ProxyApp) -> AsyncIterator[tuple[str, uvicorn.Server]]:
         await asyncio.wait_for(task, 30)
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """Prometheus exposition → {'name{labels}': value}, parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
 def client(base: str, key: str = "unused", **kw: Any) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=120, **kw)
 
@@ -126,9 +138,10 @@ async def test_openai_client_through_proxy_to_llama(tmp_path: Path, llama_server
 
         async with httpx.AsyncClient() as h:
             m = (await h.get(base + "/metrics")).text
-        assert 'steerkit_requests_total{route="/v1/chat/completions",status="200"} 3' in m
-        assert "steerkit_cache_hits_total 1" in m or "steerkit_cache_hits_total 2" in m
-        assert "steerkit_added_latency_seconds_count 3" in m
+        samples = metric_samples(m)
+        assert samples['steerkit_requests_total{route="/v1/chat/completions",status="200"}'] == 3
+        assert samples["steerkit_cache_hits_total"] == 1  # the first request computed, the stream hit, PLAIN has no persona
+        assert samples["steerkit_proxy_added_latency_seconds_count"] == 3
 
 
 # --- fake upstream: request shape ---------------------------------------------------------------
@@ -237,8 +250,9 @@ async def test_upstream_failing_mid_stream(tmp_path: Path, fake_upstream: FakeUp
             stream = await c.chat.completions.create(model="fake-echo", messages=PLAIN, stream=True)
             assert "".join([ch.choices[0].delta.content or "" async for ch in stream]) == "ok"
             m = (await h.get("/metrics")).text
-        assert 'steerkit_upstream_errors_total{kind="stream"} 1' in m
-        assert "steerkit_streams_in_flight 0" in m
+        samples = metric_samples(m)
+        assert samples['steerkit_upstream_errors_total{kind="stream"}'] == 1
+        assert samples["steerkit_streams_in_flight"] == 0
 
 
 async def test_upstream_timeout_is_504_and_unreachable_is_502(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
@@ -275,6 +289,36 @@ async def test_client_disconnect_cancels_upstream_stream(tmp_path: Path, fake_up
         assert app.metrics.streams_in_flight == 0
 
 
+@pytest.mark.parametrize("model", ["fake-pause-stream", "fake-pause-headers"])
+async def test_client_hangup_during_an_upstream_pause_cancels_the_upstream_request(
+    tmp_path: Path, fake_upstream: FakeUpstream, model: str
+) -> None:
+    """The upstream pauses (120 s) mid-stream, or before answering at all; the client hangs up
+    meanwhile. The proxy must close the upstream request then, not when the pause ends."""
+    app = make_app(tmp_path, fake_upstream.base_url)
+    async with serving(app) as (base, _):
+        async with httpx.AsyncClient(base_url=base) as h:
+            body = {"model": model, "messages": PLAIN, "stream": model == "fake-pause-stream"}
+            if model == "fake-pause-stream":
+                async with h.stream("POST", "/v1/chat/completions", json=body) as r:
+                    async for _ in r.aiter_raw():
+                        break  # the first chunk arrived; the upstream pauses now; hang up
+            else:
+                request = asyncio.create_task(h.post("/v1/chat/completions", json=body))
+                while not fake_upstream.requests:  # the upstream has the request and pauses
+                    await asyncio.sleep(0.01)
+                request.cancel()  # hang up
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+        # well inside the upstream's pause: the proxy closed the upstream connection
+        assert await asyncio.wait_for(fake_upstream.hangups.get(), timeout=30) == model
+        for _ in range(100):
+            if app.metrics.streams_in_flight == 0 and app.client is not None and sum(app.client.load) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert app.metrics.streams_in_flight == 0 and sum(app.client.load) == 0  # type: ignore[union-attr]
+
+
 async def test_shutdown_finishes_in_flight_streams(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
     app = make_app(tmp_path, fake_upstream.base_url)
     async with serving(app) as (base, server):
@@ -305,11 +349,15 @@ async def test_metrics_exposition(tmp_path: Path, fake_upstream: FakeUpstream) -
             r = await h.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert 'steerkit_requests_total{route="/v1/chat/completions",status="200"} 2' in text
-    assert "steerkit_added_latency_seconds_count 2" in text
-    assert 'steerkit_added_latency_seconds_bucket{le="+Inf"} 2' in text
+    samples = metric_samples(text)
+    assert samples['steerkit_requests_total{route="/v1/chat/completions",status="200"}'] == 2
+    assert samples["steerkit_proxy_added_latency_seconds_count"] == 2
+    assert samples['steerkit_proxy_added_latency_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["steerkit_added_latency_seconds_count"] == 2  # the steerer's own series, same registry
     for name in ("steerkit_cache_hits_total", "steerkit_cache_misses_total", "steerkit_searches_running", "steerkit_escalations_total"):
         assert f"# TYPE {name} " in text
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert float(samples["steerkit_cache_hits_total"]) >= 1
-    assert json.loads(json.dumps(samples))  # every sample line is "name value"
+    # first request: a miss, computed while it waited; second: a hit
+    assert samples["steerkit_cache_hits_total"] == 1 and samples["steerkit_cache_misses_total"] == 1
+    assert samples["steerkit_searches_started_total"] == 1
+    assert samples['steerkit_proxy_steer_outcomes_total{cache="computed"}'] == 1
+    assert samples['steerkit_proxy_steer_outcomes_total{cache="hit"}'] == 1
