@@ -39,6 +39,7 @@ __all__ = [
     "LLMExtractor",
     "PersonaMatch",
     "RuleExtractor",
+    "aextract_texts",
     "best_per_dimension",
     "message_text",
 ]
@@ -93,6 +94,22 @@ def message_text(content: Any) -> str:
                 parts.append(p["text"])
         return "\n".join(parts)
     return ""
+
+
+async def aextract_texts(extractor: Extractor, texts: Sequence[str], *,
+                         max_total_chars: int = 64_000) -> list[list[PersonaMatch]]:
+    """Extract from all the texts of one request (e.g. its user messages, oldest first) within one
+    budget, without holding the event loop: a `RuleExtractor` uses its own `aextract_many` (its
+    ``max_request_chars``); any other extractor gets the newest texts first, each cut to what is
+    left of ``max_total_chars`` (texts beyond it are not sent: an empty list)."""
+    if isinstance(extractor, RuleExtractor):
+        return await extractor.aextract_many(texts)
+    left = max_total_chars
+    cut = [0] * len(texts)
+    for i in range(len(texts) - 1, -1, -1):
+        cut[i] = min(len(texts[i]), max(left, 0))
+        left -= cut[i]
+    return [await extractor.aextract(t[:n]) if n else [] for t, n in zip(texts, cut)]
 
 
 # --- shared lexical helpers ---------------------------------------------------------------------

@@ -153,3 +153,21 @@ async def test_large_inputs_are_extracted_off_the_event_loop() -> None:
     threads.clear()
     assert await rx.aextract_many(["keep it short"]) and threads == [threading.main_thread()]
     assert asyncio.get_running_loop().is_running()
+
+
+async def test_aextract_texts_bounds_any_extractor() -> None:
+    from steerkit.extract import aextract_texts
+
+    seen: list[str] = []
+
+    class Recording:
+        async def aextract(self, text: str):
+            seen.append(text)
+            return []
+
+    out = await aextract_texts(Recording(), ["a" * 50, "b" * 50, "c" * 30], max_total_chars=60)
+    assert out == [[], [], []]
+    assert seen == ["b" * 30, "c" * 30]  # newest first: all of the last, what is left of the one before
+    rx = RuleExtractor(REG, max_request_chars=40)
+    got = await aextract_texts(rx, ["I'm a Republican. " + "x" * 40, "I'm from Kenya."])
+    assert [[m.persona_id for m in ms] for ms in got] == [[], ["country/kenya"]]
