@@ -252,29 +252,50 @@ class Pool(_Frozen):
 
 
 class SearchConfig(_Frozen):
-    """Hyperparameters of the ICM search. Defaults are the seed paper's (α=50, num_seed=8, …)."""
+    """Hyperparameters of the ICM search. Defaults are the seed paper's (α=50, num_seed=8, …).
 
-    alpha: float = Field(50.0, gt=0)
+    Every cost-bearing setting has an upper bound, so a configuration file or a request cannot
+    ask for unbounded work.
+    """
+
+    mode: Literal["exact", "sparse"] = "exact"
+    """How mutual predictability is scored. ``exact``: leave-one-out with *all* other labelled items
+    as demonstrations (the paper; O(N²) tokens per pass, O(N³) per search). ``sparse``: each item
+    with the labelled items of its nearest consistency groups (lexical similarity, at most
+    ``context_k`` demonstrations); a change re-scores only the groups whose context holds it, so
+    the cost per proposal is flat in N. See `steerkit.icm.sparse`."""
+    context_k: int = Field(8, ge=1, le=64)
+    """``sparse`` mode: the most demonstrations in one prompt (whole groups, nearest first)."""
+    alpha: float = Field(50.0, gt=0, le=1e6)
     objective: Literal["mean_logodds", "sum_logprob"] = "mean_logodds"
     """``mean_logodds``: U = α·mean signed log-odds − I (reference code, what the seed paper ran);
     ``sum_logprob``: U = α·Σ log P(yᵢ | xᵢ, D∖i) − I (Wen et al. paper)."""
-    num_seed: int = Field(8, ge=0)
-    beta: float = Field(0.99, gt=0)
-    t0: float = Field(10.0, gt=0)
-    t_min: float = Field(0.01, gt=0)
+    num_seed: int = Field(8, ge=0, le=10_000)
+    beta: float = Field(0.99, gt=0, le=1e3)
+    t0: float = Field(10.0, gt=0, le=1e6)
+    t_min: float = Field(0.01, gt=0, le=1e6)
     schedule: Literal["paper", "reference"] = "paper"
     """``paper``: T = max(T_min, T₀/(1+β·ln n)), n = iteration; ``reference``: T₀/(1+2·ln(1+accepted))."""
-    max_iterations: int = Field(200, ge=0)
-    patience: int = Field(40, ge=1)
+    max_iterations: int = Field(200, ge=0, le=1_000_000)
+    patience: int = Field(40, ge=1, le=1_000_000)
     """Stop early after this many iterations without an accepted change (once every item is labelled)."""
-    restarts: int = Field(1, ge=1)
+    restarts: int = Field(1, ge=1, le=64)
     """Independent searches from different seeds, run concurrently; the highest U is kept."""
-    group_priority: float = Field(100.0, ge=1)
-    fix_rounds: int = Field(10, ge=0)
+    group_priority: float = Field(100.0, ge=1, le=1e9)
     seed: int = 27565976
     template: Literal["natural", "reference"] = "natural"
     """``natural`` ends prompts with "…this claim is" so the label is one next token (" True");
     ``reference`` keeps the reference code's trailing space."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_fix_rounds(cls, data: Any) -> Any:
+        # ``fix_rounds`` (the reference code's ConsistencyFix rounds) never did anything here:
+        # ConsistencyFix enumerates a group's consistent assignments at once. Accepted and dropped
+        # so stored configs and old call sites keep loading; it no longer feeds the cache key.
+        if isinstance(data, dict) and "fix_rounds" in data:
+            data = {k: v for k, v in data.items() if k != "fix_rounds"}
+        return data
 
     def config_hash(self) -> str:
         return stable_hash(self.model_dump())
@@ -315,6 +336,8 @@ class SearchStats(BaseModel):
     restarts_u: list[float] = Field(default_factory=list)
     resumed_iterations: int = 0
     """Iterations restored from a checkpoint (not redone) when the search resumed."""
+    provisional: bool = False
+    """An any-time snapshot of a search still running (complete and consistent, not final)."""
 
 
 class Provenance(BaseModel):

@@ -7,9 +7,13 @@ middleware plumbing and adapters without a model; tests of real scoring use the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import re
 from collections.abc import Callable, Sequence
 
 from steerkit.backends.base import BackendStats, LabelScore
+from steerkit.models import Item, Persona, Pool
 
 
 class FakeScorer:
@@ -51,3 +55,66 @@ def last_claim(prompt: str) -> str:
     if i < 0:
         return ""
     return prompt[i + len("Claim:") :].split("\n", 1)[0].strip()
+
+
+# --- a planted coherent structure ----------------------------------------------------------------
+
+_OPTION = re.compile(r"as: '([^']*)'")
+PLANTED_PERSONA = Persona(id="test/fake-testers", name="Fake Testers", dimension="test")
+
+
+def unit_rand(s: str) -> float:
+    """Deterministic pseudo-random number in [0, 1] from a string."""
+    return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def planted_pool(n_questions: int = 16, *, options: int = 2) -> tuple[Pool, dict[str, bool]]:
+    """A claim pool of ``n_questions`` questions (``options`` claims each, exactly one true) and the
+    hidden gold truth by option text."""
+    items, gold = [], {}
+    for q in range(n_questions):
+        true_k = int(unit_rand(f"side{q}") * options) % options
+        for k in range(options):
+            opt = f"option {'abcdefg'[k]} of {q}"
+            g = k == true_k
+            items.append(Item(id=f"q{q}.{k}", kind="claim", question=f"Fake question number {q}?", option=opt, group=f"q{q}", gold=g))
+            gold[opt] = g
+    return Pool.from_items(PLANTED_PERSONA, items), gold
+
+
+def planted_fn(gold: dict[str, bool], *, k: float = 2.0, prior: float = 0.3, noise: float = 1.5) -> Callable[[str], float]:
+    """P(True) of a *fake* model with a planted coherent labelling (``gold``):
+
+    - a weak zero-shot prior: a pseudo-random logit per claim (``noise``) plus a small push
+      towards gold (``prior``), so the prior alone gets only ~60% of questions right;
+    - a strong mutual-predictability signal (``k``): the more demonstrations in the prompt are
+      labelled the way the hidden truth says, the more the target follows its own hidden truth.
+
+    The coherent optimum is the gold labelling (its mirror scores lower through the prior).
+    """
+
+    def fn(prompt: str) -> float:
+        blocks = prompt.split("\n\n")
+        target = _OPTION.search(blocks[-1])
+        if target is None:
+            raise ValueError("the target block has no claim")
+        agree = n = 0
+        for b in blocks[:-1]:
+            m = _OPTION.search(b)
+            if m is None or not b.endswith((" True", " False")):
+                raise ValueError(f"malformed demonstration: {b!r}")
+            n += 1
+            agree += 1 if b.endswith(" True") == gold[m.group(1)] else -1
+        a = agree / n if n else 0.0
+        sign = 1 if gold[target.group(1)] else -1
+        z = (2 * unit_rand("z" + target.group(1)) - 1) * noise + prior * sign
+        return 1 / (1 + math.exp(-(z + k * a * sign)))
+
+    return fn
+
+
+def planted_claims(n_questions: int = 16, *, delay: float = 0.0, **kw: float) -> tuple[Pool, FakeScorer]:
+    """A planted claim pool and the *fake* scorer that plants its coherent labelling (the items'
+    ``gold``): for testing and benchmarking the search's logic without a model."""
+    pool, gold = planted_pool(n_questions)
+    return pool, FakeScorer(planted_fn(gold, **kw), delay=delay)

@@ -14,59 +14,17 @@ lower); the search must find it from the demonstrations' pattern.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import re
-from collections.abc import Callable
 
-from steerkit.models import Item, Persona, Pool
-from steerkit.testing import FakeScorer
+from steerkit.models import Pool
+from steerkit.testing import FakeScorer, PLANTED_PERSONA, planted_claims, planted_fn, planted_pool, unit_rand  # noqa: F401
 
 OPTION = re.compile(r"as: '([^']*)'")
-PERSONA = Persona(id="test/fake-testers", name="Fake Testers", dimension="test")
-
-
-def unit_rand(s: str) -> float:
-    """Deterministic pseudo-random number in [0, 1] from a string."""
-    return int(hashlib.sha256(s.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-
-def planted_pool(n_questions: int = 16, *, options: int = 2) -> tuple[Pool, dict[str, bool]]:
-    """A claim pool of ``n_questions`` questions (``options`` claims each, exactly one true) and the
-    hidden gold truth by option text."""
-    items, gold = [], {}
-    for q in range(n_questions):
-        true_k = int(unit_rand(f"side{q}") * options) % options
-        for k in range(options):
-            opt = f"option {'abcdefg'[k]} of {q}"
-            g = k == true_k
-            items.append(Item(id=f"q{q}.{k}", kind="claim", question=f"Fake question number {q}?", option=opt, group=f"q{q}", gold=g))
-            gold[opt] = g
-    return Pool.from_items(PERSONA, items), gold
-
-
-def planted_fn(gold: dict[str, bool], *, k: float = 2.0, prior: float = 0.3, noise: float = 1.5) -> Callable[[str], float]:
-    def fn(prompt: str) -> float:
-        blocks = prompt.split("\n\n")
-        target = OPTION.search(blocks[-1])
-        assert target is not None, "the target block has no claim"
-        agree = n = 0
-        for b in blocks[:-1]:
-            m = OPTION.search(b)
-            assert m is not None and b.endswith((" True", " False")), f"malformed demonstration: {b!r}"
-            n += 1
-            agree += 1 if b.endswith(" True") == gold[m.group(1)] else -1
-        a = agree / n if n else 0.0
-        sign = 1 if gold[target.group(1)] else -1
-        z = (2 * unit_rand("z" + target.group(1)) - 1) * noise + prior * sign
-        return 1 / (1 + math.exp(-(z + k * a * sign)))
-
-    return fn
+PERSONA = PLANTED_PERSONA
 
 
 def planted_fake(n_questions: int = 16, *, delay: float = 0.0, **kw: float) -> tuple[Pool, FakeScorer]:
-    pool, gold = planted_pool(n_questions)
-    return pool, FakeScorer(planted_fn(gold, **kw), delay=delay)
+    return planted_claims(n_questions, delay=delay, **kw)
 
 
 def zero_shot_question_accuracy(pool: Pool, fake: FakeScorer) -> float:

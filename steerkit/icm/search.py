@@ -96,7 +96,10 @@ from steerkit.models import (
     stable_hash,
 )
 
-__all__ = ["SearchProgress", "search"]
+__all__ = ["SNAPSHOT_INTERVAL_S", "SearchProgress", "search"]
+
+SNAPSHOT_INTERVAL_S = 1.0
+"""Least time between two any-time snapshots of one search (the first is never delayed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +142,15 @@ class _Search:
         warm: dict[str, bool],
         checkpoint: Path | None,
         progress: Callable[[SearchProgress], None] | None,
+        snapshot: Callable[[ExampleSet], None] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.pool = pool
+        self.backend = backend
+        self.snapshot = snapshot
+        self.meta = meta or {}
+        self._offered_u: float | None = None
+        self._offered_at = -math.inf
         self.config = config
         self.fixed = fixed
         self.warm = warm
@@ -156,8 +166,124 @@ class _Search:
         self.inputs_hash = stable_hash(
             {"fixed": sorted(fixed.items()), "warm_start": sorted(warm.items()), "model": backend.model}
         )
-        self.restarts: list[_Restart] = []
+        self.restarts: list[Any] = []
         self.started_at = datetime.now(timezone.utc)
+
+    def temperature(self, iteration: int, accepted: int) -> float:
+        return temperature(self.config, iteration, accepted)
+
+    def initial_labels(self, rng: random.Random, *, repair: bool) -> dict[str, bool]:
+        """Fixed, then warm-start labels, then ``num_seed`` items' worth of random whole units
+        (a group: a random consistent assignment; lone items: balanced True/False). With
+        ``repair=False`` the warm-start labels of a unit that break its constraint are dropped."""
+        labels: dict[str, bool] = dict(self.fixed)
+        for i, v in self.warm.items():
+            labels.setdefault(i, v)
+        if not repair:
+            for u in self.units:
+                part = {m: labels[m] for m in u.item_ids if m in labels}
+                if part and u.violations(part):
+                    for m in u.item_ids:
+                        if m not in self.fixed:
+                            labels.pop(m, None)
+        n_seed = self.config.num_seed
+        if len(labels) < n_seed:
+            untouched = [u for u in self.units if not any(m in labels for m in u.item_ids)]
+            rng.shuffle(untouched)
+            chosen: list[Unit] = []
+            count = len(labels)
+            for u in untouched:
+                if count >= n_seed:
+                    break
+                chosen.append(u)
+                count += len(u.item_ids)
+            singles = [u.item_ids[0] for u in chosen if u.group is None]
+            vals = [True] * (len(singles) // 2) + [False] * (len(singles) // 2)
+            if len(singles) % 2:
+                vals.append(rng.random() < 0.5)
+            rng.shuffle(vals)
+            single_vals = dict(zip(singles, vals))
+            for u in chosen:
+                if u.group is None:
+                    labels[u.item_ids[0]] = single_vals[u.item_ids[0]]
+                else:
+                    labels.update(rng.choice(consistent_assignments(u, self.fixed)))
+        return labels
+
+    def offer(self, r: Any) -> None:
+        """Hand a restart's complete, consistent labelling to the ``snapshot`` callback when it
+        beats the last one offered (the first at once, then at most every SNAPSHOT_INTERVAL_S)."""
+        if self.snapshot is None or r.cur is None or len(r.cur.labels) != len(self.pool.items):
+            return
+        now = time.monotonic()
+        if self._offered_u is not None and (r.cur.u <= self._offered_u or now - self._offered_at < SNAPSHOT_INTERVAL_S):
+            return
+        self._offered_u, self._offered_at = r.cur.u, now
+        self.snapshot(self.result(r.cur, provisional=True))
+
+    def result(self, final: Evaluation, *, provisional: bool = False) -> ExampleSet:
+        """The ExampleSet of a complete, consistent assignment."""
+        pool, config = self.pool, self.config
+        missing = [it.id for it in pool.items if it.id not in final.labels]
+        violations = pool.violations(final.labels)
+        if missing or violations:  # pragma: no cover - guarded by construction
+            raise SearchError(
+                f"internal error: incomplete or inconsistent result ({len(missing)} unlabelled, {violations} violations)"
+            )
+        now = datetime.now(timezone.utc)
+        fixed_source = self.meta.get("fixed_source", "fixed")
+        labels: dict[str, Label] = {}
+        for it in pool.items:
+            i = it.id
+            labels[i] = Label(
+                item_id=i,
+                value=final.labels[i],
+                confidence=min(1.0, max(0.0, final.confidence(i))),
+                logodds=final.scores[i].logodds(),
+                source=fixed_source if i in self.fixed else "icm",
+                labelled_at=now,
+            )
+        group_confidence: dict[str, float] = {}
+        group_of = pool.group_of()
+        for it in pool.items:
+            key = group_of[it.id].id if it.id in group_of else it.id
+            group_confidence[key] = min(group_confidence.get(key, 1.0), labels[it.id].confidence)
+        c = self.objective.counters
+        stats = SearchStats(
+            iterations=sum(r.iteration for r in self.restarts),
+            accepted=sum(r.accepted for r in self.restarts),
+            model_calls=c.model_calls,
+            prompt_tokens=c.prompt_tokens,
+            evaluated_tokens=c.evaluated_tokens if c.evaluated_known else None,
+            memo_hits=c.memo_hits,
+            wall_seconds=time.monotonic() - self.t0,
+            label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
+            restarts_u=[r.cur.u for r in self.restarts if r.cur is not None],
+            resumed_iterations=sum(r.resumed_iterations for r in self.restarts),
+            provisional=provisional,
+        )
+        provenance = Provenance(
+            model=self.backend.model,
+            backend=self.backend.name,
+            config=config,
+            pool_hash=self.pool_hash,
+            seed=config.seed,
+            started_at=self.started_at,
+            finished_at=now,
+            parent_version=self.meta.get("parent_version"),
+            audit=list(self.meta.get("audit") or []),
+        )
+        return ExampleSet(
+            persona=pool.persona,
+            items=pool.items,
+            groups=pool.groups,
+            labels=labels,
+            score=final.u,
+            violations=violations,
+            group_confidence=group_confidence,
+            provenance=provenance,
+            stats=stats,
+        )
 
     def save(self) -> None:
         if self.checkpoint is None:
@@ -267,31 +393,7 @@ class _Restart:
 
     async def initialise(self) -> None:
         ctx = self.ctx
-        labels: dict[str, bool] = dict(ctx.fixed)
-        for i, v in ctx.warm.items():
-            labels.setdefault(i, v)
-        n_seed = ctx.config.num_seed
-        if len(labels) < n_seed:
-            untouched = [u for u in ctx.units if not any(m in labels for m in u.item_ids)]
-            self.rng.shuffle(untouched)
-            chosen: list[Unit] = []
-            count = len(labels)
-            for u in untouched:
-                if count >= n_seed:
-                    break
-                chosen.append(u)
-                count += len(u.item_ids)
-            singles = [u.item_ids[0] for u in chosen if u.group is None]
-            vals = [True] * (len(singles) // 2) + [False] * (len(singles) // 2)
-            if len(singles) % 2:
-                vals.append(self.rng.random() < 0.5)
-            self.rng.shuffle(vals)
-            single_vals = dict(zip(singles, vals))
-            for u in chosen:
-                if u.group is None:
-                    labels[u.item_ids[0]] = single_vals[u.item_ids[0]]
-                else:
-                    labels.update(self.rng.choice(consistent_assignments(u, ctx.fixed)))
+        labels = ctx.initial_labels(self.rng, repair=True)
         # repair inconsistent units (possible with warm-start labels), one unit after another
         for u in ctx.units:
             if u.violations({m: labels[m] for m in u.item_ids if m in labels}):
@@ -370,6 +472,8 @@ class _Restart:
         if accepted or ctx.objective.counters.model_calls != calls_before:
             self.commit()
             ctx.save()
+        if accepted and len(self.labels) == len(ctx.pool.items):
+            ctx.offer(self)
         ctx.report(self, temp, "complete" if forced else "anneal")
 
 
@@ -409,11 +513,14 @@ async def search(
     warm_start: Mapping[str, bool] | None = None,
     checkpoint: str | Path | None = None,
     progress: Callable[[SearchProgress], None] | None = None,
+    snapshot: Callable[[ExampleSet], None] | None = None,
     parent_version: str | None = None,
     audit: list[dict[str, Any]] | None = None,
 ) -> ExampleSet:
     """Infer the most mutually coherent labels for every item of ``pool`` with ``backend``.
 
+    - ``config.mode``: ``"exact"`` leave-one-out (the paper) or ``"sparse"`` (cost per proposal
+      flat in the pool size; `steerkit.icm.sparse`).
     - ``fixed``: labels the search never changes (human feedback, gold seeds); they must satisfy
       the constraints (else `SearchError` naming the group); unknown ids raise `InvalidPoolError`.
     - ``warm_start``: initial labels (e.g. a previous version); the search may change them.
@@ -422,18 +529,38 @@ async def search(
       config, model or fixed/warm-start labels raises `CheckpointError`). A finished checkpoint
       returns the same result without model calls.
     - ``progress``: called with a `SearchProgress` after initialisation and each iteration.
+    - ``snapshot``: the any-time hook. Called with a *provisional* `ExampleSet`
+      (``stats.provisional``) as soon as the search holds a complete, consistent labelling, and
+      again when it has a better one (at most every ``SNAPSHOT_INTERVAL_S``). A caller with a
+      deadline serves the latest snapshot while the search goes on. Sparse searches reach their
+      first complete labelling after one scoring of each item; exact ones only at the end of
+      their completion phase.
 
     Returns an `ExampleSet` in which every item is labelled and no constraint is violated (see the
     module docstring for how that is guaranteed). Prompts too long for the model's context raise
     the backend's `ContextOverflowError`.
     """
     config = config or SearchConfig()
-    t_start = time.monotonic()
-    started_at = datetime.now(timezone.utc)
     order_units = units_of(pool, [it.id for it in pool.items])[0]
     fixed_d, warm_d = _check_inputs(pool, order_units, fixed, warm_start)
-    ctx = _Search(pool, backend, config, fixed_d, warm_d, Path(checkpoint) if checkpoint is not None else None, progress)
-    ctx.restarts = [_Restart(ctx, r) for r in range(config.restarts)]
+    ctx = _Search(
+        pool,
+        backend,
+        config,
+        fixed_d,
+        warm_d,
+        Path(checkpoint) if checkpoint is not None else None,
+        progress,
+        snapshot,
+        {"fixed_source": fixed_source, "parent_version": parent_version, "audit": audit},
+    )
+    if config.mode == "sparse":
+        from steerkit.icm.sparse import SparseRestart, SparseState
+
+        state = SparseState(ctx)
+        ctx.restarts = [SparseRestart(ctx, r, state) for r in range(config.restarts)]
+    else:
+        ctx.restarts = [_Restart(ctx, r) for r in range(config.restarts)]
 
     if ctx.checkpoint is not None:
         data = read_checkpoint(ctx.checkpoint)
@@ -442,10 +569,9 @@ async def search(
                 data, ctx.checkpoint, pool_hash=ctx.pool_hash, config_hash=ctx.config_hash, inputs_hash=ctx.inputs_hash
             )
             try:
-                started_at = datetime.fromisoformat(data["started_at"])
+                ctx.started_at = datetime.fromisoformat(data["started_at"])
             except (KeyError, TypeError, ValueError):
                 pass
-            ctx.started_at = started_at
             for snap in data.get("restarts") or []:
                 idx = snap.get("index") if isinstance(snap, dict) else None
                 if isinstance(idx, int) and 0 <= idx < len(ctx.restarts):
@@ -467,65 +593,5 @@ async def search(
         assert r.cur is not None and best.cur is not None
         if r.cur.u > best.cur.u:
             best = r
-    final = best.cur
-    assert final is not None
-    missing = [it.id for it in pool.items if it.id not in final.labels]
-    violations = pool.violations(final.labels)
-    if missing or violations:  # pragma: no cover - guarded by construction
-        raise SearchError(f"internal error: incomplete or inconsistent result ({len(missing)} unlabelled, {violations} violations)")
-
-    now = datetime.now(timezone.utc)
-    labels: dict[str, Label] = {}
-    for it in pool.items:
-        i = it.id
-        is_fixed = i in fixed_d
-        labels[i] = Label(
-            item_id=i,
-            value=final.labels[i],
-            confidence=min(1.0, max(0.0, final.confidence(i))),
-            logodds=final.scores[i].logodds(),
-            source=fixed_source if is_fixed else "icm",
-            labelled_at=now,
-        )
-    group_confidence: dict[str, float] = {}
-    group_of = pool.group_of()
-    for it in pool.items:
-        key = group_of[it.id].id if it.id in group_of else it.id
-        c = labels[it.id].confidence
-        group_confidence[key] = min(group_confidence.get(key, 1.0), c)
-
-    c = ctx.objective.counters
-    stats = SearchStats(
-        iterations=sum(r.iteration for r in ctx.restarts),
-        accepted=sum(r.accepted for r in ctx.restarts),
-        model_calls=c.model_calls,
-        prompt_tokens=c.prompt_tokens,
-        evaluated_tokens=c.evaluated_tokens if c.evaluated_known else None,
-        memo_hits=c.memo_hits,
-        wall_seconds=time.monotonic() - t_start,
-        label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
-        restarts_u=[r.cur.u for r in ctx.restarts if r.cur is not None],
-        resumed_iterations=sum(r.resumed_iterations for r in ctx.restarts),
-    )
-    provenance = Provenance(
-        model=backend.model,
-        backend=backend.name,
-        config=config,
-        pool_hash=ctx.pool_hash,
-        seed=config.seed,
-        started_at=started_at,
-        finished_at=now,
-        parent_version=parent_version,
-        audit=list(audit or []),
-    )
-    return ExampleSet(
-        persona=pool.persona,
-        items=pool.items,
-        groups=pool.groups,
-        labels=labels,
-        score=final.u,
-        violations=violations,
-        group_confidence=group_confidence,
-        provenance=provenance,
-        stats=stats,
-    )
+    assert best.cur is not None
+    return ctx.result(best.cur)

@@ -1,0 +1,298 @@
+"""Sparse ICM: mutual predictability over a fixed demonstration graph, scored incrementally.
+
+Exact ICM scores every labelled item with *all* others as demonstrations: a pass costs O(N²)
+tokens and a search O(N³). Sparse ICM (``SearchConfig(mode="sparse")``) scores item i of unit u
+with the labelled items of u's context (`steerkit.icm.neighbours`: the nearest units by lexical
+similarity, at most ``context_k`` demonstrations, each unit in at most ``max_in_degree``
+contexts)::
+
+    U = α · mean_i s_i(y_i | context(u_i)) − I(D)        (or α · Σ log P for ``sum_logprob``)
+
+A unit's own labels are not in its prompt, so changing them leaves its own scores as they are
+(only their sign flips) and re-scores just its *readers* (the units whose context holds it):
+at most ``max_in_degree`` units of ``context_k`` demonstrations each. A proposal therefore costs
+O(k²) tokens whatever N is, and a search of O(N) proposals O(N·k²).
+
+The search, per restart:
+
+1. **Seed** as exact ICM does (fixed, warm-start, ``num_seed`` random units).
+2. **Complete**: label every remaining unit once, most-informed first (the unit with the most
+   labelled units in its context; ties by the restart's RNG). Its items are scored with their
+   current context (one prompt each; siblings share the context, so the prompt cache serves it)
+   and the consistent assignment they predict best is taken (ConsistencyFix on the incoming
+   evidence). Readers it joins become stale. After the last unit, the stale units are re-scored in
+   one batch: from here on every score is that of the current labels, and the labelling is
+   complete and consistent (an *any-time* result, reported through ``snapshot``).
+3. **Anneal**: propose only where a proposal can change something: an item whose label its
+   context contradicts (ICM's proposal is the label the model predicts, so every other draw of
+   the reference algorithm is a no-op). The candidates are the unit's consistent assignments
+   that take the predicted label; each is scored by re-scoring the unit's readers (all
+   candidates in one backend batch), ΔU is exact for the sparse objective, and the best is
+   accepted by the Metropolis rule at the schedule's temperature.
+4. **Stop** when no label is contradicted by its context (a fixed point of ICM's moves: it has
+   converged), after ``patience`` draws without an accepted change, or at ``max_iterations``.
+
+Everything is deterministic for a seed (sorted candidate sets, the restart's own RNG). Warm-start
+labels that violate their unit's constraint are dropped (the unit is labelled in step 2).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from steerkit.backends.base import LabelScore
+from steerkit.errors import CheckpointError
+from steerkit.icm.checkpoint import rng_from_json, rng_to_json, score_from_json, score_to_json
+from steerkit.icm.consistency import consistent_assignments
+from steerkit.icm.neighbours import build_graph
+from steerkit.icm.objective import Evaluation, log_sigmoid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from steerkit.icm.search import _Search
+
+__all__ = ["SparseRestart", "SparseState"]
+
+
+def _signed(score: LabelScore, value: bool) -> float:
+    s = score.logodds()
+    return s if value else -s
+
+
+class SparseState:
+    """What the restarts of one sparse search share: the graph and the prompt renderer."""
+
+    def __init__(self, ctx: _Search) -> None:
+        self.ctx = ctx
+        obj = ctx.objective
+        items = {it.id: it for it in ctx.pool.items}
+        self.units = ctx.units
+        self.index = {u.id: k for k, u in enumerate(self.units)}
+        self.unit_index_of = {i: self.index[ctx.unit_of[i].id] for i in obj.order}
+        self.graph = build_graph(self.units, items, ctx.config.context_k)
+        self.sizes = [len(u.item_ids) for u in self.units]
+
+    def prompt(self, item_id: str, labels: Mapping[str, bool]) -> str:
+        obj = self.ctx.objective
+        u = self.unit_index_of[item_id]
+        parts = [obj._demo[(j, labels[j])] for v in self.graph.context[u] for j in self.units[v].item_ids if j in labels]
+        parts.append(obj._target[item_id])
+        return "".join(parts)
+
+    def contribution(self, score: LabelScore, value: bool) -> float:
+        """An item's term in the objective before α (sum form; the mean divides by N later)."""
+        s = _signed(score, value)
+        return log_sigmoid(s) if self.ctx.config.objective == "sum_logprob" else s
+
+    def utility(self, labels: Mapping[str, bool], scores: Mapping[str, LabelScore]) -> tuple[float, float, int]:
+        total = sum(self.contribution(scores[i], labels[i]) for i in labels)
+        mp = total if self.ctx.config.objective == "sum_logprob" else (total / len(labels) if labels else 0.0)
+        inc = self.ctx.pool.violations(dict(labels))
+        return self.ctx.config.alpha * mp - inc, mp, inc
+
+
+class SparseRestart:
+    """One restart of the sparse search (same interface as the exact search's restarts)."""
+
+    def __init__(self, ctx: _Search, index: int, state: SparseState) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.index = index
+        self.seed = ctx.config.seed + index
+        self.rng = random.Random(self.seed)
+        self.labels: dict[str, bool] = {}
+        self.scores: dict[str, LabelScore] = {}
+        self.stale: set[int] = set()
+        self.cur: Evaluation | None = None
+        """The current assignment as an Evaluation; set once the labelling is complete and fresh."""
+        self.iteration = 0
+        self.accepted = 0
+        self.since_accept = 0
+        self.phase = "init"
+        self.done = False
+        self.resumed_iterations = 0
+        self.snapshot: dict[str, Any] | None = None
+
+    # --- checkpoint -----------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        self.snapshot = {
+            "index": self.index,
+            "seed": self.seed,
+            "rng": rng_to_json(self.rng),
+            "labels": dict(self.labels),
+            "scores": {i: score_to_json(s) for i, s in self.scores.items()},
+            "stale": sorted(self.stale),
+            "phase": self.phase,
+            "iteration": self.iteration,
+            "accepted": self.accepted,
+            "since_accept": self.since_accept,
+            "done": self.done,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        try:
+            labels = {str(k): bool(v) for k, v in snap["labels"].items()}
+            scores = {str(k): score_from_json(v) for k, v in snap["scores"].items()}
+            stale = {int(u) for u in snap["stale"]}
+            if not set(scores) <= set(labels) or not set(labels) <= set(self.state.unit_index_of):
+                raise ValueError("labels and scores do not match the pool")
+            if any(not 0 <= u < len(self.state.units) for u in stale):
+                raise ValueError("a stale unit index is out of range")
+            phase = str(snap["phase"])
+            self.rng = rng_from_json(snap["rng"])
+            self.iteration = int(snap["iteration"])
+            self.accepted = int(snap["accepted"])
+            self.since_accept = int(snap["since_accept"])
+            self.done = bool(snap["done"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CheckpointError(f"search checkpoint entry for restart {self.index} is malformed: {e}") from e
+        self.labels, self.scores, self.stale, self.phase = labels, scores, stale, phase
+        for i, s in scores.items():  # the memo makes re-rendered prompts of restored scores free
+            self.ctx.objective.remember(self.state.prompt(i, labels), s)
+        if phase == "anneal" or self.done:
+            self._set_current()
+        self.resumed_iterations = self.iteration
+        self.snapshot = snap
+
+    # --- the search -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        if self.phase == "init":
+            self.labels = ctx.initial_labels(self.rng, repair=False)
+            self.phase = "complete"
+            self.commit()
+            ctx.save()
+            ctx.report(self, ctx.temperature(1, 0), "init")
+        while self.phase == "complete":
+            await self._complete_one()
+        while not self.done and not self._finished():
+            await self._anneal_one()
+        if not self.done:
+            self.done = True
+            self.commit()
+            ctx.save()
+        ctx.report(self, ctx.temperature(max(1, self.iteration), self.accepted), "done")
+
+    async def _score_units(self, units: list[int], labels: Mapping[str, bool]) -> dict[str, LabelScore]:
+        ids = [i for u in units for i in self.state.units[u].item_ids]
+        prompts = [self.state.prompt(i, labels) for i in ids]
+        return dict(zip(ids, await self.ctx.objective.score_prompts(prompts)))
+
+    def _pick(self) -> int | None:
+        st = self.state
+        best, best_key = None, None
+        for u, unit in enumerate(st.units):
+            if all(m in self.labels for m in unit.item_ids):
+                continue
+            informed = sum(1 for v in st.graph.context[u] if st.units[v].item_ids[0] in self.labels)
+            key = (informed, self.rng.random())
+            if best_key is None or key > best_key:
+                best, best_key = u, key
+        return best
+
+    async def _complete_one(self) -> None:
+        ctx, st = self.ctx, self.state
+        u = self._pick()
+        if u is None:
+            # every unit labelled: bring the stale readers up to date in one batch
+            if self.stale:
+                self.scores.update(await self._score_units(sorted(self.stale), self.labels))
+                self.stale.clear()
+            missing = [i for i in self.labels if i not in self.scores]
+            if missing:  # seed units have no score yet when nothing was stale
+                units = sorted({st.unit_index_of[i] for i in missing})
+                self.scores.update(await self._score_units(units, self.labels))
+            self.phase = "anneal"
+            self._set_current()
+            self.commit()
+            ctx.save()
+            ctx.offer(self)
+            return
+        unit = st.units[u]
+        self.iteration += 1
+        partial = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
+        scores = await self._score_units([u], self.labels)
+        cands = consistent_assignments(unit, {**ctx.fixed, **partial}) or consistent_assignments(unit, ctx.fixed)
+        best = max(cands, key=lambda a: sum(st.contribution(scores[m], a[m]) for m in unit.item_ids))
+        self.labels.update(best)
+        self.scores.update(scores)
+        for r in st.graph.readers[u]:
+            if any(m in self.labels for m in st.units[r].item_ids):
+                self.stale.add(r)
+        self.stale.discard(u)
+        self.accepted += 1
+        self.commit()
+        ctx.save()
+        ctx.report(self, ctx.temperature(self.iteration, self.accepted), "complete")
+
+    def _contradicted(self) -> list[str]:
+        return [
+            i
+            for i in self.ctx.objective.order
+            if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
+        ]
+
+    def _finished(self) -> bool:
+        cfg = self.ctx.config
+        if self.iteration >= cfg.max_iterations or self.since_accept >= cfg.patience:
+            return True
+        return not self._contradicted()
+
+    async def _anneal_one(self) -> None:
+        ctx, st, cfg = self.ctx, self.state, self.ctx.config
+        x = self.rng.choice(self._contradicted())
+        self.iteration += 1
+        temp = ctx.temperature(self.iteration, self.accepted)
+        u = st.unit_index_of[x]
+        unit = st.units[u]
+        y_hat = not self.labels[x]
+        current = {m: self.labels[m] for m in unit.item_ids}
+        options = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
+        cands = [a for a in options if a[x] == y_hat] or options
+        accepted = False
+        calls_before = ctx.objective.counters.model_calls
+        if cands:
+            readers = [r for r in st.graph.readers[u] if st.units[r].item_ids[0] in self.labels]
+            reader_ids = [i for r in readers for i in st.units[r].item_ids]
+            # every candidate's reader prompts in one backend batch
+            prompts = [st.prompt(i, {**self.labels, **a}) for a in cands for i in reader_ids]
+            flat = await ctx.objective.score_prompts(prompts)
+            n = len(reader_ids)
+            best_delta, best_k = -math.inf, 0
+            for k, a in enumerate(cands):
+                new = flat[k * n : (k + 1) * n]
+                d = sum(st.contribution(self.scores[m], a[m]) - st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
+                d += sum(
+                    st.contribution(s, self.labels[i]) - st.contribution(self.scores[i], self.labels[i])
+                    for i, s in zip(reader_ids, new)
+                )
+                if d > best_delta:
+                    best_delta, best_k = d, k
+            scale = cfg.alpha if cfg.objective == "sum_logprob" else cfg.alpha / len(self.labels)
+            delta_u = scale * best_delta
+            accepted = delta_u > 0 or self.rng.random() < math.exp(delta_u / temp)
+            if accepted:
+                self.labels.update(cands[best_k])
+                self.scores.update(zip(reader_ids, flat[best_k * n : (best_k + 1) * n]))
+        if accepted:
+            self.accepted += 1
+            self.since_accept = 0
+            self._set_current()
+        else:
+            self.since_accept += 1
+        if accepted or ctx.objective.counters.model_calls != calls_before:
+            self.commit()
+            ctx.save()
+        if accepted:
+            ctx.offer(self)
+        ctx.report(self, temp, "anneal")
+
+    def _set_current(self) -> None:
+        labels = {i: self.labels[i] for i in self.ctx.objective.order}
+        scores = {i: self.scores[i] for i in labels}
+        u, mp, inc = self.state.utility(labels, scores)
+        self.cur = Evaluation(labels=labels, scores=scores, u=u, mp=mp, inconsistency=inc)
