@@ -1,4 +1,15 @@
-"""steerkit: async steering middleware built on Internal Coherence Maximization."""
+"""steerkit: async steering middleware built on Internal Coherence Maximization.
+
+The public API is this module: ``from steerkit import Steerer, SteerConfig, DiskStore, ...``.
+Everything a user writes is exported here; the modules behind it may move.
+
+>>> from steerkit import Steerer, SteerConfig, MemoryStore
+>>> steerer = Steerer(store=MemoryStore(), config=SteerConfig(k=10, miss_policy="off"))
+>>> steerer.config.k
+10
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from steerkit._version import __version__
 from steerkit.errors import (
@@ -25,6 +36,30 @@ from steerkit.errors import (
     SteerkitWarning,
     CacheCorruptionWarning,
 )
+from steerkit._compute import ExampleSets, PrecomputeResult
+from steerkit._metrics import Counters, Metrics
+from steerkit.config import (
+    Settings,
+    SteerConfig,
+    SteerOptions,
+    default_cache_dir,
+    default_examples_dir,
+)
+from steerkit.escalation import (
+    ActiveLearningPolicy,
+    Answer,
+    ConfidencePolicy,
+    Escalation,
+    Escalator,
+    FeedbackAdapter,
+    RandomPolicy,
+    RerunResult,
+    collaborative_rerun,
+)
+from steerkit.extract import LLMExtractor, PersonaMatch, RuleExtractor
+from steerkit.middleware import SteerInfo, Steerer
+from steerkit.packs import PackRegistry
+from steerkit.store import CacheKey, DiskStore, ExampleSetStore, MemoryStore
 from steerkit.models import (
     ConsistencyGroup,
     ExampleSet,
@@ -38,8 +73,91 @@ from steerkit.models import (
     SearchStats,
 )
 
+if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
+    from steerkit.adapters.callback import CallbackAdapter
+    from steerkit.adapters.console import ConsoleAdapter
+    from steerkit.adapters.openai_client import SteeredClient, steer, steered_chat
+    from steerkit.adapters.queue import QueueAdapter
+    from steerkit.adapters.webhook import WebhookAdapter
+    from steerkit.backends import EmbeddedBackend, LogprobBackend, OpenAIBackend, RetryPolicy
+    from steerkit.server import create_app
+
+#: Exports whose modules are imported on first use (they pull in openai, llama.cpp, Starlette…).
+_LAZY = {
+    "OpenAIBackend": "steerkit.backends",
+    "EmbeddedBackend": "steerkit.backends",
+    "LogprobBackend": "steerkit.backends",
+    "RetryPolicy": "steerkit.backends",
+    "steer": "steerkit.adapters.openai_client",
+    "steered_chat": "steerkit.adapters.openai_client",
+    "SteeredClient": "steerkit.adapters.openai_client",
+    "QueueAdapter": "steerkit.adapters.queue",
+    "ConsoleAdapter": "steerkit.adapters.console",
+    "CallbackAdapter": "steerkit.adapters.callback",
+    "WebhookAdapter": "steerkit.adapters.webhook",
+    "create_app": "steerkit.server",
+}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'steerkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "__version__",
+    # the pipeline
+    "Steerer",
+    "SteerConfig",
+    "SteerOptions",
+    "SteerInfo",
+    "Settings",
+    "ExampleSets",
+    "PrecomputeResult",
+    "Metrics",
+    "Counters",
+    "PackRegistry",
+    "RuleExtractor",
+    "LLMExtractor",
+    "PersonaMatch",
+    "default_cache_dir",
+    "default_examples_dir",
+    # stores
+    "CacheKey",
+    "DiskStore",
+    "ExampleSetStore",
+    "MemoryStore",
+    # backends (lazy)
+    "OpenAIBackend",
+    "EmbeddedBackend",
+    "LogprobBackend",
+    "RetryPolicy",
+    # client wrappers and the proxy (lazy)
+    "steer",
+    "steered_chat",
+    "SteeredClient",
+    "create_app",
+    # escalation and feedback adapters (adapters lazy)
+    "Escalator",
+    "Escalation",
+    "Answer",
+    "FeedbackAdapter",
+    "ConfidencePolicy",
+    "RandomPolicy",
+    "ActiveLearningPolicy",
+    "RerunResult",
+    "collaborative_rerun",
+    "QueueAdapter",
+    "ConsoleAdapter",
+    "CallbackAdapter",
+    "WebhookAdapter",
+    # errors
     "SteerkitError",
     "UserError",
     "ConfigError",
@@ -62,6 +180,7 @@ __all__ = [
     "WebhookSignatureError",
     "SteerkitWarning",
     "CacheCorruptionWarning",
+    # models
     "ConsistencyGroup",
     "ExampleSet",
     "Item",
