@@ -226,8 +226,10 @@ def test_chat_steered_and_unsteered(env: dict[str, Any], capsys: pytest.CaptureF
     assert out["personas"] and out["personas"][0]["persona_id"] == PERSONA
     assert out["cache"] in ("computed", "miss", "hit") and out["example_set_version"]
     assert out["examples_used"] > 0 and out["injected"]
-    assert up.requests[-1]["messages"][-1]["content"] == QUERY
-    assert len(up.requests[-1]["messages"]) > 1 or up.requests[-1]["messages"][-1] != {"role": "user", "content": QUERY}
+    sent = up.requests[-1]["messages"]
+    assert sent[-1] == {"role": "user", "content": QUERY}  # the user's message itself is untouched
+    assert sent[0]["role"] == "system" and len(sent) == 2  # the injection: a system message before it
+    assert out["injected"] == [sent[0]]  # what the command reports injecting is what the upstream got
 
     out = run_json(capsys, ["chat", QUERY, *flags, "--no-steer", "--json"])
     assert out["injected"] == [] and up.requests[-1]["messages"] == [{"role": "user", "content": QUERY}]

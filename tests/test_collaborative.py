@@ -245,6 +245,54 @@ async def test_escalator_registered_on_a_real_steerer(tmp_path):
     assert await adapter.answers() == [] and esc.errors == []
 
 
+async def test_human_reruns_are_counted_and_share_the_search_limit(tmp_path):
+    """A human re-run goes through the Steerer's compute service: counted like any search, and it
+    waits for a free search slot (``max_concurrent_searches``)."""
+    from steerkit.middleware import SteerConfig, Steerer
+    from steerkit.packs import PackRegistry
+    from steerkit.store import MemoryStore
+    from steerkit.testing import FakeScorer, last_claim
+
+    class GatedFakeScorer(FakeScorer):  # a fake whose calls wait for a gate
+        def __init__(self):
+            super().__init__(lambda p: 0.2 + (len(last_claim(p)) % 7) / 10)
+            self.gate = asyncio.Event()
+
+        async def score(self, prompts):
+            await self.gate.wait()
+            return await super().score(prompts)
+
+    backend = GatedFakeScorer()
+    backend.gate.set()
+    steerer = Steerer(PackRegistry.default(), MemoryStore(), backend,
+                      SteerConfig(search=SearchConfig(max_iterations=6, seed=1), max_pool_items=12, max_concurrent_searches=1))
+    adapter = QueueAdapter(tmp_path / "q.sqlite")
+    esc = Escalator(adapter, ConfidencePolicy(), k=2, budget=None)
+    esc.register(steerer)
+    pid = "polparty/democrat"
+    es0 = await steerer.compute(pid)
+    await esc.join()
+    for e in await adapter.escalations(persona_id=pid):
+        await adapter.receive(Answer(escalation_id=e.id, option=e.options[-1].id, version=e.version, annotator="fay"))
+    assert steerer.counters.searches_started == 1
+    calls_before = steerer.counters.search_model_calls
+
+    backend.gate.clear()
+    blocker = asyncio.create_task(steerer.compute("polparty/republican"))  # holds the only search slot
+    while steerer.counters.searches_running == 0:
+        await asyncio.sleep(0.01)
+    rerun = asyncio.create_task(esc.apply(es0))
+    await asyncio.sleep(0.2)
+    assert not rerun.done() and steerer.counters.searches_started == 2  # the re-run waits for the slot
+    backend.gate.set()
+    res = await asyncio.wait_for(rerun, 60)
+    await blocker
+    assert res is not None and res.stored
+    assert steerer.counters.searches_started == 3 and steerer.counters.searches_running == 0
+    assert steerer.counters.search_model_calls > calls_before
+    assert (await steerer.store.get(steerer.cache_key(pid))).version == res.version
+
+
 @pytest.mark.llama
 async def test_collaborative_loop_on_the_embedded_model(embedded_backend, tmp_path):
     from steerkit.models import Item, Persona, Pool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -102,8 +103,11 @@ def test_answer_ids_are_idempotency_keys():
     a = Answer(escalation_id="esc_1", option="x", version="v", annotator="n")
     b = Answer.model_validate_json(a.model_dump_json())
     assert a.answer_id == b.answer_id and a.answer_id.startswith("ans_")
-    c = Answer(escalation_id="esc_1", option="x", version="v", annotator="n")  # later: a new answer
-    assert c.answer_id != a.answer_id or c.answered_at == a.answered_at
+    later = a.answered_at + timedelta(microseconds=1)
+    c = Answer(escalation_id="esc_1", option="x", version="v", annotator="n", answered_at=later)  # a new answer
+    assert c.answer_id != a.answer_id
+    same = Answer(escalation_id="esc_1", option="x", version="v", annotator="n", answered_at=a.answered_at)
+    assert same.answer_id == a.answer_id  # the same answer given twice is one answer
     assert Answer(escalation_id="e", option="x", version="v", answer_id="tool-42").answer_id == "tool-42"
     naive = Answer(escalation_id="e", option="x", version="v", answered_at="2026-01-01T00:00:00")
     assert naive.answered_at.tzinfo is not None and naive.answered_at < a.answered_at

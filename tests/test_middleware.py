@@ -198,6 +198,46 @@ async def test_miss_policy_per_persona_and_per_request(registry: PackRegistry) -
         make_steerer(registry, persona_miss_policy={"country/atlantis": "off"})
 
 
+class GatedFakeScorer(FakeScorer):
+    """A fake scorer whose calls wait for ``gate`` (to hold a search in flight deterministically)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda p: 0.7)
+        self.gate = asyncio.Event()
+
+    async def score(self, prompts):  # type: ignore[no-untyped-def]
+        await self.gate.wait()
+        return await super().score(prompts)
+
+
+async def test_wait_timeout_answers_unsteered_and_the_search_goes_on(registry: PackRegistry) -> None:
+    backend = GatedFakeScorer()
+    st = make_steerer(registry, backend=backend, miss_policy="wait", wait_timeout_s=0.05)
+    msgs = chat("I'm a Democrat.")
+    # the search cannot finish while the gate is closed: without the timeout this would never return
+    out, info = await asyncio.wait_for(st.prepare(msgs), timeout=30)
+    assert out == msgs and info.cache == "miss" and info.examples_used == 0
+    assert st.counters.searches_started == 1 and st.counters.searches_running == 1 and st.background_tasks == 1
+    backend.gate.set()
+    await st.drain()
+    _, info = await st.prepare(msgs)
+    assert info.cache == "hit" and info.examples_used > 0 and st.counters.searches_started == 1
+
+
+async def test_scan_last_user_ignores_earlier_turns(registry: PackRegistry) -> None:
+    msgs = [{"role": "user", "content": "As a Democrat, I care about healthcare."},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "What about taxes?"}]
+    every = make_steerer(registry, miss_policy="off")
+    assert [m.persona_id for m in await every.extract(msgs)] == ["polparty/democrat"]
+    last = make_steerer(registry, miss_policy="off", scan="last_user")
+    assert await last.extract(msgs) == []
+    _, info = await last.prepare(msgs)
+    assert info.personas == [] and info.note == "no persona stated"
+    msgs[-1] = {"role": "user", "content": "I'm from Japan. What about taxes?"}
+    assert [m.persona_id for m in await last.extract(msgs)] == ["country/japan"]
+
+
 async def test_no_backend_uses_cache_only(registry: PackRegistry) -> None:
     store = MemoryStore()
     warm = make_steerer(registry, store=store, model="fake-scorer")

@@ -220,6 +220,33 @@ async def test_client_api_keys(tmp_path: Path, fake_upstream: FakeUpstream) -> N
             assert (await h.get("/v1/models")).status_code == 401
 
 
+class FailingFakeSteerer:
+    """A fake steerer whose steering always fails with a backend error."""
+
+    async def prepare(self, messages: list[dict], options: Any = None) -> Any:
+        from steerkit.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("fake search backend down")
+
+
+@pytest.mark.parametrize("policy", ["fail", "passthrough"])
+async def test_on_steer_error(tmp_path: Path, fake_upstream: FakeUpstream, policy: str) -> None:
+    settings = make_settings(tmp_path, on_steer_error=policy)
+    app = create_app(settings, steerer=FailingFakeSteerer(), upstream_base_url=fake_upstream.base_url)
+    sent = [{"role": "user", "content": QUERY}]
+    async with serving(app) as (base, _), httpx.AsyncClient(base_url=base) as h:
+        r = await h.post("/v1/chat/completions", json={"model": "fake-echo", "messages": sent})
+        m = metric_samples((await h.get("/metrics")).text)
+    assert m['steerkit_proxy_steer_outcomes_total{cache="error"}'] == 1
+    if policy == "fail":
+        assert r.status_code == 502 and r.json()["error"]["code"] == "steering_failed"
+        assert fake_upstream.requests == []
+    else:
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+        assert r.headers["x-steerkit-error"] == "BackendUnavailableError"
+        assert fake_upstream.requests[-1]["messages"] == sent  # forwarded unsteered
+
+
 # --- fake upstream: failures --------------------------------------------------------------------
 
 
