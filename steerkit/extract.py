@@ -244,7 +244,9 @@ _ID_NEGATIONS = frozenset(
 """Negations that cancel an identity statement after them in the same clause ("Not that I'm a
 Democrat", "it's not like I'm from France"); narrower than `_NEGATIONS` ("I hate that I'm a …")."""
 
-_MD = MarkdownIt("commonmark").disable(["inline"], ignoreInvalid=True)
+_MD = MarkdownIt("commonmark").disable(
+    ["inline", "list", "blockquote", "html_block", "reference", "heading", "lheading", "hr"], ignoreInvalid=True
+)  # only code blocks are wanted: the other block rules cost time (nested lists: superlinear)
 _MAYBE_BLOCK_CODE = re.compile(r"```|~~~|(?:^|\n)(?: {4}|\t)")
 _BACKTICKS = re.compile(r"`+")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")

@@ -88,7 +88,9 @@ def _line_events(fn) -> int:
     return count
 
 
-@pytest.mark.parametrize("unit", ["brief. ", "we Nigerians\n", "As a Republican, ", '"keep it short" '])
+@pytest.mark.parametrize(
+    "unit", ["brief. ", "we Nigerians\n", "As a Republican, ", '"keep it short" ', "```\nbrief\n", "  - a\n    brief\n", "`a` ``b"]
+)
 def test_operation_count_grows_linearly(unit: str) -> None:
     """Doubling a text of dense cues does not quadruple the Python operations (the old extractor
     rescanned the prefix of every match: about 4x per doubling)."""
