@@ -212,6 +212,9 @@ class ServerSettings(_Section):
     on_steer_error: Literal["fail", "passthrough"] = "fail"
     """When steering fails on a backend error: answer 502 (``fail``) or forward unsteered (``passthrough``)."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    workers: int = Field(1, ge=1, le=256)
+    """Worker processes (``steerkit serve --workers N``); each opens its own steering runtime and
+    upstream connections, all share the on-disk cache. Metrics are per worker."""
 
     @field_validator("api_keys")
     @classmethod
@@ -391,6 +394,10 @@ class Settings(BaseModel):
 
     # --- display ---------------------------------------------------------------------------------
 
+    def to_json(self) -> str:
+        """The settings as JSON, secrets included (to hand them to worker processes; never log it)."""
+        return json.dumps(_reveal(self.model_dump(mode="python", exclude_unset=False)))
+
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every secret replaced by ``********``."""
         return _mask(self.model_dump(mode="python"))
@@ -518,6 +525,18 @@ def _config_error(e: ValidationError, sources: dict[tuple[str, ...], str]) -> Co
             msg = "unknown setting"
         msgs.append(f"{field}: {msg}" + (f" (from {origin})" if origin else ""))
     return ConfigError("invalid configuration: " + "; ".join(msgs))
+
+
+def _reveal(obj: Any) -> Any:
+    if isinstance(obj, SecretStr):
+        return obj.get_secret_value()
+    if isinstance(obj, dict):
+        return {k: _reveal(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_reveal(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def _mask(obj: Any) -> Any:

@@ -54,7 +54,10 @@ from steerkit._wire import WireError, parse_chat_body, steer_headers
 from steerkit.config import Settings
 from steerkit.errors import ConfigError, SteerkitError, UserError
 
-__all__ = ["ProxyApp", "UpstreamClients", "create_app"]
+__all__ = ["ProxyApp", "UpstreamClients", "create_app", "worker_app"]
+
+#: Environment variable through which ``steerkit serve --workers N`` hands its settings to workers.
+SETTINGS_ENV = "STEERKIT_SERVE_SETTINGS_JSON"
 
 log = logging.getLogger("steerkit.server")
 
@@ -635,3 +638,15 @@ def _relay_headers(resp: httpx.Response) -> list[tuple[bytes, bytes]]:
 
 def _header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
+def worker_app() -> ProxyApp:
+    """The app of one ``steerkit serve --workers N`` worker process (a uvicorn factory): the
+    settings the command resolved, from ``$STEERKIT_SERVE_SETTINGS_JSON``; the runtime opens at
+    startup."""
+    import os
+
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        raise ConfigError(f"{SETTINGS_ENV} is not set", hint="start workers with `steerkit serve --workers N`")
+    return create_app(Settings.model_validate_json(raw))

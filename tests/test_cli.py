@@ -306,6 +306,73 @@ def test_serve_process_steers_and_stops_cleanly(tmp_path: Path, gguf_path: Path,
             proc.wait(10)
 
 
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def test_serve_with_workers(tmp_path: Path, threaded_fake_upstream: FakeUpstream) -> None:
+    """``serve --workers 2``: two worker processes serve the proxy; SIGTERM stops them all."""
+    import socket
+    import time
+
+    import httpx
+
+    up = threaded_fake_upstream
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        STEERKIT_CACHE_DIR=str(tmp_path / "cache"),
+        # a search server that is never called (miss policy off): no model is loaded by the workers
+        STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
+        STEERKIT_SEARCH_MODEL__MODEL="unused",
+        STEERKIT_STEER__MISS_POLICY="off",
+        STEERKIT_SERVER__LOG_LEVEL="warning",
+    )
+    cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--chat-base-url", up.base_url, "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200 and len(_children(proc.pid)) >= 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        with httpx.Client(base_url=base) as h:
+            for _ in range(6):
+                r = h.post("/v1/chat/completions", json={"model": "fake-echo", "messages": [{"role": "user", "content": QUERY}]})
+                assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+                assert r.headers["x-steerkit-persona"] == PERSONA and r.headers["x-steerkit-cache"] == "off"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        def running(w: int) -> bool:
+            try:
+                return "\tZ" not in Path(f"/proc/{w}/status").read_text().split("State:", 1)[1].splitlines()[0]
+            except (FileNotFoundError, IndexError):
+                return False
+
+        for _ in range(100):  # a worker that exits is reaped by init once its parent is gone
+            if not any(running(w) for w in workers):
+                break
+            time.sleep(0.1)
+        assert not any(running(w) for w in workers)
+        assert "(2 workers)" in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 # --- demo (real embedded model, tiny) ------------------------------------------------------------
 
 

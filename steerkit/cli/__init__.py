@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _models(p)
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1; server.workers)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("demo", help="the whole flow on the embedded model, in a few minutes")
@@ -164,7 +165,8 @@ def load_settings(args: argparse.Namespace) -> Any:
             "base_url": getattr(args, "chat_base_url", None),
             "model": getattr(args, "chat_model", None),
         },
-        "server": {"host": getattr(args, "host", None), "port": getattr(args, "port", None)},
+        "server": {"host": getattr(args, "host", None), "port": getattr(args, "port", None),
+                   "workers": getattr(args, "workers", None)},
     }
     extra = getattr(args, "search_overrides", None)
     if extra:
@@ -194,9 +196,46 @@ def _serve(args: argparse.Namespace) -> int:
         from steerkit.errors import ConfigError
 
         raise ConfigError("`steerkit serve` needs uvicorn", hint="pip install 'steerkit[server]'") from None
+    if settings.server.workers > 1:
+        return _serve_workers(settings)
     import asyncio
 
     return asyncio.run(_serve_async(settings))
+
+
+def _serve_workers(settings: Any) -> int:
+    """``serve --workers N``: uvicorn's process supervisor, each worker building its own runtime
+    from the same settings (handed over in the environment, never on a command line)."""
+    import os
+
+    import uvicorn
+
+    from steerkit.errors import ConfigError
+    from steerkit.server import SETTINGS_ENV
+
+    s = settings.server
+    if not settings.chat_model.base_url:
+        raise ConfigError("--workers needs an upstream chat server: set chat_model.base_url",
+                          hint="each worker would otherwise start its own embedded chat model")
+    if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_keys:
+        print(f"steerkit: warning: binding {s.host} without server.api_keys: anyone who can reach it can use the proxy",
+              file=sys.stderr)
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
+          file=sys.stderr)
+    uvicorn.run(
+        "steerkit.server:worker_app",
+        factory=True,
+        workers=s.workers,
+        host=s.host,
+        port=s.port,
+        lifespan="on",
+        log_level=s.log_level,
+        timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return EXIT_OK
 
 
 async def _serve_async(settings: Any) -> int:
