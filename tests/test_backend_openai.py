@@ -267,8 +267,8 @@ async def test_5xx_is_retried_with_backoff_then_succeeds():
         return next(replies, None) or ok("topk")
 
     async with FakeCompletionsServer(handler) as srv:
-        b = OpenAIBackend(srv.base_url, "m", retry=RetryPolicy(max_retries=3, initial=0.5, max_wait=4))
-        waits, b._sleep = fake_sleep_recorder()
+        waits, sleep = fake_sleep_recorder()
+        b = OpenAIBackend(srv.base_url, "m", retry=RetryPolicy(max_retries=3, initial=0.5, max_wait=4), sleep=sleep)
         async with b:
             [s] = await b.score([CLAIM])
     assert s.p_true is not None
@@ -286,8 +286,8 @@ async def test_429_honours_retry_after():
         return next(replies, None) or ok("topk")
 
     async with FakeCompletionsServer(handler) as srv:
-        b = OpenAIBackend(srv.base_url, "m", retry=RetryPolicy(max_retries=3, initial=0.01, max_wait=0.05))
-        waits, b._sleep = fake_sleep_recorder()
+        waits, sleep = fake_sleep_recorder()
+        b = OpenAIBackend(srv.base_url, "m", retry=RetryPolicy(max_retries=3, initial=0.01, max_wait=0.05), sleep=sleep)
         async with b:
             await b.score([CLAIM])
     assert len(srv.requests) == 3
@@ -296,8 +296,8 @@ async def test_429_honours_retry_after():
 
 async def test_400_is_not_retried():
     async with FakeCompletionsServer(lambda req, n: (400, {}, {"error": {"message": "bad prompt"}})) as srv:
-        b = OpenAIBackend(srv.base_url, "m")
-        waits, b._sleep = fake_sleep_recorder()
+        waits, sleep = fake_sleep_recorder()
+        b = OpenAIBackend(srv.base_url, "m", sleep=sleep)
         async with b:
             with pytest.raises(BackendRequestError, match="bad prompt") as info:
                 await b.score([CLAIM])
@@ -307,8 +307,8 @@ async def test_400_is_not_retried():
 
 async def test_persistent_503_exhausts_retries():
     async with FakeCompletionsServer(lambda req, n: (503, {}, {"error": {"message": "overloaded"}})) as srv:
-        b = OpenAIBackend(srv.base_url, "m", max_retries=2)
-        waits, b._sleep = fake_sleep_recorder()
+        waits, sleep = fake_sleep_recorder()
+        b = OpenAIBackend(srv.base_url, "m", max_retries=2, sleep=sleep)
         async with b:
             with pytest.raises(BackendUnavailableError, match="503"):
                 await b.score([CLAIM])
@@ -334,8 +334,8 @@ async def test_unreachable_server_is_unavailable_after_retries():
     with socket.socket() as s:  # a free port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    b = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", max_retries=2, api_key="sk-secret-test-key")
-    waits, b._sleep = fake_sleep_recorder()
+    waits, sleep = fake_sleep_recorder()
+    b = OpenAIBackend(f"http://127.0.0.1:{port}/v1", "m", max_retries=2, api_key="sk-secret-test-key", sleep=sleep)
     async with b:
         with pytest.raises(BackendUnavailableError, match="could not be reached") as info:
             await b.score([CLAIM])
@@ -349,8 +349,8 @@ async def test_timeouts_are_retried_then_reported():
         return ok("topk")
 
     async with FakeCompletionsServer(slow) as srv:
-        b = OpenAIBackend(srv.base_url, "m", timeout=0.2, max_retries=1)
-        waits, b._sleep = fake_sleep_recorder()
+        waits, sleep = fake_sleep_recorder()
+        b = OpenAIBackend(srv.base_url, "m", timeout=0.2, max_retries=1, sleep=sleep)
         async with b:
             with pytest.raises(BackendUnavailableError, match="timed out"):
                 await b.score([CLAIM])

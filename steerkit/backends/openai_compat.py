@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 from asyncio_throttle import Throttler
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -146,6 +147,12 @@ class OpenAIBackend:
 
     >>> async with OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-0.5B") as b:  # doctest: +SKIP
     ...     [s] = await b.score(["Claim: Paris is in France.\\nI think this claim is"])
+
+    Seams (httpx's transport is the model): ``transport`` (e.g. ``httpx.MockTransport(handler)``)
+    or ``http_client`` (an ``httpx.AsyncClient``) replace the HTTP layer under the SDK; ``client``
+    replaces the ``openai.AsyncOpenAI`` client itself (its retries should be off: the retry
+    policy here is the only one); ``sleep`` is the wait between retries (default `asyncio.sleep`).
+    A client or HTTP client given here is closed by `aclose` too.
     """
 
     name = "openai"
@@ -163,6 +170,10 @@ class OpenAIBackend:
         max_retries: int = 5,
         echo_fallback: bool = True,
         retry: RetryPolicy | None = None,
+        client: openai.AsyncOpenAI | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         if top_logprobs < 1:
             raise ValueError("top_logprobs must be at least 1")
@@ -178,17 +189,20 @@ class OpenAIBackend:
         self.echo_fallback = echo_fallback
         self.retry = retry or RetryPolicy(max_retries=max_retries)
         self.stats = BackendStats()
+        if sum(x is not None for x in (client, http_client, transport)) > 1:
+            raise ValueError("give at most one of client, http_client and transport")
+        if transport is not None:
+            http_client = httpx.AsyncClient(transport=transport, timeout=timeout)
         # The SDK's retries are off: the tenacity loop below is the only one.
-        self._client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0
+        self._client = client or openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=0, http_client=http_client
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._throttler = Throttler(rate_limit=1, period=1.0 / rate_limit) if rate_limit else None
         self._topk_lowered = False
         self._echo_ok: bool | None = None  # None: not yet known
         self._forced_ok: bool | None = None
-        #: The sleep used between retries; tests replace it to record waits instead of sleeping.
-        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         self.in_flight = 0
         self.max_in_flight = 0
 
