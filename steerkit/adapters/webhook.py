@@ -310,13 +310,20 @@ class WebhookAdapter(QueueAdapter):
             self.replays_rejected += 1
             return CallbackResult(409, error="replayed request: this exact signed request was already received; "
                                              "nothing changed (to send it again, sign it again)")
-        res = await self._record_callback(body, signed_at)
-        if res.status != 200:
-            self._seen.pop(signature, None)  # not recorded: the sender may retry the same request
-        return res
+        recorded = False
+        try:
+            res = await self._record_callback(body, signed_at)
+            recorded = res.status == 200
+            return res
+        finally:
+            if not recorded:
+                self._seen.pop(signature, None)  # nothing recorded: the sender may retry the same request
 
     def _first_sighting(self, signature: str, signed_at: int) -> bool:
-        """Remember a valid signature until it expires; False if it is already remembered."""
+        """Remember a valid signature until it expires; False if it is already remembered.
+
+        The memory is this process's; behind several processes a replay that reaches another one
+        is still harmless, since answers without an ``answer_id`` get ids derived from their content."""
         now = time.time()
         while self._seen:
             oldest, until = next(iter(self._seen.items()))
