@@ -4,18 +4,22 @@ Starts, all on loopback:
 
 - a fast stub OpenAI upstream (raw asyncio HTTP/1.1, keep-alive; a fixed completion, or an SSE
   stream of ``--chunks`` chunks) in its own process;
-- the proxy (``steerkit.server.create_app`` under uvicorn) in its own process, in front of the stub,
-  steering with the real `Steerer` (shipped packs, a disk cache warmed before measuring, the fake
-  scorer as search backend so no model runs) — and, for comparison, with steering switched off
-  per request (``"steerkit": {"enabled": false}``);
+- a bare relay: the same upstream through a minimal httpx pass-through (pure ASGI, under
+  uvicorn, ``--workers`` processes) — the floor any Python proxy pays;
+- the proxy, started as users start it (``steerkit serve [--workers N]``), in front of the stub,
+  steering with the real `Steerer` over the shipped packs and a disk cache filled before measuring
+  (by the fake scorer, in this process; the proxy's search backend is never called: miss policy
+  ``off``) — and, for comparison, with steering switched off per request
+  (``"steerkit": {"enabled": false}``);
 
-then sends the same chat requests directly to the stub and through the proxy at 1, 16 and 128
-concurrent clients, streaming and not, and prints JSON: requests/second, latency p50/p99 (ms, to
-the last byte), and the latency the proxy adds (proxy minus direct, p50 and p99).
+then sends the same chat requests directly to the stub, through the bare relay and through the
+proxy at 1, 16 and 128 concurrent clients, streaming and not, and prints JSON: requests/second,
+latency p50/p99 (ms, to the last byte), the latency each adds over the direct upstream (p50, p99),
+and the proxy's figures as ratios of the bare relay's (same run, same machine).
 
 Every run is bounded in request count and time. Usage::
 
-    python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16]
+    python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16] [--workers 1]
 """
 
 from __future__ import annotations
@@ -104,37 +108,114 @@ async def _stub_main(port_file: str, chunks: int) -> None:
         await server.serve_forever()
 
 
-# --- proxy process ------------------------------------------------------------------------------
+# --- bare relay and proxy processes -------------------------------------------------------------
 
 
-def _proxy_main(port_file: str, upstream: str, cache_dir: str) -> None:
-    import uvicorn
+def relay_app() -> object:
+    """A minimal httpx pass-through (uvicorn factory): what a Python relay costs with no steering."""
+    import httpx
 
-    from steerkit._runtime import make_registry, make_steerer, make_store
-    from steerkit.config import Settings
-    from steerkit.server import create_app
+    upstream = os.environ["BENCH_UPSTREAM"].rstrip("/") + "/"
+    state: dict = {}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+                    state["c"] = httpx.AsyncClient(base_url=upstream, limits=limits, trust_env=False)
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await state["c"].aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        c = state["c"]
+        req = c.build_request("POST", "chat/completions", content=body, headers={"content-type": "application/json"})
+        resp = await c.send(req, stream=True)
+        try:
+            await send({"type": "http.response.start", "status": resp.status_code,
+                        "headers": [(b"content-type", resp.headers["content-type"].encode())]})
+            async for chunk in resp.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await resp.aclose()
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, path: str, timeout: float = 120) -> None:
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"helper process on port {port} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1, trust_env=False).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"helper process on port {port} did not start")
+
+
+def _start_relay(upstream: str, workers: int) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = dict(os.environ, BENCH_UPSTREAM=upstream)
+    cmd = [sys.executable, "-m", "uvicorn", "proxy_load:relay_app", "--factory", "--app-dir", str(Path(__file__).parent),
+           "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        _wait_healthy(proc, port, "/")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port
+
+
+async def _fill_cache(cache_dir: str) -> None:
+    """Compute the benchmark persona's example set with the fake scorer into the proxy's cache."""
+    from steerkit import DiskStore, PackRegistry, Settings, Steerer
     from steerkit.testing import FakeScorer
 
-    settings = Settings.load(env={}, overrides={"cache_dir": cache_dir, "chat_model": {"base_url": upstream}, "server": {"log_level": "warning"}})
-    registry = make_registry(settings)
-    steerer = make_steerer(settings, registry, make_store(settings), FakeScorer(lambda p: 0.7, model="fake-bench"))
-    app = create_app(settings, steerer=steerer)
-    # a socket made as socket.socket() has proto 0, and asyncio then leaves Nagle on for accepted
-    # connections (40 ms stalls): make it an explicit TCP socket
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, backlog=1024)
-    server = uvicorn.Server(config)
+    settings = Settings.load(env={}, overrides={"cache_dir": cache_dir})
+    steerer = Steerer(PackRegistry.default(), DiskStore(settings.examples_dir), FakeScorer(lambda p: 0.7, model="fake-bench"),
+                      settings.steer_config())
+    async with steerer:
+        for m in await steerer.extract([{"role": "user", "content": QUERY}]):
+            await steerer.compute(m.persona_id)
 
-    async def serve() -> None:
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        Path(port_file).write_text(str(sock.getsockname()[1]))
-        await task
 
-    asyncio.run(serve())
+def _start_proxy(upstream: str, cache_dir: str, workers: int) -> tuple[subprocess.Popen, int]:
+    asyncio.run(_fill_cache(cache_dir))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
+    env.update(STEERKIT_CACHE_DIR=cache_dir, STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
+               STEERKIT_SEARCH_MODEL__MODEL="fake-bench", STEERKIT_STEER__MISS_POLICY="off",
+               STEERKIT_SERVER__LOG_LEVEL="warning", XDG_CONFIG_HOME=str(Path(cache_dir) / "xdg"))
+    cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--chat-base-url", upstream,
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_healthy(proc, port, "/healthz")
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port
 
 
 # --- load client --------------------------------------------------------------------------------
@@ -223,20 +304,17 @@ async def _load(port: int, body: dict, *, concurrency: int, duration: float, max
     }
 
 
-async def _bench(args: argparse.Namespace, upstream_port: int, proxy_port: int) -> dict:
+async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, proxy_port: int) -> dict:
     proxied = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
     base = {"model": "stub", "messages": [{"role": "user", "content": QUERY}], "max_tokens": 32}
-    # warm the proxy's example-set cache (the first steered request computes with the fake scorer)
     import httpx
 
     async with httpx.AsyncClient(timeout=300, trust_env=False) as c:
-        r = await c.post(proxied, json=dict(base, steerkit={"miss_policy": "wait"}))
+        r = await c.post(proxied, json=base)
         r.raise_for_status()
         steer_headers = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
-        r = await c.post(proxied, json=base)
-        steer_headers_warm = {k: v for k, v in r.headers.items() if k.startswith("x-steerkit")}
-        if steer_headers_warm.get("x-steerkit-cache") != "hit":
-            raise RuntimeError(f"the example-set cache did not warm up: {steer_headers_warm}")
+        if steer_headers.get("x-steerkit-cache") != "hit":
+            raise RuntimeError(f"the proxy does not see the filled example-set cache: {steer_headers}")
     runs = []
     for stream in (False, True):
         for conc in args.concurrency:
@@ -244,19 +322,26 @@ async def _bench(args: argparse.Namespace, upstream_port: int, proxy_port: int) 
             row: dict = {"stream": stream, "concurrency": conc}
             kw = dict(concurrency=conc, duration=args.duration, max_requests=args.max_requests)
             row["direct"] = await _load(upstream_port, body, **kw)
+            row["bare_relay"] = await _load(relay_port, body, **kw)
             row["proxy_steered"] = await _load(proxy_port, body, **kw)
             row["proxy_unsteered"] = await _load(proxy_port, dict(body, steerkit={"enabled": False}), **kw)
-            for k in ("proxy_steered", "proxy_unsteered"):
+            for k in ("bare_relay", "proxy_steered", "proxy_unsteered"):
                 row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - row["direct"]["p50_ms"], 3)
                 row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - row["direct"]["p99_ms"], 3)
+            bare = row["bare_relay"]
+            row["steered_vs_bare_relay"] = {
+                "rps_ratio": round(row["proxy_steered"]["rps"] / bare["rps"], 3) if bare["rps"] else None,
+                "added_p50_ratio": round(row["proxy_steered"]["added_p50_ms"] / bare["added_p50_ms"], 2) if bare["added_p50_ms"] > 0 else None,
+            }
             runs.append(row)
             print(
-                f"stream={stream} c={conc}: direct {row['direct']['rps']} rps p50 {row['direct']['p50_ms']} ms | "
-                f"steered {row['proxy_steered']['rps']} rps +{row['proxy_steered']['added_p50_ms']} ms | "
+                f"stream={stream} c={conc}: direct {row['direct']['rps']} rps | bare relay {bare['rps']} rps "
+                f"+{bare['added_p50_ms']}/{bare['added_p99_ms']} ms | steered {row['proxy_steered']['rps']} rps "
+                f"+{row['proxy_steered']['added_p50_ms']}/{row['proxy_steered']['added_p99_ms']} ms | "
                 f"unsteered {row['proxy_unsteered']['rps']} rps +{row['proxy_unsteered']['added_p50_ms']} ms",
                 file=sys.stderr,
             )
-    return {"first_request_headers": steer_headers, "warm_request_headers": steer_headers_warm, "runs": runs}
+    return {"warm_request_headers": steer_headers, "runs": runs}
 
 
 def main() -> None:
@@ -265,14 +350,11 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=20000, help="request cap per measurement")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
     ap.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
+    ap.add_argument("--workers", type=int, default=1, help="proxy and bare-relay worker processes (default 1)")
     ap.add_argument("--_stub", nargs=2, help=argparse.SUPPRESS)
-    ap.add_argument("--_proxy", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._stub:
         asyncio.run(_stub_main(args._stub[0], int(args._stub[1])))
-        return
-    if args._proxy:
-        _proxy_main(*args._proxy)
         return
 
     with tempfile.TemporaryDirectory(prefix="steerkit-bench-") as tmp:
@@ -281,12 +363,13 @@ def main() -> None:
         try:
             stub, up_port = _spawn(["--_stub", str(t / "stub.port"), str(args.chunks)], t / "stub.port")
             procs.append(stub)
-            proxy, px_port = _spawn(
-                ["--_proxy", str(t / "proxy.port"), f"http://127.0.0.1:{up_port}/v1", str(t / "cache")], t / "proxy.port"
-            )
+            upstream = f"http://127.0.0.1:{up_port}/v1"
+            relay, relay_port = _start_relay(upstream, args.workers)
+            procs.append(relay)
+            proxy, px_port = _start_proxy(upstream, str(t / "cache"), args.workers)
             procs.append(proxy)
             t0 = time.perf_counter()
-            result = asyncio.run(_bench(args, up_port, px_port))
+            result = asyncio.run(_bench(args, up_port, relay_port, px_port))
         finally:
             for p in procs:
                 p.terminate()
@@ -298,8 +381,9 @@ def main() -> None:
     out = {
         "benchmark": "proxy_load",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"duration_s": args.duration, "concurrency": args.concurrency, "sse_chunks": args.chunks},
-        "note": "latency is to the last byte; added = proxy minus direct at the same concurrency; "
+        "settings": {"duration_s": args.duration, "concurrency": args.concurrency, "sse_chunks": args.chunks,
+                     "workers": args.workers},
+        "note": "latency is to the last byte; added = relay/proxy minus direct at the same concurrency; "
         "client, proxy and stub share this machine's cores, so high-concurrency figures include CPU contention",
         "wall_s": round(time.perf_counter() - t0, 1),
         **result,
