@@ -33,10 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steerkit._version import __version__
 from steerkit.config import default_cache_dir, default_examples_dir, expand_path  # noqa: F401  (re-exported)
-from steerkit.errors import CacheCorruptionWarning, StoreError
+from steerkit.errors import CacheCorruptionWarning, StoreError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig, stable_hash
 
 __all__ = [
+    "EXPORT_FORMAT",
     "CacheEntryInfo",
     "CacheKey",
     "DiskStore",
@@ -44,6 +45,9 @@ __all__ = [
     "MemoryStore",
     "SingleFlight",
     "default_cache_dir",
+    "export_entries",
+    "import_entries",
+    "list_entries",
 ]
 
 log = logging.getLogger("steerkit.store")
@@ -421,3 +425,66 @@ class SingleFlight(Generic[T]):
                 await t
             except BaseException:  # noqa: BLE001 - cancelled or failed: both are fine here
                 pass
+
+
+# --- export / import ----------------------------------------------------------------------------
+
+#: The first line of a cache export (JSON lines: a header, then one record per example set).
+EXPORT_FORMAT = "steerkit.cache/1"
+
+
+async def list_entries(store: ExampleSetStore) -> list[tuple[CacheEntryInfo, ExampleSet]]:
+    """(entry info, current example set) for every cache entry, newest first."""
+    out = []
+    for info in await store.entries():
+        es = await store.get(info.key)
+        if es is not None:
+            out.append((info, es))
+    out.sort(key=lambda t: t[1].provenance.finished_at, reverse=True)
+    return out
+
+
+async def export_entries(store: ExampleSetStore, personas: list[str] | None = None) -> list[str]:
+    """The export's lines (header first): every current example set, or those of ``personas``."""
+    lines = [json.dumps({"format": EXPORT_FORMAT, "library_version": __version__, "exported_at": _utcnow().isoformat()})]
+    for info, es in await list_entries(store):
+        if personas and info.key.persona_id not in personas:
+            continue
+        lines.append(json.dumps({"key": info.key.model_dump(mode="json"), "version": es.version,
+                                 "example_set": json.loads(es.to_json())}))
+    return lines
+
+
+async def import_entries(store: ExampleSetStore, lines: list[str], source: str = "<input>") -> tuple[int, int]:
+    """Put every example set of an export into ``store``; returns (imported, unchanged). The whole
+    file is validated first: a bad file changes nothing."""
+    from pydantic import ValidationError
+
+    if not lines or not lines[0].strip():
+        raise UserError(f"{source}: empty file", hint="give a file written by `steerkit cache export`")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{source}: line 1: not a steerkit cache export (expected format {EXPORT_FORMAT!r})")
+    parsed = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key = CacheKey(**rec["key"])
+            es = ExampleSet.model_validate(rec["example_set"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
+            raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        parsed.append((key, es))
+    imported = unchanged = 0
+    for key, es in parsed:
+        current = await store.get(key)
+        if current is not None and current.version == es.version:
+            unchanged += 1
+            continue
+        await store.put(key, es)
+        imported += 1
+    return imported, unchanged

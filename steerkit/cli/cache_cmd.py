@@ -20,12 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from steerkit._version import __version__
 from steerkit.errors import UserError
+from steerkit.store import EXPORT_FORMAT, export_entries, import_entries, list_entries
 
 __all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
 
-EXPORT_FORMAT = "steerkit.cache/1"
 
 
 def add_subcommands(parser: argparse.ArgumentParser, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -84,77 +83,6 @@ def _run(fn: Callable[[argparse.Namespace, Any], Any]) -> Callable[[argparse.Nam
         return asyncio.run(go())
 
     return runner
-
-
-# --- library-level helpers (also used by tests) --------------------------------------------------
-
-
-async def list_entries(store: Any) -> list[tuple[Any, Any]]:
-    """(entry info, current example set) for every cache entry, newest first."""
-    out = []
-    for info in await store.entries():
-        es = await store.get(info.key)
-        if es is not None:
-            out.append((info, es))
-    out.sort(key=lambda t: t[1].provenance.finished_at, reverse=True)
-    return out
-
-
-async def export_entries(store: Any, personas: list[str] | None = None) -> list[str]:
-    """The export file's lines (header first)."""
-    lines = [json.dumps({"format": EXPORT_FORMAT, "library_version": __version__, "exported_at": _now().isoformat()})]
-    for info, es in await list_entries(store):
-        if personas and info.key.persona_id not in personas:
-            continue
-        lines.append(json.dumps({"key": _key_dict(info.key), "version": es.version, "example_set": json.loads(es.to_json())}))
-    return lines
-
-
-async def import_entries(store: Any, lines: list[str], source: str = "<input>") -> tuple[int, int]:
-    """Put every example set of an export into ``store``; returns (imported, unchanged)."""
-    from pydantic import ValidationError
-
-    from steerkit.models import ExampleSet
-    from steerkit.store import CacheKey
-
-    if not lines or not lines[0].strip():
-        raise UserError(f"{source}: empty file", hint="give a file written by `steerkit cache export`")
-    try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
-        raise UserError(f"{source}: line 1: not a steerkit cache export (expected format {EXPORT_FORMAT!r})")
-    parsed = []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            key = CacheKey(**rec["key"])
-            es = ExampleSet.model_validate(rec["example_set"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
-            raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        parsed.append((key, es))
-    imported = unchanged = 0
-    for key, es in parsed:  # validated first: a bad file changes nothing
-        current = await store.get(key)
-        if current is not None and current.version == es.version:
-            unchanged += 1
-            continue
-        await store.put(key, es)
-        imported += 1
-    return imported, unchanged
-
-
-def _key_dict(key: Any) -> dict[str, Any]:
-    if hasattr(key, "model_dump"):
-        return key.model_dump(mode="json")
-    if hasattr(key, "_asdict"):
-        return dict(key._asdict())
-    from dataclasses import asdict
-
-    return asdict(key)
 
 
 def _now() -> datetime:

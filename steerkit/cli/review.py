@@ -150,16 +150,6 @@ def _wiring(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     return settings, registry, store, steerer
 
 
-async def _cached(steerer: Any, registry: Any, persona: str | None) -> list[Any]:
-    ids = [persona] if persona else [p.id for p in registry.personas()]
-    out = []
-    for pid in ids:
-        es = await steerer.store.get(steerer.cache_key(pid))
-        if es is not None:
-            out.append(es)
-    return out
-
-
 async def _escalate(args: argparse.Namespace, path: Path, console: Any) -> int:
     from steerkit.adapters.queue import QueueAdapter
     from steerkit.escalation import ConfidencePolicy, Escalator, RandomPolicy
@@ -167,15 +157,15 @@ async def _escalate(args: argparse.Namespace, path: Path, console: Any) -> int:
     settings, registry, store, steerer = _wiring(args)
     adapter = QueueAdapter(path)
     try:
-        sets = await _cached(steerer, registry, args.persona)
-        if not sets:
+        policy = ConfidencePolicy() if args.policy == "icm_confidence" else RandomPolicy(seed=settings.search.seed)
+        esc = Escalator(adapter, policy, k=args.k, budget=args.budget, steerer=steerer)
+        rounds = await esc.escalate_cached(args.persona)
+        if not rounds:
             console.print("No cached example set to escalate from: run `steerkit precompute` first.", style="yellow")
             return 2 if args.persona else 0
-        policy = ConfidencePolicy() if args.policy == "icm_confidence" else RandomPolicy(seed=settings.search.seed)
-        esc = Escalator(adapter, policy, k=args.k, budget=args.budget)
-        for es in sets:
-            asked = await esc.escalate(es)
-            console.print(f"{es.persona.id}: {len(asked)} question(s) queued from version {es.version}")
+        for pid, asked in rounds.items():
+            version = asked[0].version if asked else "current"
+            console.print(f"{pid}: {len(asked)} question(s) queued from version {version}")
             for e in asked:
                 console.print(f"  {e.suggestion.confidence:.2f}  {e.question}")
         console.print(f"Queue: {path}. Answer with `steerkit review`.")
@@ -195,24 +185,22 @@ async def _apply(args: argparse.Namespace, path: Path, console: Any) -> int:
     settings, registry, store, steerer = _wiring(args)
     adapter = QueueAdapter(path)
     try:
-        answers = await adapter.answers(persona_id=args.persona)
-        escs = {e.id: e for e in await adapter.escalations(persona_id=args.persona)}
-        personas = sorted({escs[a.escalation_id].persona_id for a in answers if a.escalation_id in escs})
-        if not personas:
+        if not await adapter.answers(persona_id=args.persona):
             console.print("No new answers to apply.")
             return 0
-        backend = steerer.backend
-        start = getattr(backend, "start", None)
+        start = getattr(steerer.backend, "start", None)
         if start is not None:
             await start()
-        esc = Escalator(adapter, backend=backend, store=steerer.store, config=steerer.config.search)
-        for pid in personas:
-            es = await steerer.store.get(steerer.cache_key(pid))
-            if es is None:
+        esc = Escalator(adapter, steerer=steerer)
+        results = await esc.apply_pending(args.persona)
+        if not results:
+            console.print("No new answers to apply.")
+            return 0
+        for pid, res in results.items():
+            if res == "not cached":
                 console.print(f"{pid}: no cached example set (was the cache cleared?); answers kept", style="yellow")
                 continue
-            res = await esc.apply(es, key=steerer.cache_key(pid))
-            if res is None:
+            if isinstance(res, str):
                 console.print(f"{pid}: the answers belong to an older pool of this persona; nothing applied", style="yellow")
                 continue
             console.print(

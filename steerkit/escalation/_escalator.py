@@ -38,7 +38,9 @@ class Escalator:
       ``None`` = unlimited.
     - ``refresh_pending``: re-submit questions that are still unanswered with the new version's
       suggestion (an update: same id). Answers quoting the old version are then stale.
-    - ``backend``/``store``/``config``: needed by `apply` (the collaborative re-run).
+    - ``steerer``: re-run through this Steerer's compute service and store under its cache keys
+      (what `register` also sets, without adding the hook); else ``backend``/``store``/``config``
+      for a standalone re-run (`apply`).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Escalator:
         store: Any | None = None,
         config: SearchConfig | None = None,
         auto_apply: bool = False,
+        steerer: Any | None = None,
     ) -> None:
         if k < 0:
             raise FeedbackError(f"k must be ≥ 0, got {k}")
@@ -72,7 +75,7 @@ class Escalator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seen_versions: set[str] = set()
         self._persona_locks: dict[str, asyncio.Lock] = {}
-        self._steerer: Any | None = None
+        self._steerer: Any | None = steerer
 
     def _lock(self, persona_id: str) -> asyncio.Lock:
         return self._persona_locks.setdefault(persona_id, asyncio.Lock())
@@ -132,6 +135,42 @@ class Escalator:
                 res = await collaborative_rerun(es, answers, backend, self.config, adapter=self.adapter,
                                                 store=self.store, key=key)
             return res
+
+    async def escalate_cached(self, persona_id: str | None = None) -> dict[str, list[Escalation]]:
+        """One round for the current cached example set of each persona of the Steerer (or of
+        ``persona_id``); personas with nothing cached are skipped. Needs ``steerer``."""
+        steerer = self._need_steerer()
+        ids = [persona_id] if persona_id else [p.id for p in steerer.registry.personas()]
+        out: dict[str, list[Escalation]] = {}
+        for pid in ids:
+            es = await steerer.store.get(steerer.cache_key(pid))
+            if es is not None:
+                out[pid] = await self.escalate(es)
+        return out
+
+    async def apply_pending(self, persona_id: str | None = None) -> dict[str, RerunResult | str]:
+        """Apply every persona's unacknowledged answers (or ``persona_id``'s) to its current cached
+        example set through the Steerer: persona → `RerunResult`, or a reason nothing was applied
+        (``"not cached"``: no current set, the answers are kept; ``"older pool"``: the answers are
+        for another pool of the persona). Needs ``steerer``."""
+        steerer = self._need_steerer()
+        answers = await self.adapter.answers(persona_id=persona_id)
+        escs = {e.id: e for e in await self.adapter.escalations(persona_id=persona_id)}
+        personas = sorted({escs[a.escalation_id].persona_id for a in answers if a.escalation_id in escs})
+        out: dict[str, RerunResult | str] = {}
+        for pid in personas:
+            es = await steerer.store.get(steerer.cache_key(pid))
+            if es is None:
+                out[pid] = "not cached"
+                continue
+            res = await self.apply(es)
+            out[pid] = res if res is not None else "older pool"
+        return out
+
+    def _need_steerer(self) -> Any:
+        if self._steerer is None:
+            raise FeedbackError("this needs a Steerer", hint="pass steerer= to Escalator or register() one")
+        return self._steerer
 
     # middleware hooks -------------------------------------------------------------------------
 
