@@ -18,12 +18,7 @@ import tempfile
 
 from openai import AsyncOpenAI
 
-from steerkit.adapters import steer
-from steerkit.backends import EmbeddedBackend
-from steerkit.middleware import SteerConfig, Steerer
-from steerkit.models import SearchConfig
-from steerkit.packs import PackRegistry
-from steerkit.store import DiskStore
+from steerkit import DiskStore, EmbeddedBackend, PackRegistry, SearchConfig, SteerConfig, Steerer, steer
 
 
 async def main() -> None:
@@ -33,7 +28,7 @@ async def main() -> None:
             DiskStore(tempfile.mkdtemp(prefix="steerkit-example-")),
             backend,  # the base model ICM searches with
             SteerConfig(
-                search=SearchConfig(max_iterations=4, num_seed=2, patience=2, fix_rounds=1),
+                search=SearchConfig(max_iterations=4, num_seed=2, patience=2),
                 max_pool_items=6,
                 k=4,
                 miss_policy="wait",  # first request computes the example set, then answers

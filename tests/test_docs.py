@@ -130,3 +130,12 @@ def test_docstring_examples(module: ModuleType, tmp_path: Path, monkeypatch: pyt
 def test_doctests_exist() -> None:
     """The flat public API is shown by a runnable example (so the doctest test is not vacuous)."""
     assert doctest.DocTestFinder().find(steerkit)[0].examples
+
+
+def test_examples_compile_and_their_imports_work() -> None:
+    files = sorted((ROOT / "examples").glob("*.py"))
+    assert files
+    for f in files:
+        code = f.read_text(encoding="utf-8")
+        compile(code, str(f), "exec")
+        assert run_imports(code, str(f)) > 0

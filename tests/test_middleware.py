@@ -19,7 +19,7 @@ from steerkit.packs import PackRegistry
 from steerkit.store import DiskStore, MemoryStore
 from steerkit.testing import FakeScorer, last_claim
 
-SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3, fix_rounds=2)
+SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3)
 APP_SYSTEM = "You are HelpBot, the assistant of ACME Bank."
 
 

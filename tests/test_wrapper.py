@@ -22,7 +22,7 @@ from steerkit.packs import PackRegistry
 from steerkit.store import MemoryStore
 from steerkit.testing import FakeScorer, last_claim
 
-SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3, fix_rounds=2)
+SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3)
 
 
 def _completion(text: str = "fake answer") -> dict[str, Any]:
@@ -188,7 +188,7 @@ async def test_end_to_end_steered_chat_against_llama_server(embedded_backend: An
     """A real search (embedded model, small pool) and real steered chat calls, plain and streamed."""
     steerer = Steerer(
         PackRegistry.default(), MemoryStore(), embedded_backend,
-        SteerConfig(search=SearchConfig(max_iterations=3, num_seed=2, patience=2, fix_rounds=1, restarts=1),
+        SteerConfig(search=SearchConfig(max_iterations=3, num_seed=2, patience=2, restarts=1),
                     max_pool_items=5, k=4, miss_policy="wait"),
     )
     client = steer(openai.AsyncOpenAI(base_url=llama_server_url, api_key="sk-no-key-needed"), steerer)
