@@ -70,6 +70,27 @@ def test_python_blocks_compile_and_their_imports_work(doc: str, line: int, code:
     run_imports(code, where)
 
 
+def test_self_contained_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks that need no server (no URL, no ``await``, no ``...``) run as written, in a clean home."""
+    for k in list(__import__("os").environ):
+        if k.startswith(("STEERKIT_", "XDG_")):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for doc, line, code in blocks("python"):
+        if "http" in code or "await" in code or "..." in code:
+            continue
+        ns: dict = {}
+        exec(compile(code, f"{doc}:{line}", "exec"), ns)  # noqa: S102 - the documentation's own code
+        for v in ns.values():
+            close = getattr(getattr(v, "store", None), "close", None)
+            if callable(close):
+                close()
+        ran += 1
+    assert ran >= 2
+
+
 def test_the_readme_has_python_and_bash_blocks() -> None:
     assert len(blocks("python")) >= 3 and len(blocks("bash")) >= 3
 
