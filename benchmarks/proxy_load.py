@@ -173,11 +173,35 @@ def _wait_healthy(proc: subprocess.Popen, port: int, path: str, timeout: float =
     raise RuntimeError(f"helper process on port {port} did not start")
 
 
+def _relay_main(port: int, workers: int) -> None:
+    """The bare relay's process: uvicorn (its process supervisor when ``workers`` > 1) on an
+    explicit TCP listening socket, as ``steerkit serve`` does (TCP_NODELAY on accepted sockets)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.set_inheritable(True)
+    config = uvicorn.Config("proxy_load:relay_app", factory=True, workers=workers, log_level="warning", access_log=False,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    if workers > 1:
+        import inspect
+
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn versions differ here
+            Multiprocess(config, target=server.run, sockets=[sock]).run()  # type: ignore[call-arg]
+        else:
+            Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run(sockets=[sock])
+
+
 def _start_relay(upstream: str, workers: int) -> tuple[subprocess.Popen, int]:
     port = _free_port()
-    env = dict(os.environ, BENCH_UPSTREAM=upstream)
-    cmd = [sys.executable, "-m", "uvicorn", "proxy_load:relay_app", "--factory", "--app-dir", str(Path(__file__).parent),
-           "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    env = dict(os.environ, BENCH_UPSTREAM=upstream, PYTHONPATH=str(Path(__file__).parent))
+    cmd = [sys.executable, __file__, "--_relay", str(port), str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
         _wait_healthy(proc, port, "/")
@@ -352,7 +376,11 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
     ap.add_argument("--workers", type=int, default=1, help="proxy and bare-relay worker processes (default 1)")
     ap.add_argument("--_stub", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--_relay", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._relay:
+        _relay_main(*args._relay)
+        return
     if args._stub:
         asyncio.run(_stub_main(args._stub[0], int(args._stub[1])))
         return

@@ -210,6 +210,9 @@ def _serve_workers(settings: Any) -> int:
 
     import uvicorn
 
+    import inspect
+    import socket
+
     from steerkit.errors import ConfigError
     from steerkit.server import SETTINGS_ENV
 
@@ -221,9 +224,7 @@ def _serve_workers(settings: Any) -> int:
         print(f"steerkit: warning: binding {s.host} without server.api_keys: anyone who can reach it can use the proxy",
               file=sys.stderr)
     os.environ[SETTINGS_ENV] = settings.to_json()
-    print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
-          file=sys.stderr)
-    uvicorn.run(
+    config = uvicorn.Config(
         "steerkit.server:worker_app",
         factory=True,
         workers=s.workers,
@@ -235,6 +236,28 @@ def _serve_workers(settings: Any) -> int:
         proxy_headers=False,
         server_header=False,
     )
+    # The listening socket is made here as an explicit TCP socket: asyncio sets TCP_NODELAY on
+    # accepted connections only when the listener's protocol is IPPROTO_TCP, and uvicorn's own
+    # (protocol 0) would leave Nagle on: ~40 ms stalls per response at low concurrency.
+    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((s.host, s.port))
+    except OSError as e:
+        raise BackendUnavailableError(f"the proxy could not bind {s.host}:{s.port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
+          file=sys.stderr)
+    from uvicorn.supervisors import Multiprocess
+
+    try:
+        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn versions differ here
+            Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
+        else:
+            Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
     return EXIT_OK
 
 
