@@ -197,6 +197,12 @@ WORKER = textwrap.dedent(
             q.receive_many([Answer(escalation_id=e.id, option=e.options[1].id, version=e.version,
                                    answer_id="a-" + e.id) for e in own[i:i + batch]])
             print("committed", b, flush=True)
+    if mode.startswith("kill-"):
+        # Never end on its own: the test decides when this process ends (SIGKILL, or closing stdin).
+        # Without this, a test process stalled for ~100 ms on a loaded machine found the worker
+        # already finished (exit 0, not -SIGKILL): the "worker ended early" flake.
+        print("done", flush=True)
+        sys.stdin.read()
     """
 )
 
@@ -204,7 +210,8 @@ WORKER = textwrap.dedent(
 def _spawn(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", WORKER, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 
 
@@ -244,7 +251,7 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path, mode):
         # kill once a few batches are in, at a moment that varies between attempts
         while len(committed) < 3 + 2 * attempt:
             line = p.stdout.readline()
-            assert line, p.stderr.read() if p.stderr else "worker ended early"
+            assert line.startswith("committed"), f"worker ended early: {line!r} {p.stderr.read() if p.stderr else ''}"
             committed.append(int(line.split()[1]))
         time.sleep(0.003 * attempt)
         p.send_signal(signal.SIGKILL)
