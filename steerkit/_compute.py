@@ -11,7 +11,10 @@ labels fixed): it is the only caller of `steerkit.icm.search`. Here, and only he
 - checkpoints (``checkpoint=True``: a per-key file under ``checkpoints_dir``, removed once the
   result is stored) and progress reports;
 - storing the new version and running the ``on_example_set`` hooks;
-- single flight: concurrent misses of one key share one search (`ensure`).
+- single flight: concurrent misses of one key share one search (`ensure`);
+- the any-time results: while a search runs, its latest complete, consistent labelling (the
+  search's ``snapshot``) is kept in memory (`provisional`), so a request that cannot wait for the
+  end is served from it, and the finished search publishes the refined set as a new version.
 
 Any keyword argument `compute` does not know is passed to the search unchanged (and
 ``search_options`` given at construction are passed to every search), so options the search gains
@@ -21,6 +24,7 @@ need no change here.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import time
@@ -103,6 +107,7 @@ class ExampleSets:
         self._background: set[asyncio.Task[Any]] = set()
         self._keys: dict[str, CacheKey] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # persona -> (monotonic time, error)
+        self._provisional: dict[str, ExampleSet] = {}  # key digest -> latest any-time snapshot
 
     # keys and pools ----------------------------------------------------------------------------
     @property
@@ -135,6 +140,11 @@ class ExampleSets:
         es = await self.store.get(self.cache_key(persona_id))
         self.metrics.inc("cache_hits" if es is not None else "cache_misses")
         return es
+
+    def provisional(self, persona_id: str) -> ExampleSet | None:
+        """The latest any-time snapshot of the persona's running (or failed) search: complete and
+        consistent, not final (``stats.provisional``); None when there is none."""
+        return self._provisional.get(self.cache_key(persona_id).digest())
 
     def last_error(self, persona_id: str) -> str | None:
         """The error of the persona's last failed search (None when it has not failed)."""
@@ -237,6 +247,19 @@ class ExampleSets:
 
             search = icm_search
         m = self.metrics
+        digest = key.digest()
+        user_snapshot = kwargs.pop("snapshot", None)
+
+        def on_snapshot(snap: ExampleSet) -> None:
+            self._provisional[digest] = snap
+            m.inc("anytime_snapshots")
+            if user_snapshot is not None:
+                user_snapshot(snap)
+
+        if _accepts(search, "snapshot"):
+            kwargs["snapshot"] = on_snapshot
+        elif user_snapshot is not None:
+            kwargs["snapshot"] = user_snapshot
         async with self._sem:
             m.inc("searches_started")
             m.inc("searches_running")
@@ -256,6 +279,7 @@ class ExampleSets:
                  es.stats.model_calls)
         if store:
             await self.put(key, es)
+        self._provisional.pop(digest, None)  # the stored final version supersedes it
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
         return es
@@ -350,6 +374,15 @@ class ExampleSets:
     async def aclose(self) -> None:
         """Cancel searches in flight."""
         await self._flight.cancel_all()
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    """Whether a search function takes the keyword ``name`` (custom search functions may not)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _backend_calls(backend: Any) -> int | None:

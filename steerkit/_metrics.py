@@ -43,6 +43,8 @@ _SERIES: dict[str, tuple[str, str, str]] = {
     "searches_running": ("gauge", "steerkit_searches_running", "Coherence searches running now."),
     "search_model_calls": ("counter", "steerkit_search_model_calls", "Scoring calls made by finished searches."),
     "search_prompt_tokens": ("counter", "steerkit_search_prompt_tokens", "Prompt tokens sent by finished searches."),
+    "anytime_snapshots": ("counter", "steerkit_anytime_snapshots", "Complete, consistent any-time labellings offered by running searches."),
+    "provisional_served": ("counter", "steerkit_provisional_served", "Requests steered from a running search's any-time labelling."),
     "escalations": ("counter", "steerkit_escalations", "Questions escalated to human review."),
 }
 

@@ -60,7 +60,9 @@ __all__ = [
 
 log = logging.getLogger("steerkit.middleware")
 
-CacheStatus = Literal["hit", "miss", "computed", "off", "none"]
+CacheStatus = Literal["hit", "miss", "computed", "provisional", "off", "none"]
+"""``provisional``: served from a running search's any-time labelling (complete and consistent;
+the finished search publishes the refined set as a new version)."""
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -208,22 +210,30 @@ class Steerer:
             return None, "off"
         task = sets.ensure(persona_id)  # None: no backend, or backing off after a failed search
         if task is None:
-            return None, "miss"
+            return self._provisional(persona_id)
         if policy == "background":
             sets.track(task)
-            return None, "miss"
+            return self._provisional(persona_id)
         try:
             if self.config.wait_timeout_s is not None:
                 es = await asyncio.wait_for(asyncio.shield(task), self.config.wait_timeout_s)
             else:
                 es = await asyncio.shield(task)
         except asyncio.TimeoutError:
+            # the any-time answer: the best complete labelling so far; the search goes on
             sets.track(task)
-            return None, "miss"
+            return self._provisional(persona_id)
         except Exception as e:  # the chat request goes on unsteered; the error is logged and counted
             log.error("search for %s failed: %s: %s", persona_id, type(e).__name__, e)
             return None, "miss"
         return es, ("computed" if es is not None else "miss")
+
+    def _provisional(self, persona_id: str) -> tuple[ExampleSet | None, CacheStatus]:
+        es = self.example_sets.provisional(persona_id)
+        if es is None:
+            return None, "miss"
+        self.metrics.inc("provisional_served")
+        return es, "provisional"
 
     # requests --------------------------------------------------------------------------------
     async def extract(self, messages: Sequence[Mapping[str, Any]]) -> list[PersonaMatch]:
@@ -361,6 +371,8 @@ def _aggregate(statuses: list[CacheStatus]) -> CacheStatus:
         return "none"
     if "computed" in statuses:
         return "computed"
+    if "provisional" in statuses:
+        return "provisional"
     if all(s == "hit" for s in statuses):
         return "hit"
     if all(s == "off" for s in statuses):

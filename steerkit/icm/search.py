@@ -432,6 +432,7 @@ class _Restart:
     async def step(self) -> None:
         ctx = self.ctx
         cfg = ctx.config
+        await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
         assert self.cur is not None
         remaining = self.unlabelled_units()
         forced = remaining > 0 and cfg.max_iterations - self.iteration <= remaining

@@ -20,9 +20,9 @@ The search, per restart:
    labelled units in its context; ties by the restart's RNG). Its items are scored with their
    current context (one prompt each; siblings share the context, so the prompt cache serves it)
    and the consistent assignment they predict best is taken (ConsistencyFix on the incoming
-   evidence). Readers it joins become stale. After the last unit, the stale units are re-scored in
-   one batch: from here on every score is that of the current labels, and the labelling is
-   complete and consistent (an *any-time* result, reported through ``snapshot``).
+   evidence). Readers it joins become stale. After the last unit the labelling is complete and
+   consistent, and is offered at once as an *any-time* result (``snapshot``); then the stale
+   units are re-scored in one batch, and from here on every score is that of the current labels.
 3. **Anneal**: propose only where a proposal can change something: an item whose label its
    context contradicts (ICM's proposal is the label the model predicts, so every other draw of
    the reference algorithm is a no-op). The candidates are the unit's consistent assignments
@@ -38,6 +38,7 @@ labels that violate their unit's constraint are dropped (the unit is labelled in
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Mapping
@@ -198,14 +199,19 @@ class SparseRestart:
         ctx, st = self.ctx, self.state
         u = self._pick()
         if u is None:
-            # every unit labelled: bring the stale readers up to date in one batch
+            # every unit labelled. Seed units have no score yet: score them (their context is full)
+            missing = sorted({st.unit_index_of[i] for i in self.labels if i not in self.scores})
+            if missing:
+                self.scores.update(await self._score_units(missing, self.labels))
+                self.stale.difference_update(missing)
+            # the labelling is complete and consistent: offer it now (any-time), although the units
+            # labelled before their context filled in still carry those earlier scores ...
+            self._set_current()
+            ctx.offer(self)
+            # ... then bring them up to date in one batch: from here on every score is current
             if self.stale:
                 self.scores.update(await self._score_units(sorted(self.stale), self.labels))
                 self.stale.clear()
-            missing = [i for i in self.labels if i not in self.scores]
-            if missing:  # seed units have no score yet when nothing was stale
-                units = sorted({st.unit_index_of[i] for i in missing})
-                self.scores.update(await self._score_units(units, self.labels))
             self.phase = "anneal"
             self._set_current()
             self.commit()
@@ -244,6 +250,7 @@ class SparseRestart:
 
     async def _anneal_one(self) -> None:
         ctx, st, cfg = self.ctx, self.state, self.ctx.config
+        await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
         x = self.rng.choice(self._contradicted())
         self.iteration += 1
         temp = ctx.temperature(self.iteration, self.accepted)

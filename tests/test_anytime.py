@@ -1,0 +1,125 @@
+"""The any-time path: a cold persona asked for with ``miss_policy="wait"`` and a time budget is
+answered within the budget from the running search's best complete, consistent labelling; the
+search goes on and publishes the refined set as a new version."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from steerkit.middleware import SteerConfig, Steerer
+from steerkit.models import SearchConfig
+from steerkit.packs import PackRegistry
+from steerkit.store import MemoryStore
+from steerkit.testing import FakeScorer, last_claim, unit_rand
+
+PERSONA = "polparty/democrat"
+MSG = [{"role": "user", "content": "I'm a Democrat. Do you favor raising the minimum wage?"}]
+
+
+def slow_fake(delay: float) -> FakeScorer:
+    """A *fake* scorer (no model): pseudo-random P(True) per claim and context, ``delay`` s per prompt."""
+    return FakeScorer(lambda p: 0.1 + 0.8 * unit_rand(p + last_claim(p)), delay=delay)
+
+
+class HeldFake(FakeScorer):
+    """A *fake* scorer that stops answering once told to ``hold`` until ``release``: the test, not
+    the clock, decides that the search outlasts the request's budget."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda p: 0.1 + 0.8 * unit_rand(p + last_claim(p)))
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.held = False
+
+    def hold(self, _es: Any = None) -> None:
+        """Stop answering (once: at the first snapshot) until ``gate.set()``."""
+        if not self.held:
+            self.held = True
+            self.gate.clear()
+
+    async def score(self, prompts):  # type: ignore[no-untyped-def]
+        await self.gate.wait()
+        return await super().score(prompts)
+
+
+def steerer(backend: Any, budget: float, search: SearchConfig, **kw: Any) -> Steerer:
+    config = SteerConfig(search=search, max_pool_items=40, k=4, miss_policy="wait", wait_timeout_s=budget)
+    return Steerer(PackRegistry.default(), MemoryStore(), backend, config, **kw)
+
+
+async def test_cold_persona_is_answered_within_the_budget_from_the_anytime_labelling() -> None:
+    fake = HeldFake()
+    # the scorer stops answering at the search's first complete labelling: the search outlasts
+    # the budget, and the request must be answered from that labelling
+    st = steerer(fake, 2.0, SearchConfig(mode="sparse", context_k=4, max_iterations=400, patience=400, seed=5),
+                 search_options={"snapshot": fake.hold})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    out, info = await st.prepare(MSG)
+    waited = loop.time() - t0
+    assert info.cache == "provisional", info
+    assert info.examples_used > 0 and "Persona" in out[0]["content"]
+    provisional = st.example_sets.provisional(PERSONA)
+    assert provisional is not None and provisional.stats.provisional
+    assert info.example_set_version == provisional.version
+    assert set(provisional.labels) == {it.id for it in st.pool(PERSONA).items} and provisional.violations == 0
+    # the search is still running, in the background, and finishes by itself
+    assert st.background_tasks == 1 and waited < 30
+    fake.gate.set()
+    await st.drain(timeout=300)
+    final = await st.example_set(PERSONA, miss_policy="off")
+    assert final is not None and not final.stats.provisional
+    assert final.version != provisional.version and final.score >= provisional.score
+    assert st.example_sets.provisional(PERSONA) is None  # the stored version superseded it
+    _, info2 = await st.prepare(MSG)
+    assert info2.cache == "hit" and info2.example_set_version == final.version
+    assert st.counters.searches_started == 1
+
+
+async def test_background_policy_also_serves_the_anytime_labelling() -> None:
+    fake = HeldFake()
+    st = steerer(fake, 30.0, SearchConfig(mode="sparse", context_k=4, max_iterations=400, patience=400, seed=5),
+                 search_options={"snapshot": fake.hold})
+    st.config = st.config.model_copy(update={"miss_policy": "background"})
+    st.example_sets.config = st.config
+    _, info = await st.prepare(MSG)
+    assert info.cache == "miss" and info.examples_used == 0  # nothing complete yet: unsteered
+    for _ in range(600):
+        if st.example_sets.provisional(PERSONA) is not None:
+            break
+        await asyncio.sleep(0.05)
+    _, info2 = await st.prepare(MSG)
+    assert info2.cache == "provisional" and info2.examples_used > 0
+    assert st.counters.searches_started == 1
+    fake.gate.set()
+    await st.drain(timeout=300)
+
+
+async def test_a_search_without_an_anytime_result_gives_a_plain_miss_on_timeout() -> None:
+    # exact ICM has no complete labelling until its completion phase ends
+    st = steerer(slow_fake(0.05), 0.3, SearchConfig(mode="exact", max_iterations=30, num_seed=2, seed=5))
+    _, info = await st.prepare(MSG)
+    assert info.cache == "miss" and info.examples_used == 0
+    await st.example_sets.aclose()
+
+
+@pytest.mark.llama
+async def test_anytime_answer_on_the_embedded_model(embedded_backend) -> None:  # type: ignore[no-untyped-def]
+    """End to end on the real model: a cold persona, a budget far below the search's length."""
+    config = SteerConfig(
+        search=SearchConfig(mode="sparse", context_k=4, max_iterations=60, patience=60, seed=2),
+        max_pool_items=12,
+        k=4,
+        miss_policy="wait",
+        wait_timeout_s=60.0,
+    )
+    st = Steerer(PackRegistry.default(), MemoryStore(), embedded_backend, config)
+    out, info = await st.prepare(MSG)
+    assert info.cache in ("provisional", "computed"), info
+    assert info.examples_used > 0
+    await st.drain(timeout=600)
+    final = await st.example_set(PERSONA, miss_policy="off")
+    assert final is not None and not final.stats.provisional and final.violations == 0
