@@ -305,7 +305,7 @@ class _Text:
 
     ``scanned`` counts the characters read: each pass over the text, each bounded window."""
 
-    __slots__ = ("norm", "low", "_quotes", "_sent_ends", "_clause_words", "_clause_marks", "_code", "scanned")
+    __slots__ = ("_clause_marks", "_clause_words", "_code", "_quotes", "_sent_ends", "low", "norm", "scanned")
 
     def __init__(self, norm: str) -> None:
         self.norm = norm

@@ -301,7 +301,7 @@ def test_needs_a_secret():
 
 async def _callback_adapter():
     ad = WebhookAdapter("http://127.0.0.1:9/unused", SECRET)
-    es, escs = _escs(2)
+    _, escs = _escs(2)
     await asyncio.to_thread(ad.queue.submit, escs)  # recorded, not delivered: only the callback is tested
     return ad, escs
 

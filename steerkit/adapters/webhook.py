@@ -57,7 +57,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +337,7 @@ class WebhookAdapter(QueueAdapter):
 
     async def _record_callback(self, body: bytes, signed_at: int) -> CallbackResult:
         try:
-            answers = _parse_answers(_load_json(body), datetime.fromtimestamp(signed_at, timezone.utc))
+            answers = _parse_answers(_load_json(body), datetime.fromtimestamp(signed_at, UTC))
         except (ValueError, ValidationError) as e:
             return CallbackResult(400, error=f"malformed answer payload: {str(e)[:300]}")
         try:
