@@ -38,7 +38,7 @@ from steerkit.errors import (
 )
 from steerkit._compute import ExampleSets, PrecomputeResult
 from steerkit._metrics import Counters, Metrics
-from steerkit.config import (
+from steerkit._config import (
     Settings,
     SteerConfig,
     SteerOptions,
@@ -57,9 +57,9 @@ from steerkit.escalation import (
     collaborative_rerun,
 )
 from steerkit.extract import LLMExtractor, PersonaMatch, RuleExtractor
-from steerkit.middleware import SteerInfo, Steerer
+from steerkit._middleware import SteerInfo, Steerer
 from steerkit.packs import PackRegistry
-from steerkit.store import CacheKey, DiskStore, ExampleSetStore, MemoryStore
+from steerkit._store import CacheKey, DiskStore, ExampleSetStore, MemoryStore
 from steerkit.models import (
     ConsistencyGroup,
     ExampleSet,
@@ -80,7 +80,7 @@ if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
     from steerkit.adapters.queue import QueueAdapter
     from steerkit.adapters.webhook import WebhookAdapter
     from steerkit.backends import EmbeddedBackend, LogprobBackend, OpenAIBackend, RetryPolicy
-    from steerkit.server import create_app
+    from steerkit._server import create_app
 
 #: Exports whose modules are imported on first use (they pull in openai, llama.cpp, Starlette…).
 _LAZY = {
@@ -95,7 +95,7 @@ _LAZY = {
     "ConsoleAdapter": "steerkit.adapters.console",
     "CallbackAdapter": "steerkit.adapters.callback",
     "WebhookAdapter": "steerkit.adapters.webhook",
-    "create_app": "steerkit.server",
+    "create_app": "steerkit._server",
 }
 
 

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerkit._metrics import Metrics
-from steerkit.config import SteerConfig, expand_path
+from steerkit._config import SteerConfig, expand_path
 from steerkit.errors import SteerkitError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig
-from steerkit.store import CacheKey, ExampleSetStore, SingleFlight
+from steerkit._store import CacheKey, ExampleSetStore, SingleFlight
 
 if TYPE_CHECKING:
     from steerkit.packs import PackRegistry

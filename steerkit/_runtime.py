@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from steerkit.config import Settings
+from steerkit._config import Settings
 from steerkit.errors import ConfigError
 
 if TYPE_CHECKING:
     import openai
 
     from steerkit.backends.base import LogprobBackend
-    from steerkit.middleware import Steerer
+    from steerkit._middleware import Steerer
     from steerkit.packs import PackRegistry
-    from steerkit.store import DiskStore
+    from steerkit._store import DiskStore
 
 __all__ = ["Runtime", "make_backend", "make_registry", "make_store", "make_steerer"]
 
@@ -60,7 +60,7 @@ def make_registry(settings: Settings) -> PackRegistry:
 
 
 def make_store(settings: Settings) -> DiskStore:
-    from steerkit.store import DiskStore
+    from steerkit._store import DiskStore
 
     return DiskStore(settings.examples_dir)
 
@@ -68,7 +68,7 @@ def make_store(settings: Settings) -> DiskStore:
 def make_steerer(settings: Settings, registry: PackRegistry, store: DiskStore, backend: LogprobBackend | None) -> Steerer:
     """The steerer every command and the proxy use: ``[steer]`` options, the cache under
     ``cache_dir``, checkpoints under ``cache_dir/checkpoints``."""
-    from steerkit.middleware import Steerer
+    from steerkit._middleware import Steerer
 
     return Steerer(registry, store, backend, settings.steer_config(), checkpoints_dir=settings.checkpoints_dir)
 

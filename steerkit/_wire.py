@@ -1,5 +1,5 @@
 """The OpenAI wire format, in one place: used by the in-process client wrapper
-(`steerkit.adapters.steer`) and by the proxy (`steerkit.server`).
+(`steerkit.adapters.steer`) and by the proxy (`steerkit._server`).
 
 - `parse_options`: a request's ``steerkit`` value (object, JSON string, bool) → `SteerOptions`;
 - `split_request`: pop the ``steerkit`` field from a chat request body (top level, i.e. the SDK's
@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from steerkit.config import SteerOptions
+from steerkit._config import SteerOptions
 from steerkit.errors import InvalidRequestError
-from steerkit.middleware import SteerInfo, validate_messages
+from steerkit._middleware import SteerInfo, validate_messages
 
 __all__ = [
     "WireError",

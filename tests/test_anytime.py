@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from steerkit.middleware import SteerConfig, Steerer
+from steerkit._middleware import SteerConfig, Steerer
 from steerkit.models import SearchConfig
 from steerkit.packs import PackRegistry
-from steerkit.store import MemoryStore
+from steerkit._store import MemoryStore
 from steerkit.testing import FakeScorer, last_claim, unit_rand
 
 PERSONA = "polparty/democrat"

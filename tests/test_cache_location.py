@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from steerkit import DiskStore, Settings, Steerer
-from steerkit.config import default_cache_dir, default_examples_dir, expand_path
+from steerkit._config import default_cache_dir, default_examples_dir, expand_path
 
 PERSONA = "polparty/democrat"
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"

@@ -23,7 +23,7 @@ from steerkit.escalation import (
 )
 from steerkit.evaluation import ClaimPredictor, coherence, label_accuracy, mutual_predictability, test_accuracy
 from steerkit.models import SearchConfig
-from steerkit.store import DiskStore
+from steerkit._store import DiskStore
 
 CFG = SearchConfig(max_iterations=40, seed=3)
 
@@ -162,7 +162,7 @@ async def test_live_hook_with_auto_apply_switches_the_store(tmp_path):
     adapter = QueueAdapter(tmp_path / "q.sqlite")
     esc = Escalator(adapter, RandomPolicy(seed=5), k=1, budget=None, backend=backend, store=store, auto_apply=True)
 
-    class FakeSteerer:  # a fake stand-in for steerkit.middleware.Steerer: the hook list only
+    class FakeSteerer:  # a fake stand-in for steerkit._middleware.Steerer: the hook list only
         on_example_set: list = []
 
     steerer = FakeSteerer()
@@ -209,9 +209,9 @@ async def test_evaluation_test_and_label_accuracy():
 
 
 async def test_escalator_registered_on_a_real_steerer(tmp_path):
-    from steerkit.middleware import SteerConfig, Steerer
+    from steerkit._middleware import SteerConfig, Steerer
     from steerkit.packs import PackRegistry
-    from steerkit.store import MemoryStore
+    from steerkit._store import MemoryStore
     from steerkit.testing import FakeScorer, last_claim
 
     backend = FakeScorer(lambda p: 0.2 + (len(last_claim(p)) % 7) / 10)  # a fake: deterministic, uneven
@@ -248,9 +248,9 @@ async def test_escalator_registered_on_a_real_steerer(tmp_path):
 async def test_human_reruns_are_counted_and_share_the_search_limit(tmp_path):
     """A human re-run goes through the Steerer's compute service: counted like any search, and it
     waits for a free search slot (``max_concurrent_searches``)."""
-    from steerkit.middleware import SteerConfig, Steerer
+    from steerkit._middleware import SteerConfig, Steerer
     from steerkit.packs import PackRegistry
-    from steerkit.store import MemoryStore
+    from steerkit._store import MemoryStore
     from steerkit.testing import FakeScorer, last_claim
 
     class GatedFakeScorer(FakeScorer):  # a fake whose calls wait for a gate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steerkit.config import Settings
+from steerkit._config import Settings
 from steerkit.errors import ConfigError
 
 

@@ -217,7 +217,7 @@ async def test_escalator_rounds_budget_and_refresh(tmp_path):
 
 
 class FakeSteerer:
-    """A fake stand-in for steerkit.middleware.Steerer: only the hook list and metrics."""
+    """A fake stand-in for steerkit._middleware.Steerer: only the hook list and metrics."""
 
     def __init__(self) -> None:
         self.on_example_set = []

@@ -206,8 +206,8 @@ async def test_llm_extractor_filters_unknown_ids_and_hallucinated_evidence() -> 
 
 
 async def test_llm_extractor_in_a_steerer_is_counted() -> None:
-    from steerkit.middleware import SteerConfig, Steerer
-    from steerkit.store import MemoryStore
+    from steerkit._middleware import SteerConfig, Steerer
+    from steerkit._store import MemoryStore
 
     reg = PackRegistry.default()
     client = FakeChatClient(json.dumps({"matches": [

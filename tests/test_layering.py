@@ -103,7 +103,7 @@ def test_no_import_cycle_between_concepts() -> None:
     for n in sorted(graph):
         if n not in state:
             visit(n)
-    assert graph["middleware"] and graph["escalation"]  # the graph is not empty by mistake
+    assert graph["_middleware"] and graph["escalation"]  # the graph is not empty by mistake
 
 
 def _imported_modules(prefix: str) -> set[str]:
@@ -115,20 +115,20 @@ def _imported_modules(prefix: str) -> set[str]:
 
 
 def test_the_middleware_knows_nothing_of_http() -> None:
-    mods = _imported_modules("steerkit.middleware")
+    mods = _imported_modules("steerkit._middleware")
     assert "steerkit.extract" in mods  # the check reads real imports
-    http = {"httpx", "starlette", "openai", "uvicorn", "steerkit.server", "steerkit._wire", "steerkit.adapters"}
+    http = {"httpx", "starlette", "openai", "uvicorn", "steerkit._server", "steerkit._wire", "steerkit.adapters"}
     assert not {m for m in mods if m.split(".")[0] in http or m in http or m.startswith("starlette")}
 
 
 def test_the_search_knows_nothing_of_http_caches_or_chat() -> None:
     mods = _imported_modules("steerkit.icm")
-    bad = {"httpx", "starlette", "openai", "steerkit.store", "steerkit.middleware", "steerkit.server", "steerkit._wire",
-           "steerkit._compute", "steerkit.inject", "steerkit.extract"}
+    bad = {"httpx", "starlette", "openai", "steerkit._store", "steerkit._middleware", "steerkit._server", "steerkit._wire",
+           "steerkit._compute", "steerkit._inject", "steerkit.extract"}
     assert "steerkit.models" in mods and not (mods & bad)
 
 
 def test_the_cli_and_the_proxy_do_not_search_themselves() -> None:
-    for prefix in ("steerkit.cli", "steerkit.server"):
+    for prefix in ("steerkit.cli", "steerkit._server"):
         mods = _imported_modules(prefix)
         assert not {m for m in mods if m.startswith("steerkit.icm")}, prefix

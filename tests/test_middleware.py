@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from steerkit.errors import InvalidRequestError, UnknownPersonaError
-from steerkit.inject import inject_block, select_examples
+from steerkit._inject import inject_block, select_examples
 from steerkit._metrics import Metrics
 from steerkit._wire import split_request, steer_headers
-from steerkit.middleware import SteerConfig, Steerer, SteerInfo, SteerOptions
+from steerkit._middleware import SteerConfig, Steerer, SteerInfo, SteerOptions
 from steerkit.models import ExampleSet, Label, Provenance, SearchConfig
 from steerkit.packs import PackRegistry
-from steerkit.store import DiskStore, MemoryStore
+from steerkit._store import DiskStore, MemoryStore
 from steerkit.testing import FakeScorer, last_claim
 
 SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3)

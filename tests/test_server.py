@@ -24,8 +24,8 @@ import uvicorn
 
 from fake_upstream import FakeUpstream
 from steerkit._runtime import make_registry, make_steerer, make_store
-from steerkit.config import Settings
-from steerkit.server import ProxyApp, create_app
+from steerkit._config import Settings
+from steerkit._server import ProxyApp, create_app
 from steerkit.testing import FakeScorer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the same loop as the (session-scoped) fixtures

@@ -16,10 +16,10 @@ import pytest
 
 from steerkit.adapters import SteeredClient, SteeredStream, steer, steered_chat
 from steerkit.errors import InvalidRequestError
-from steerkit.middleware import SteerConfig, Steerer, SteerInfo
+from steerkit._middleware import SteerConfig, Steerer, SteerInfo
 from steerkit.models import SearchConfig
 from steerkit.packs import PackRegistry
-from steerkit.store import MemoryStore
+from steerkit._store import MemoryStore
 from steerkit.testing import FakeScorer, last_claim
 
 SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3)

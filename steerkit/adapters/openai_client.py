@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from steerkit._wire import parse_options, record_usage, split_sdk_kwargs
-from steerkit.config import SteerOptions
+from steerkit._config import SteerOptions
 from steerkit.errors import InvalidRequestError
-from steerkit.middleware import Steerer, SteerInfo
+from steerkit._middleware import Steerer, SteerInfo
 
 __all__ = ["SteeredClient", "SteeredStream", "steer", "steered_chat"]
 

@@ -12,7 +12,7 @@ Commands::
 
 Every command takes ``--config FILE``, ``--cache-dir DIR``, ``--packs-dir DIR`` and ``-v``; the
 configuration is the TOML file, then ``STEERKIT_*`` environment variables, then flags (see
-`steerkit.config`).
+`steerkit._config`).
 
 Exit codes (a script can rely on them):
 
@@ -151,7 +151,7 @@ def _unavailable(name: str, why: str) -> int:
 
 def load_settings(args: argparse.Namespace) -> Any:
     """Settings from the config file, env and this command's flags (flags win)."""
-    from steerkit.config import Settings
+    from steerkit._config import Settings
 
     overrides: dict[str, Any] = {
         "cache_dir": getattr(args, "cache_dir", None),
@@ -214,7 +214,7 @@ def _serve_workers(settings: Any) -> int:
     import socket
 
     from steerkit.errors import ConfigError
-    from steerkit.server import SETTINGS_ENV
+    from steerkit._server import SETTINGS_ENV
 
     s = settings.server
     if not settings.chat_model.base_url:
@@ -225,7 +225,7 @@ def _serve_workers(settings: Any) -> int:
               file=sys.stderr)
     os.environ[SETTINGS_ENV] = settings.to_json()
     config = uvicorn.Config(
-        "steerkit.server:worker_app",
+        "steerkit._server:worker_app",
         factory=True,
         workers=s.workers,
         host=s.host,
@@ -268,7 +268,7 @@ async def _serve_async(settings: Any) -> int:
 
     from steerkit._runtime import Runtime
     from steerkit.errors import ConfigError
-    from steerkit.server import create_app
+    from steerkit._server import create_app
 
     s = settings.server
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_keys:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from steerkit.errors import UserError
-from steerkit.store import EXPORT_FORMAT, export_entries, import_entries, list_entries
+from steerkit._store import EXPORT_FORMAT, export_entries, import_entries, list_entries
 
 __all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
 

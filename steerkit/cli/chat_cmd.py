@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, settings: Any) -> int:
     from steerkit._runtime import Runtime
-    from steerkit.config import SteerOptions
+    from steerkit._config import SteerOptions
 
     options = SteerOptions(
         enabled=not args.no_steer,

@@ -66,7 +66,7 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from steerkit._runtime import Runtime
-    from steerkit.config import SteerOptions
+    from steerkit._config import SteerOptions
 
     console = Console(quiet=not show)
     t_all = time.perf_counter()

@@ -70,7 +70,7 @@ def default_queue_path(args: argparse.Namespace | None = None) -> Path:
 
             cache_dir = Path(load_settings(args or argparse.Namespace()).cache_dir)
         except Exception:  # configuration unavailable: the documented default
-            from steerkit.config import default_cache_dir
+            from steerkit._config import default_cache_dir
 
             cache_dir = default_cache_dir()
     return cache_dir / QUEUE_FILE

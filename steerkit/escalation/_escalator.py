@@ -188,7 +188,7 @@ class Escalator:
         return on_example_set
 
     def register(self, steerer: Any) -> Callable[[str, ExampleSet], Awaitable[None]]:
-        """Append `hook` to ``steerer.on_example_set`` (a `steerkit.middleware.Steerer`) and return it.
+        """Append `hook` to ``steerer.on_example_set`` (a `steerkit._middleware.Steerer`) and return it.
 
         Every example set the Steerer stores (a search on a miss, ``steerkit precompute`` through
         ``Steerer.compute``, a re-run) is escalated in the background; `apply` then stores new

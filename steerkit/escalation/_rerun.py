@@ -16,7 +16,7 @@ from steerkit.escalation._adapter import FeedbackAdapter
 from steerkit.escalation._render import answer_labels
 from steerkit.escalation._types import Answer, _utcnow
 from steerkit.models import ExampleSet, Label, SearchConfig
-from steerkit.store import CacheKey
+from steerkit._store import CacheKey
 
 if TYPE_CHECKING:  # pragma: no cover
     from steerkit.backends.base import LogprobBackend
@@ -48,8 +48,8 @@ def _compute_service(backend: Any, store: Any | None, config: SearchConfig) -> E
     steerer_sets = getattr(backend, "example_sets", None)  # a Steerer
     if isinstance(steerer_sets, ExampleSets):
         return steerer_sets
-    from steerkit.config import SteerConfig
-    from steerkit.store import MemoryStore
+    from steerkit._config import SteerConfig
+    from steerkit._store import MemoryStore
 
     return ExampleSets(None, store if store is not None else MemoryStore(), backend,  # type: ignore[arg-type]
                        SteerConfig(search=config))

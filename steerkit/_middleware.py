@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from steerkit._compute import ExampleSets, Hook, SearchFn
 from steerkit._metrics import Counters, Metrics
-from steerkit.config import MissPolicy, Mode, SteerConfig, SteerOptions
+from steerkit._config import MissPolicy, Mode, SteerConfig, SteerOptions
 from steerkit.errors import InvalidRequestError, UnknownPersonaError
 from steerkit.extract import (
     Extractor,
@@ -36,7 +36,7 @@ from steerkit.extract import (
     best_per_dimension,
     message_text,
 )
-from steerkit.inject import (
+from steerkit._inject import (
     PersonaBlock,
     inject_block,
     render_block,
@@ -45,7 +45,7 @@ from steerkit.inject import (
 )
 from steerkit.models import ExampleSet, Pool
 from steerkit.packs import PackRegistry
-from steerkit.store import CacheKey, DiskStore, ExampleSetStore
+from steerkit._store import CacheKey, DiskStore, ExampleSetStore
 
 __all__ = [
     "CacheStatus",

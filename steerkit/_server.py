@@ -51,7 +51,7 @@ from starlette.routing import Route
 from steerkit._metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Metrics
 from steerkit._version import __version__
 from steerkit._wire import WireError, parse_chat_body, steer_headers
-from steerkit.config import Settings
+from steerkit._config import Settings
 from steerkit.errors import ConfigError, SteerkitError, UserError
 
 __all__ = ["ProxyApp", "UpstreamClients", "create_app", "worker_app"]
@@ -81,7 +81,7 @@ _ROUTES = ("/v1/chat/completions", "/v1/models", "/healthz", "/metrics")
 
 
 class SteererLike(Protocol):
-    """What the proxy needs from `steerkit.middleware.Steerer`."""
+    """What the proxy needs from `steerkit._middleware.Steerer`."""
 
     async def prepare(self, messages: list[dict], options: Any = None) -> tuple[list[dict], Any]: ...
 

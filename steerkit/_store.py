@@ -32,7 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from steerkit._version import __version__
-from steerkit.config import default_cache_dir, default_examples_dir, expand_path  # noqa: F401  (re-exported)
+from steerkit._config import default_cache_dir, default_examples_dir, expand_path  # noqa: F401  (re-exported)
 from steerkit.errors import CacheCorruptionWarning, StoreError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig, stable_hash
 
