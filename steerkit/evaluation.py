@@ -34,7 +34,9 @@ __all__ = [
     "coherence",
     "label_accuracy",
     "mutual_predictability",
+    "normalise",
     "prediction_confidence",
+    "score_claims",
     "test_accuracy",
 ]
 
@@ -81,12 +83,31 @@ class ClaimPredictor:
     async def predict(
         self, persona: Persona, demos: Sequence[tuple[Item, bool]], question: Sequence[Item]
     ) -> dict[str, float]:
-        scores = await self.backend.score([self.prompt(persona, demos, it) for it in question])
-        p = {it.id: s.prob_true() for it, s in zip(question, scores)}
-        if len(question) == 1:
-            return p
-        total = sum(p.values())
-        return {k: v / total for k, v in p.items()} if total > 0 else {k: 1.0 / len(p) for k in p}
+        return normalise(await score_claims(self.backend, persona, demos, question, self.config))
+
+
+async def score_claims(
+    backend: LogprobBackend,
+    persona: Persona,
+    demos: Sequence[tuple[Item, bool]],
+    question: Sequence[Item],
+    config: SearchConfig | None = None,
+) -> dict[str, float]:
+    """Each member item's own P(True) (two-way normalised over True/False, *not* across the
+    question's options) after the labelled demonstrations, in the search's prompt format."""
+    from steerkit.icm import render_demonstration, render_prompt
+
+    prefix = "".join(render_demonstration(persona, it, v, config) for it, v in demos)
+    scores = await backend.score([prefix + render_prompt(persona, it, config) for it in question])
+    return {it.id: s.prob_true() for it, s in zip(question, scores)}
+
+
+def normalise(p_true: Mapping[str, float]) -> dict[str, float]:
+    """Per-option P(True) of one question → a distribution over its options (one item: as is)."""
+    if len(p_true) == 1:
+        return dict(p_true)
+    total = sum(p_true.values())
+    return {k: v / total for k, v in p_true.items()} if total > 0 else {k: 1.0 / len(p_true) for k in p_true}
 
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

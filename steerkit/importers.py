@@ -22,9 +22,12 @@ from steerkit.errors import DatasetImportError
 from steerkit.models import Item, stable_hash
 
 __all__ = [
+    "PERSONA_TAILORING_STYLES",
+    "cluster_style",
     "import_globalopinionqa_csv",
     "import_jsonl",
     "import_opinionqa",
+    "import_persona_tailoring",
     "is_refusal",
     "write_jsonl",
 ]
@@ -341,3 +344,102 @@ def write_jsonl(items: Iterable[Item], path: str | Path) -> Path:
         for it in items:
             f.write(it.model_dump_json(exclude_defaults=False) + "\n")
     return p
+
+
+# --- Persona-Tailoring --------------------------------------------------------------------------
+
+#: The seed paper's Table 2: the four interaction styles the Persona-Tailoring personas are
+#: clustered into, by (positive keywords, negative keywords). Keys are the shipped pack's ids.
+PERSONA_TAILORING_STYLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "style/dcf": (
+        ("direct", "concise", "to the point", "brief", "short answer", "no fluff", "without elaboration"),
+        ("explore options", "background", "context", "nuanced", "ask follow-up", "conversation", "discuss further"),
+    ),
+    "style/dec": (
+        ("empathetic", "gentle", "reassure", "acknowledge emotions", "personalized", "supportive", "tailored"),
+        ("blunt", "impersonal", "no empathy", "strictly factual"),
+    ),
+    "style/dms": (
+        ("step by step", "step-by-step", "instructions", "checklist", "exact measurements", "clear steps",
+         "specific guidance", "recipe"),
+        ("high-level", "theoretical", "overview", "open-ended", "exploratory"),
+    ),
+    "style/dsn": (
+        ("in-depth", "underlying mechanisms", "nuanced", "context", "background", "historical", "clarify first",
+         "ensure understanding"),
+        ("just answer", "skip context", "brief only", "no clarifying questions"),
+    ),
+}
+
+
+def cluster_style(persona_text: str) -> str | None:
+    """The Table 2 style a free-text persona belongs to: the style whose positive keywords it
+    matches most, less its negative-keyword matches; None when no style scores above zero or two
+    styles tie at the top."""
+    t = persona_text.lower()
+    score = {k: sum(w in t for w in pos) - sum(w in t for w in neg) for k, (pos, neg) in PERSONA_TAILORING_STYLES.items()}
+    best = max(score.values())
+    top = [k for k, v in score.items() if v == best]
+    return top[0] if best > 0 and len(top) == 1 else None
+
+
+def import_persona_tailoring(
+    data_dir: str | Path,
+    *,
+    subsets: Sequence[str] = ("Anthropic HHH", "BeaverTails"),
+    splits: Sequence[str] = ("fewshot", "sft_train", "sft_val", "dpo_train", "dpo_val", "test"),
+    max_chars: int | None = None,
+    id_prefix: str = "pt",
+) -> dict[str, list[Item]]:
+    """Preference items from the Persona-Tailoring release (Balepur et al. 2025), by style.
+
+    ``data_dir`` is the release's ``data`` folder (``persona-tailoring-<subset>/<split>/*.arrow``,
+    Hugging Face ``save_to_disk`` Arrow streams; needs ``pyarrow``). Each row whose
+    ``chosen_persona_gold`` clusters into one of the four styles (`cluster_style`, the paper's
+    Table 2) becomes one ``preference`` item: the two responses in a seeded order, gold True when
+    choice 1 is the chosen one. ``max_chars`` skips rows whose prompt and responses together are
+    longer (prompt cost on small models). Returns {style id: items}.
+    """
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise DatasetImportError(
+            "reading Persona-Tailoring needs pyarrow", hint="pip install 'steerkit[eval]'"
+        ) from None
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetImportError(f"{root}: not a folder", hint="give the Persona-Tailoring release's data/ folder")
+    out: dict[str, list[Item]] = {k: [] for k in PERSONA_TAILORING_STYLES}
+    found = 0
+    for subset in subsets:
+        for split in splits:
+            for f in sorted((root / f"persona-tailoring-{subset}" / split).glob("*.arrow")):
+                found += 1
+                try:
+                    rows = pa.ipc.open_stream(str(f)).read_all().to_pylist()
+                except (OSError, pa.ArrowInvalid) as e:
+                    raise DatasetImportError(f"{f}: not an Arrow stream ({e})") from None
+                for n, row in enumerate(rows):
+                    where = f"{f}:{n}"
+                    missing = {"prompt", "chosen", "rejected", "chosen_persona_gold"} - set(row)
+                    if missing:
+                        raise DatasetImportError(f"{where}: missing column(s) {sorted(missing)}")
+                    prompt, chosen, rejected = (str(row[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
+                    style = cluster_style(str(row["chosen_persona_gold"] or ""))
+                    if style is None or not (prompt and chosen and rejected):
+                        continue
+                    if max_chars is not None and len(prompt) + len(chosen) + len(rejected) > max_chars:
+                        continue
+                    h = stable_hash([subset, split, n, prompt, chosen])
+                    first = int(h[:2], 16) % 2 == 0  # the chosen response is choice 1 about half the time
+                    c1, c2 = (chosen, rejected) if first else (rejected, chosen)
+                    out[style].append(
+                        Item(id=f"{id_prefix}/{h}", kind="preference", question=prompt, choice_1=c1, choice_2=c2,
+                             gold=first, meta={"source": "persona-tailoring", "subset": subset, "split": split, "row": n})
+                    )
+    if not found:
+        raise DatasetImportError(
+            f"{root}: no persona-tailoring-<subset>/<split>/*.arrow files for subsets {list(subsets)}",
+            hint="point at nbalepur_persona-anon/data",
+        )
+    return out

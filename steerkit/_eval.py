@@ -1,0 +1,591 @@
+"""The seed paper's evaluation protocol (its sections 4–5, appendices G–I), end to end.
+
+For each persona, its gold-labelled questions are split into ``folds`` (k-fold, stratified by
+persona: every persona's questions are split evenly). For each fold, the ICM search labels the
+other folds' items (the *train* pool) and those labelled items are the in-context examples for the
+held-out fold. Conditions, on the same held-out questions:
+
+- ``zero_shot_base``: the base model scores each option's claim alone;
+- ``zero_shot_chat``: the chat model picks a lettered option (`ChatPredictor`), no examples;
+- ``random``: the train items with random consistent labels;
+- ``icm``: with the ICM search's labels;
+- ``accuracy_matched``: ICM's labels perturbed to the same train accuracy (exactly: a question ICM
+  got right is made wrong for each one it got wrong that is made right) and, so, less coherent;
+  the mean over ``perturbations`` (5) perturbations;
+- ``gold``: with the gold (plurality / chosen) labels; ``inverted``: every gold label flipped.
+
+Metrics: test accuracy per persona and the mean over personas with standard errors; ICM label
+accuracy against gold; the coherence U (`steerkit.icm.Objective`, exact leave-one-out) of every
+condition's train labels on the first ``coherence_folds`` folds; prediction stability (two-option
+questions, each option's claim scored separately: stable when exactly one is True); expected
+calibration error (15 bins); accuracy against the number of in-context questions (n sweep).
+
+Every scored prompt goes through a disk cache (`steerkit._scorecache`): a re-run, with more
+conditions or after a kill, repeats no model work (the seeded search replays from the cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import math
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from steerkit._probe import gold_questions, question_outcome, random_labels
+from steerkit._scorecache import CachedBackend, ScoreCache
+from steerkit._version import __version__
+from steerkit.backends.base import LogprobBackend
+from steerkit.errors import BackendError, UserError
+from steerkit.models import Item, Persona, Pool, SearchConfig, stable_hash
+
+__all__ = [
+    "CONDITIONS",
+    "EvalConfig",
+    "EvalPersona",
+    "EvalReport",
+    "accuracy_matched",
+    "expected_calibration_error",
+    "load_dataset",
+    "make_folds",
+    "run_eval",
+    "write_plots",
+]
+
+CONDITIONS = ("zero_shot_chat", "zero_shot_base", "random", "icm", "accuracy_matched", "gold", "inverted")
+FEW_SHOT = ("random", "icm", "accuracy_matched", "gold", "inverted")
+DatasetKind = Literal["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"]
+
+OQA_PARTIES = {"Democrat": "Democrats", "Republican": "Republicans", "Independent": "Independents"}
+GQA_COUNTRIES = ("Brazil", "Britain", "France", "Germany", "Indonesia", "Japan", "Jordan", "Lebanon", "Mexico",
+                 "Nigeria", "Pakistan", "Russia", "Turkey")
+PT_NAMES = {
+    "style/dcf": ("DCF", "users who prefer direct, concise, fact-first answers"),
+    "style/dec": ("DEC", "users who prefer dialogic, empathetic, coaching answers"),
+    "style/dms": ("DMS", "users who prefer direct, methodical, step-by-step answers"),
+    "style/dsn": ("DSN", "users who prefer dialogic, scholarly, nuanced answers"),
+}
+
+
+@dataclass
+class EvalPersona:
+    persona: Persona
+    questions: list[list[Item]]
+    label: str = ""
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _sample(qs: list[list[Item]], n: int | None, seed: int | str) -> list[list[Item]]:
+    qs = list(qs)
+    random.Random(seed).shuffle(qs)
+    return qs if n is None else qs[:n]
+
+
+def load_dataset(
+    kind: DatasetKind,
+    path: str | Path,
+    *,
+    questions: int | None = None,
+    personas: Sequence[str] | None = None,
+    seed: int = 0,
+    wave: str = "American_Trends_Panel_W92",
+    options: Sequence[int] = (2,),
+    max_chars: int | None = None,
+    persona_name: str | None = None,
+) -> list[EvalPersona]:
+    """Gold-labelled questions per persona, ``questions`` of each (a seeded sample).
+
+    - ``opinionqa``: ``path`` is OpinionQA's ``human_resp`` folder (or one wave folder); personas
+      are POLPARTY groups (default the three parties); the same questions for every party.
+    - ``globalopinionqa``: ``path`` is the CSV; personas are countries (default the paper's 13),
+      questions answered in all of them.
+    - ``jsonl``: one persona (``persona_name``) and the file's items with gold labels.
+    - ``persona-tailoring``: ``path`` is the release's ``data`` folder; personas are the four Table 2
+      styles (``dcf``, ``dec``, ``dms``, ``dsn``); ``max_chars`` skips long pairs.
+    """
+    from steerkit import importers
+
+    p = Path(path).expanduser()
+    out: list[EvalPersona] = []
+    if kind == "opinionqa":
+        wave_dir = p if (p / "info.csv").is_file() else p / wave
+        groups = list(personas or OQA_PARTIES)
+        by_group = {}
+        for g in groups:
+            qs: dict[str, list[Item]] = {}
+            for it in importers.import_opinionqa(wave_dir, "POLPARTY", g, allowed_options=tuple(options)):
+                qs.setdefault(str(it.group), []).append(it)
+            by_group[g] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
+        common = sorted(set.intersection(*(set(v) for v in by_group.values())))
+        random.Random(seed).shuffle(common)
+        keep = common if questions is None else common[:questions]
+        for g in groups:
+            name = OQA_PARTIES.get(g, g)
+            persona = Persona(id=f"polparty/{g.lower()}", name=name, dimension="political_affiliation")
+            out.append(EvalPersona(persona, [[it for it in by_group[g][k]] for k in keep], g))
+    elif kind == "globalopinionqa":
+        countries = list(personas or GQA_COUNTRIES)
+        per: dict[str, dict[str, list[Item]]] = {}
+        for c in countries:
+            qs = {}
+            for it in importers.import_globalopinionqa_csv(p, c, allowed_options=tuple(options), require_countries=countries):
+                qs.setdefault(str(it.group), []).append(it)
+            per[c] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
+        common = sorted(set.intersection(*(set(v) for v in per.values())))
+        random.Random(seed).shuffle(common)
+        keep = common if questions is None else common[:questions]
+        for c in countries:
+            persona = Persona(id=f"country/{c.lower()}", name=f"people from {c}", dimension="country")
+            out.append(EvalPersona(persona, [per[c][k] for k in keep], c))
+    elif kind == "jsonl":
+        if not persona_name:
+            raise UserError("a JSONL dataset needs a persona name", hint="pass --persona-name 'Democrats'")
+        items = importers.import_jsonl(p)
+        persona = Persona(id="jsonl/persona", name=persona_name, dimension="custom")
+        out.append(EvalPersona(persona, _sample(gold_questions(_pool(items, persona)), questions, seed), persona_name))
+    elif kind == "persona-tailoring":
+        by_style = importers.import_persona_tailoring(p, max_chars=max_chars)
+        wanted = [f"style/{s.lower().removeprefix('style/')}" for s in (personas or PT_NAMES)]
+        for sid in wanted:
+            if sid not in PT_NAMES:
+                raise UserError(f"unknown Persona-Tailoring style {sid!r}", hint="use dcf, dec, dms or dsn")
+            label, name = PT_NAMES[sid]
+            persona = Persona(id=sid, name=name, dimension="interaction_style")
+            qs = [[it] for it in by_style[sid]]
+            out.append(EvalPersona(persona, _sample(qs, questions, f"{seed}/{sid}"), label))
+    else:
+        raise UserError(f"unknown dataset kind {kind!r}", hint="opinionqa, globalopinionqa, jsonl or persona-tailoring")
+    for ep in out:
+        if not ep.questions:
+            raise UserError(f"persona {ep.persona.id}: no gold-labelled question in the data")
+    return out
+
+
+def _pool(items: Sequence[Item], persona: Persona | None = None) -> Pool:
+    return Pool.from_items(persona or Persona(id="x", name="x", dimension="x"), list(items))
+
+
+def make_folds(questions: Sequence[Sequence[Item]], k: int, seed: int | str) -> list[list[list[Item]]]:
+    """``k`` folds of one persona's questions (seeded shuffle, then round robin: sizes differ by ≤1)."""
+    if k < 2:
+        raise UserError("cross-validation needs at least 2 folds")
+    if len(questions) < k:
+        raise UserError(f"{len(questions)} questions cannot make {k} folds", hint="use more questions or fewer --folds")
+    qs = [list(q) for q in questions]
+    random.Random(seed).shuffle(qs)
+    return [qs[i::k] for i in range(k)]
+
+
+# --- labellings -----------------------------------------------------------------------------------
+
+
+def _is_right(q: Sequence[Item], labels: dict[str, bool]) -> bool:
+    return all(labels[it.id] == bool(it.gold) for it in q)
+
+
+def accuracy_matched(labels: dict[str, bool], questions: Sequence[Sequence[Item]], rng: random.Random) -> dict[str, bool]:
+    """``labels`` perturbed at the same question-level accuracy against gold: for as many pairs as
+    possible, one question the labels get right is given a wrong (consistent) answer and one they
+    get wrong is given the gold answer. With all right or all wrong, nothing can change (returned as is)."""
+    out = dict(labels)
+    right = [q for q in questions if _is_right(q, labels)]
+    wrong = [q for q in questions if not _is_right(q, labels)]
+    rng.shuffle(right)
+    rng.shuffle(wrong)
+    for r, w in zip(right, wrong):
+        if len(r) == 1:
+            out[r[0].id] = not bool(r[0].gold)
+        else:
+            bad = rng.choice([it for it in r if not it.gold])
+            out.update({it.id: it.id == bad.id for it in r})
+        out.update({it.id: bool(it.gold) for it in w})
+    return out
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
+    """ECE: Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over ``bins`` equal-width bins of [0, 1]."""
+    if not confidence:
+        raise UserError("no predictions to calibrate")
+    conf = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
+    corr = np.asarray(correct, dtype=float)
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    n = np.bincount(idx, minlength=bins)
+    acc = np.bincount(idx, weights=corr, minlength=bins)
+    cs = np.bincount(idx, weights=conf, minlength=bins)
+    nz = n > 0
+    return float(np.sum(np.abs(acc[nz] - cs[nz])) / len(conf))
+
+
+def _se(values: Sequence[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+
+
+@dataclass
+class QuestionRecord:
+    persona: str
+    fold: int
+    question: str
+    condition: str
+    correct: float
+    """1/0; for accuracy_matched the mean over the perturbations."""
+    confidence: float
+    stable: bool | None
+    n_demos: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    folds: int = 4
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(mode="sparse", context_k=8, max_iterations=50, restarts=1))
+    conditions: tuple[str, ...] = CONDITIONS
+    perturbations: int = 5
+    n_sweep: tuple[int, ...] = (1, 2, 4, 8, 16)
+    """Numbers of in-context *questions* for the ICM and gold conditions (those below the train size)."""
+    coherence_folds: int = 1
+    """Folds (per persona) whose labellings get an exact U (leave-one-out: N prompts of N−1 demos)."""
+    max_demos: int | None = None
+    """At most this many train questions as in-context examples (None: all, as the paper)."""
+    seed: int = 0
+    ece_bins: int = 15
+
+    def __post_init__(self) -> None:
+        unknown = set(self.conditions) - set(CONDITIONS)
+        if unknown:
+            raise UserError(f"unknown condition(s) {sorted(unknown)}", hint=f"choose from {', '.join(CONDITIONS)}")
+        if self.perturbations < 1:
+            raise UserError("perturbations must be >= 1")
+
+
+@dataclass
+class EvalReport:
+    data: dict[str, Any]
+
+    def table_rows(self) -> list[tuple[str, ...]]:
+        d = self.data
+        rows = []
+        for c in d["conditions"]:
+            s = d["summary"][c]
+            rows.append((c, *(_fmt(s["per_persona"].get(p)) for p in d["personas"]), _fmt(s["mean"]),
+                         _num(s.get("ece")), _num(s.get("stability")), _num(s.get("u"))))
+        return rows
+
+
+def _fmt(v: dict[str, float] | None) -> str:
+    if not v:
+        return "—"
+    return f"{v['accuracy']:.2f} ± {v['se']:.2f}"
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+class _CachedPredictor:
+    """A chat `Predictor` whose answers are kept in the score cache (keyed by model and messages)."""
+
+    def __init__(self, predictor: Any, cache: ScoreCache, identity: str) -> None:
+        self.predictor = predictor
+        self.cache = cache
+        self.identity = identity
+        self.calls = 0
+        self.hits = 0
+
+    async def predict(self, persona: Persona, demos: Sequence[tuple[Item, bool]], question: Sequence[Item]) -> dict[str, float]:
+        key = ScoreCache.key("chat", self.identity, self.predictor.messages(persona, demos, question))
+        hit = self.cache.get_json(key)
+        if hit is not None:
+            self.hits += 1
+            return dict(hit)
+        out = await self.predictor.predict(persona, demos, question)
+        self.calls += 1
+        self.cache.set_json(key, out)
+        return out
+
+
+Progress = Callable[[str, int, int], None]
+
+
+async def run_eval(
+    personas: Sequence[EvalPersona],
+    backend: LogprobBackend,
+    config: EvalConfig | None = None,
+    *,
+    cache_dir: str | Path,
+    chat: tuple[Any, str] | None = None,
+    progress: Progress | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> EvalReport:
+    """Run the protocol (module docstring) and return every number in an `EvalReport`.
+
+    ``backend`` is the base model (search and claim scoring); ``chat`` an ``(openai.AsyncOpenAI,
+    model)`` pair for the zero-shot chat condition (None: that condition is reported as skipped).
+    ``progress(what, done, total)`` is called after each unit of work.
+    """
+    from steerkit import icm
+    from steerkit.evaluation import ChatPredictor, score_claims
+
+    cfg = config or EvalConfig()
+    cache = ScoreCache(Path(cache_dir).expanduser() / "scores")
+    scorer = CachedBackend(backend, cache)
+    chat_pred = None
+    skipped: dict[str, str] = {}
+    if "zero_shot_chat" in cfg.conditions:
+        if chat is None:
+            skipped["zero_shot_chat"] = "no chat model"
+        else:
+            chat_pred = _CachedPredictor(ChatPredictor(chat[0], chat[1]), cache, f"chat:{chat[1]}")
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.monotonic()
+    records: list[QuestionRecord] = []
+    sweep: list[dict[str, Any]] = []
+    folds_out: list[dict[str, Any]] = []
+    fold_sets = {ep.persona.id: make_folds(ep.questions, cfg.folds, f"{cfg.seed}/{ep.persona.id}") for ep in personas}
+    total = sum(len(f) for f in fold_sets.values())
+    done = 0
+    try:
+        for ep in personas:
+            persona = ep.persona
+            for f, test_qs in enumerate(fold_sets[persona.id]):
+                train_qs = [q for g, fq in enumerate(fold_sets[persona.id]) if g != f for q in fq]
+                demo_qs = train_qs if cfg.max_demos is None else train_qs[: cfg.max_demos]
+                train_items = [it for q in demo_qs for it in q]
+                train_pool = Pool.from_items(persona, train_items)
+                gold = {it.id: bool(it.gold) for it in train_items}
+                labellings: dict[str, list[dict[str, bool]]] = {}
+                fold_info: dict[str, Any] = {"persona": persona.id, "fold": f, "train_questions": len(demo_qs),
+                                             "test_questions": len(test_qs)}
+                need_icm = any(c in cfg.conditions for c in ("icm", "accuracy_matched"))
+                if need_icm:
+                    if progress:
+                        progress(f"{ep.label or persona.id} fold {f + 1}: ICM search", done, total)
+                    search_cfg = cfg.search.model_copy(update={"seed": cfg.search.seed + 1000 * f + cfg.seed})
+                    es = await icm.search(train_pool, scorer, search_cfg)
+                    icm_labels = es.label_values()
+                    fold_info["icm_label_accuracy"] = sum(_is_right(q, icm_labels) for q in demo_qs) / len(demo_qs)
+                    fold_info["icm_label_accuracy_items"] = sum(icm_labels[i] == g for i, g in gold.items()) / len(gold)
+                    fold_info["icm_search_u"] = es.score
+                    labellings["icm"] = [icm_labels]
+                    if "accuracy_matched" in cfg.conditions:
+                        labellings["accuracy_matched"] = [
+                            accuracy_matched(icm_labels, demo_qs, random.Random(f"{cfg.seed}/{persona.id}/{f}/am/{j}"))
+                            for j in range(cfg.perturbations)
+                        ]
+                if "random" in cfg.conditions:
+                    labellings["random"] = [random_labels(demo_qs, random.Random(f"{cfg.seed}/{persona.id}/{f}/random"))]
+                if "gold" in cfg.conditions:
+                    labellings["gold"] = [gold]
+                if "inverted" in cfg.conditions:
+                    labellings["inverted"] = [{k: not v for k, v in gold.items()}]
+                if "icm" not in cfg.conditions:
+                    labellings.pop("icm", None)
+                if progress:
+                    progress(f"{ep.label or persona.id} fold {f + 1}: predictions", done, total)
+
+                async def predict(labels: dict[str, bool] | None, n: int | None = None) -> list[tuple[float, float, bool | None]]:
+                    qs = demo_qs if n is None else demo_qs[:n]
+                    demos = [] if labels is None else [(it, labels[it.id]) for q in qs for it in q]
+                    raws = await asyncio.gather(*(score_claims(scorer, persona, demos, q, cfg.search) for q in test_qs))
+                    out = []
+                    for q, raw in zip(test_qs, raws):
+                        ok, _, conf = question_outcome(q, raw)
+                        stable = (sum(p > 0.5 for p in raw.values()) == 1) if len(q) == 2 else None
+                        out.append((float(ok), conf, stable))
+                    return out
+
+                def add(cond: str, outs: list[list[tuple[float, float, bool | None]]]) -> None:
+                    for n, q in enumerate(test_qs):
+                        per = [o[n] for o in outs]
+                        st = [s[2] for s in per if s[2] is not None]
+                        records.append(QuestionRecord(
+                            persona.id, f, q[0].group or q[0].id, cond,
+                            correct=statistics.fmean(s[0] for s in per),
+                            confidence=statistics.fmean(s[1] for s in per),
+                            stable=(statistics.fmean(st) >= 0.5) if st else None,
+                        ))
+
+                if "zero_shot_base" in cfg.conditions:
+                    add("zero_shot_base", [await predict(None)])
+                if chat_pred is not None:
+                    try:
+                        probs = await asyncio.gather(*(chat_pred.predict(persona, [], q) for q in test_qs))
+                    except BackendError as e:
+                        skipped["zero_shot_chat"] = f"the chat model failed: {e}"
+                        chat_pred = None
+                    else:
+                        outs = []
+                        for q, pr in zip(test_qs, probs):
+                            ok, _, conf = question_outcome(q, {k: v for k, v in pr.items()}) if len(q) > 1 else \
+                                question_outcome(q, pr)
+                            outs.append((float(ok), conf, None))
+                        add("zero_shot_chat", [outs])
+                for cond in FEW_SHOT:
+                    if cond in labellings:
+                        add(cond, [await predict(lab) for lab in labellings[cond]])
+                for cond in ("icm", "gold"):
+                    if cond not in labellings:
+                        continue
+                    for n in cfg.n_sweep:
+                        if n >= len(demo_qs):
+                            continue
+                        outs = await predict(labellings[cond][0], n)
+                        sweep.extend({"persona": persona.id, "fold": f, "condition": cond, "n": n, "correct": o[0]} for o in outs)
+                if f < cfg.coherence_folds:
+                    if progress:
+                        progress(f"{ep.label or persona.id} fold {f + 1}: coherence U", done, total)
+                    obj = icm.Objective(train_pool, scorer, cfg.search.model_copy(update={"mode": "exact"}))
+                    fold_info["u"] = {c: statistics.fmean([(await obj.evaluate(lab)).u for lab in labs])
+                                      for c, labs in labellings.items()}
+                folds_out.append(fold_info)
+                done += 1
+                if progress:
+                    progress(f"{ep.label or persona.id} fold {f + 1}: done", done, total)
+    finally:
+        cache.close()
+    data = _summarise(personas, cfg, records, sweep, folds_out, skipped)
+    data["usage"] = {
+        **scorer.usage.as_dict(),
+        "chat_calls": chat_pred.calls if chat_pred else 0,
+        "chat_cache_hits": chat_pred.hits if chat_pred else 0,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+    }
+    data["provenance"] = {
+        "library_version": __version__,
+        "model": backend.model,
+        "backend": backend.name,
+        "chat_model": chat[1] if chat else None,
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "search"}, "search": cfg.search.model_dump()},
+        "personas": {ep.persona.id: {"name": ep.persona.name, "questions": len(ep.questions),
+                                     "pool_hash": stable_hash([[it.content() for it in q] for q in ep.questions])}
+                     for ep in personas},
+        "started_at": started.isoformat(),
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "python": sys.version.split()[0],
+        **(provenance or {}),
+    }
+    return EvalReport(data)
+
+
+def _summarise(personas: Sequence[EvalPersona], cfg: EvalConfig, records: list[QuestionRecord],
+               sweep: list[dict[str, Any]], folds: list[dict[str, Any]], skipped: dict[str, str]) -> dict[str, Any]:
+    pids = [ep.persona.id for ep in personas]
+    conds = [c for c in cfg.conditions if any(r.condition == c for r in records)]
+    summary: dict[str, Any] = {}
+    for c in conds:
+        rs = [r for r in records if r.condition == c]
+        per: dict[str, dict[str, float]] = {}
+        for p in pids:
+            v = [r.correct for r in rs if r.persona == p]
+            if v:
+                per[p] = {"accuracy": statistics.fmean(v), "se": _se(v), "n": len(v)}
+        accs = [v["accuracy"] for v in per.values()]
+        ses = [v["se"] for v in per.values()]
+        stable = [r.stable for r in rs if r.stable is not None]
+        us = [fo["u"][c] for fo in folds if "u" in fo and c in fo["u"]]
+        summary[c] = {
+            "per_persona": per,
+            "mean": {"accuracy": statistics.fmean(accs), "se": math.sqrt(sum(s * s for s in ses)) / len(ses)},
+            "ece": expected_calibration_error([r.confidence for r in rs], [r.correct >= 0.5 for r in rs], cfg.ece_bins),
+            "stability": statistics.fmean(stable) if stable else None,
+            "u": statistics.fmean(us) if us else None,
+        }
+    sw: dict[str, dict[int, dict[str, float]]] = {}
+    for c in ("icm", "gold"):
+        for n in sorted({s["n"] for s in sweep if s["condition"] == c}):
+            v = [s["correct"] for s in sweep if s["condition"] == c and s["n"] == n]
+            sw.setdefault(c, {})[n] = {"accuracy": statistics.fmean(v), "se": _se(v), "n": len(v)}
+        full = summary.get(c)
+        if full is not None and c in sw:
+            n_full = max(fo["train_questions"] for fo in folds)
+            sw[c][n_full] = {"accuracy": full["mean"]["accuracy"], "se": full["mean"]["se"], "n": -1}
+    icm_acc = {p: statistics.fmean(fo["icm_label_accuracy"] for fo in folds if fo["persona"] == p and "icm_label_accuracy" in fo)
+               for p in pids if any("icm_label_accuracy" in fo for fo in folds if fo["persona"] == p)}
+    return {
+        "personas": pids,
+        "persona_labels": {ep.persona.id: ep.label or ep.persona.name for ep in personas},
+        "conditions": conds,
+        "skipped": skipped,
+        "summary": summary,
+        "icm_label_accuracy": icm_acc,
+        "n_sweep": {c: {str(n): v for n, v in d.items()} for c, d in sw.items()},
+        "folds": folds,
+        "questions": [asdict(r) for r in records],
+    }
+
+
+def write_plots(report: EvalReport, directory: str | Path, *, title: str = "") -> list[Path]:
+    """Three PNGs: accuracy by condition (± SE), per-persona Δ vs zero-shot (ICM and gold), n sweep."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("plots need matplotlib", hint="pip install 'steerkit[eval]' or pass --no-plots") from None
+    d = report.data
+    out_dir = Path(directory).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    conds = d["conditions"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    means = [d["summary"][c]["mean"]["accuracy"] for c in conds]
+    ses = [d["summary"][c]["mean"]["se"] for c in conds]
+    ax.bar(conds, means, yerr=[0 if math.isnan(s) else s for s in ses], capsize=4, color="#4c72b0")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("test accuracy (mean over personas ± SE)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "accuracy by condition")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    paths.append(out_dir / "accuracy_by_condition.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    base = "zero_shot_chat" if "zero_shot_chat" in conds else "zero_shot_base"
+    fig, ax = plt.subplots(figsize=(8, 4))
+    pids = d["personas"]
+    x = np.arange(len(pids))
+    for k, c in enumerate(c for c in ("icm", "gold") if c in conds):
+        if base not in conds:
+            break
+        delta = [d["summary"][c]["per_persona"][p]["accuracy"] - d["summary"][base]["per_persona"][p]["accuracy"] for p in pids]
+        ax.bar(x + (k - 0.5) * 0.4, delta, width=0.4, label=f"{c} − {base}", hatch="//" if c == "gold" else None)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, [d["persona_labels"][p] for p in pids])
+    ax.set_ylabel("Δ accuracy vs zero-shot")
+    ax.legend()
+    ax.set_title(title or "per-persona improvement")
+    fig.tight_layout()
+    paths.append(out_dir / "persona_deltas.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c, pts in d["n_sweep"].items():
+        ns = sorted(int(n) for n in pts)
+        ax.errorbar(ns, [pts[str(n)]["accuracy"] for n in ns],
+                    yerr=[0 if math.isnan(pts[str(n)]["se"]) else pts[str(n)]["se"] for n in ns], marker="o", label=c, capsize=3)
+    if base in conds:
+        ax.axhline(d["summary"][base]["mean"]["accuracy"], color="grey", ls="--", label=base)
+    ax.set_xlabel("in-context questions (n)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(title or "n sweep")
+    fig.tight_layout()
+    paths.append(out_dir / "n_sweep.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
