@@ -7,10 +7,16 @@ As in the seed paper, only features the query *states* count. The rule extractor
 - keyword packs (interaction styles): the pack's positive keywords ("keep it short",
   "step by step"), weakened or cancelled by its negative keywords.
 
-Negated statements ("I'm not a Democrat", "I don't live in France"), reported speech ("my uncle
-is a Republican", "he said 'I'm from Japan'"), conditionals and questions ("if I were …",
-"should I vote Republican?") do not match. Only personas defined by the registry's packs can
-match: text never creates a persona.
+Negated statements ("I'm not a Democrat", "Not that I'm a Democrat", "I don't live in France"),
+reported speech ("my uncle is a Republican", "he said 'I'm from Japan'"), conditionals and
+questions ("if I were …", "should I vote Republican?") and anything inside Markdown code (fenced
+or indented blocks, inline code spans) do not match. Only personas defined by the registry's packs
+can match: text never creates a persona.
+
+Cost: linear in the text (the context of a match is read from indices built once per text and
+from windows of at most `_CONTEXT` characters) and bounded per text (``max_chars``) and per
+request (``max_request_chars``, `RuleExtractor.extract_many` / `aextract_texts`); the async entry
+points run large inputs in a worker thread, so they never hold an event loop for long.
 
 `LLMExtractor` asks a chat model (JSON-schema output, persona ids as an enum) and keeps only
 known ids whose evidence really occurs in the text; it has the same async interface.
