@@ -25,7 +25,8 @@ The search, per restart:
    units are re-scored in one batch, and from here on every score is that of the current labels.
 3. **Anneal**: propose only where a proposal can change something: an item whose label its
    context contradicts (ICM's proposal is the label the model predicts, so every other draw of
-   the reference algorithm is a no-op). The candidates are the unit's consistent assignments
+   the reference algorithm is a no-op), drawn with weight |log-odds| (a strong contradiction
+   first: it is the likeliest to be accepted). The candidates are the unit's consistent assignments
    that take the predicted label; each is scored by re-scoring the unit's readers (all
    candidates in one backend batch), ΔU is exact for the sparse objective, and the best is
    accepted by the Metropolis rule at the schedule's temperature.
@@ -251,7 +252,10 @@ class SparseRestart:
     async def _anneal_one(self) -> None:
         ctx, st, cfg = self.ctx, self.state, self.ctx.config
         await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
-        x = self.rng.choice(self._contradicted())
+        contradicted = self._contradicted()
+        # the more confidently the context contradicts a label, the likelier its proposal is drawn
+        # (uniform draws, as in the paper, waste calls on the weakest proposals, mostly rejected)
+        x = self.rng.choices(contradicted, [abs(self.scores[i].logodds()) + 0.05 for i in contradicted])[0]
         self.iteration += 1
         temp = ctx.temperature(self.iteration, self.accepted)
         u = st.unit_index_of[x]
