@@ -168,6 +168,9 @@ class ExampleSets:
             es = await self.store.get(key)
             if es is not None:
                 return es
+            shared = getattr(self.store, "single_flight", None)  # a shared store (RedisStore): one search among replicas
+            if shared is not None:
+                return await shared(key, lambda: self.compute(persona_id, key=key))
             return await self.compute(persona_id)
 
         task = self._flight.start(key.digest(), run)

@@ -303,6 +303,9 @@ class Settings(BaseModel):
     """Example sets, search checkpoints and the assembled models live here."""
     packs_dirs: list[Path] = Field(default_factory=list)
     """Extra persona-pack folders, loaded after the packs steerkit ships."""
+    store: SecretStr | None = None
+    """Shared example-set store URL (``redis://[:password@]host:port/db``, `steerkit.RedisStore`);
+    unset: the disk cache under ``cache_dir``. A secret: it may hold a password."""
     search_model: SearchModelSettings = Field(default_factory=SearchModelSettings)
     chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
     search: SearchConfig = Field(default_factory=SearchConfig)
@@ -319,6 +322,13 @@ class Settings(BaseModel):
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser()
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (or unset for the disk cache)")
+        return v
 
     @field_validator("packs_dirs", mode="after")
     @classmethod

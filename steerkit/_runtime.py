@@ -60,6 +60,10 @@ def make_registry(settings: Settings) -> PackRegistry:
 
 
 def make_store(settings: Settings) -> DiskStore:
+    if settings.store is not None:  # a shared store (many replicas / machines)
+        from steerkit._redis_store import RedisStore
+
+        return RedisStore.from_url(settings.store.get_secret_value())  # type: ignore[return-value]
     from steerkit._store import DiskStore
 
     return DiskStore(settings.examples_dir)

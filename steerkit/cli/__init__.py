@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1; server.workers)")
+    p.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("demo", help="the whole flow on the embedded model, in a few minutes")
@@ -155,6 +156,7 @@ def load_settings(args: argparse.Namespace) -> Any:
 
     overrides: dict[str, Any] = {
         "cache_dir": getattr(args, "cache_dir", None),
+        "store": getattr(args, "store", None),
         "packs_dirs": getattr(args, "packs_dir", None),
         "search_model": {
             "base_url": getattr(args, "search_base_url", None),

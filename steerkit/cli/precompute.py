@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_g.add_argument("--jobs", type=int, default=1, metavar="N", help="personas searched at once (default 1)")
     run_g.add_argument("--no-progress", action="store_true", help="no live progress display")
     run_g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    run_g.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
     s = p.add_argument_group("search (overrides [search] in the configuration)")
     s.add_argument("--max-iterations", type=int, metavar="N")
     s.add_argument("--restarts", type=int, metavar="N")

@@ -1,0 +1,371 @@
+"""`RedisStore`: the versioned example-set cache in Redis, shared by every replica and machine.
+
+Same semantics as `DiskStore` (the `ExampleSetStore` protocol): an example set is stored under its
+`CacheKey`'s digest as an immutable *version*; a key's *current* version is switched atomically by
+`put`; the last ``keep_versions`` versions stay readable with `get_version`. A corrupt entry is
+reported with a `CacheCorruptionWarning` and read as a miss.
+
+Layout (``prefix`` defaults to ``steerkit``; the digest is a hash of the key's fields, so neither
+a URL nor a credential ever appears in a key)::
+
+    <prefix>:es:<digest>:<version>   {"sha256", "json"}      immutable blob
+    <prefix>:meta:<digest>           {"key", "current", "versions", …}   switched by one Lua script
+    <prefix>:keys                    set of digests          for `entries`
+    <prefix>:lock:<digest>           the single-flight lease (redis-py's `Lock`)
+    <prefix>:failed:<digest>         the last failed search's error, expiring after ``failure_ttl_s``
+
+**Single flight across processes** (`single_flight`): the first replica to miss a key takes a Redis
+lock with a lease of ``lease_s`` seconds and renews it every ``lease_s / 3`` while its search runs;
+the others poll the store (every ``poll_s``) until the result appears. If the owner dies, its lease
+runs out and the next poller takes the lock and searches. If the owner's search fails, the error is
+kept for ``failure_ttl_s`` and the waiters raise `SearchError` instead of searching again.
+`steerkit.ExampleSets` uses it for every miss whenever the store offers it.
+
+``RedisStore.from_url("redis://:password@host:6379/0?lease_s=30&prefix=steerkit")``: the
+``prefix``, ``lease_s``, ``poll_s``, ``keep_versions`` and ``failure_ttl_s`` query parameters are
+this store's; the rest of the URL goes to redis-py unchanged. Needs ``pip install 'steerkit[redis]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from steerkit._store import CacheEntryInfo, CacheKey, _check_put
+from steerkit.errors import CacheCorruptionWarning, ConfigError, SearchError, StoreError
+from steerkit.models import ExampleSet
+
+__all__ = ["RedisStore", "redact_url"]
+
+log = logging.getLogger("steerkit.store")
+
+_OWN_PARAMS = {"prefix": str, "lease_s": float, "poll_s": float, "keep_versions": int, "failure_ttl_s": float}
+
+# Writes the new version's meta record (the atomic switch) and drops the versions past
+# ``keep_versions``, in one step on the server: readers see the old or the new version, never a mix.
+_PUT_LUA = """
+local versions = {}
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local ok, old = pcall(cjson.decode, raw)
+  if ok and type(old) == 'table' and type(old['versions']) == 'table' then
+    for _, v in ipairs(old['versions']) do
+      if v ~= ARGV[2] then table.insert(versions, v) end
+    end
+  end
+end
+table.insert(versions, ARGV[2])
+local dropped = {}
+while #versions > tonumber(ARGV[3]) do table.insert(dropped, table.remove(versions, 1)) end
+local meta = cjson.decode(ARGV[4])
+meta['versions'] = versions
+redis.call('SET', KEYS[1], cjson.encode(meta))
+redis.call('SADD', KEYS[2], ARGV[5])
+for _, v in ipairs(dropped) do redis.call('DEL', ARGV[1] .. v) end
+return dropped
+"""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user name, password and query (for errors and logs)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "<unparseable redis url>"
+
+
+def _warn(msg: str) -> None:
+    log.warning(msg)
+    warnings.warn(msg, CacheCorruptionWarning, stacklevel=3)
+
+
+class RedisStore:
+    """Example-set cache in Redis (redis-py's asyncio client), shared by processes and machines.
+
+    ``url``: a ``redis://``, ``rediss://`` or ``unix://`` URL (the credentials in it go to redis-py
+    only: errors and logs show the host alone). ``client``: an existing ``redis.asyncio.Redis``
+    instead (not closed by `close`). ``lease_s``: the single-flight lease, renewed while a search
+    runs; a dead owner's lease expires after at most this long.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "steerkit",
+        keep_versions: int = 10,
+        lease_s: float = 30.0,
+        poll_s: float = 0.2,
+        failure_ttl_s: float = 60.0,
+        memory_items: int = 64,
+        client: Any | None = None,
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:
+            raise ConfigError("RedisStore needs the redis package", hint="pip install 'steerkit[redis]'") from None
+        if lease_s <= 0 or poll_s <= 0:
+            raise ConfigError("lease_s and poll_s must be positive seconds")
+        if not prefix.strip(":").strip():
+            raise ConfigError("the Redis store's prefix must be a non-empty string")
+        self.where = redact_url(url) if client is None else "<given client>"
+        self.prefix = prefix
+        self.keep_versions = max(1, keep_versions)
+        self.lease_s = float(lease_s)
+        self.poll_s = float(poll_s)
+        self.failure_ttl_s = float(failure_ttl_s)
+        self._own_client = client is None
+        if client is None:
+            try:
+                client = aioredis.Redis.from_url(url, decode_responses=False)
+            except ValueError as e:  # a malformed URL; its text may hold the password, so not shown
+                raise ConfigError(f"invalid Redis URL for the example-set store ({self.where}): {type(e).__name__}",
+                                  hint="use redis://[:password@]host[:port][/db]") from None
+        self._r = client
+        self._put_script = self._r.register_script(_PUT_LUA)
+        self._memory: OrderedDict[tuple[str, str], ExampleSet] = OrderedDict()
+        self._memory_items = memory_items
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> RedisStore:
+        """A store from a URL whose query may carry this store's options (``prefix``,
+        ``lease_s``, ``poll_s``, ``keep_versions``, ``failure_ttl_s``)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"not a Redis URL: scheme {parts.scheme!r}", hint="use redis://host:port/db")
+        own: dict[str, Any] = {}
+        rest = []
+        for k, v in parse_qsl(parts.query, keep_blank_values=True):
+            if k in _OWN_PARAMS:
+                try:
+                    own[k] = _OWN_PARAMS[k](v)
+                except ValueError:
+                    raise ConfigError(f"store URL parameter {k}={v!r} is not a {_OWN_PARAMS[k].__name__}") from None
+            else:
+                rest.append((k, v))
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+        return cls(clean, **{**own, **overrides})
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
+
+    # keys ----------------------------------------------------------------------------------------
+    def _k_meta(self, digest: str) -> str:
+        return f"{self.prefix}:meta:{digest}"
+
+    def _k_blob(self, digest: str, version: str = "") -> str:
+        return f"{self.prefix}:es:{digest}:{version}"
+
+    def _k_keys(self) -> str:
+        return f"{self.prefix}:keys"
+
+    def _k_lock(self, digest: str) -> str:
+        return f"{self.prefix}:lock:{digest}"
+
+    def _k_failed(self, digest: str) -> str:
+        return f"{self.prefix}:failed:{digest}"
+
+    def _unavailable(self, e: BaseException, doing: str) -> StoreError:
+        return StoreError(f"the Redis example-set store at {self.where} failed while {doing}: {type(e).__name__}",
+                          hint="check that redis-server is running and reachable, and the store URL (--store)")
+
+    async def _call(self, doing: str, coro: Awaitable[Any]) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await coro
+        except (RedisError, OSError) as e:
+            raise self._unavailable(e, doing) from None
+
+    # reading -------------------------------------------------------------------------------------
+    def _parse_meta(self, digest: str, raw: Any) -> dict[str, Any] | None:
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+            if not isinstance(meta, dict) or not isinstance(meta.get("versions"), list):
+                raise ValueError("bad structure")
+            return meta
+        except (ValueError, TypeError, UnicodeDecodeError):
+            _warn(f"steerkit cache: corrupt index entry {digest} in Redis ({self.where}); treating it as a miss")
+            return None
+
+    def _parse_blob(self, digest: str, version: str, raw: Any) -> ExampleSet | None:
+        if raw is None:
+            return None
+        try:
+            rec = json.loads(raw)
+            text = rec["json"]
+            if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
+                raise ValueError("checksum mismatch")
+            es = ExampleSet.from_json(text)
+        except Exception as e:
+            _warn(f"steerkit cache: corrupt entry {digest}/{version} in Redis ({self.where}) "
+                  f"({type(e).__name__}: {str(e)[:120]}); treating it as a miss")
+            return None
+        self._remember(digest, version, es)
+        return es
+
+    def _remember(self, digest: str, version: str, es: ExampleSet) -> None:
+        self._memory[(digest, version)] = es
+        self._memory.move_to_end((digest, version))
+        while len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
+
+    async def _load(self, digest: str, version: str) -> ExampleSet | None:
+        es = self._memory.get((digest, version))
+        if es is not None:
+            self._memory.move_to_end((digest, version))
+            return es
+        raw = await self._call("reading an example set", self._r.get(self._k_blob(digest, version)))
+        return self._parse_blob(digest, version, raw)
+
+    async def get(self, key: CacheKey) -> ExampleSet | None:
+        """The current version (one round trip when it is in this process's memory, two otherwise)."""
+        digest = key.digest()
+        raw = await self._call("reading the index", self._r.get(self._k_meta(digest)))
+        meta = self._parse_meta(digest, raw)
+        if not meta or not isinstance(meta.get("current"), str):
+            return None
+        return await self._load(digest, meta["current"])
+
+    async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
+        return await self._load(key.digest(), version)
+
+    # writing -------------------------------------------------------------------------------------
+    async def put(self, key: CacheKey, es: ExampleSet) -> str:
+        """Write the version's blob, then switch the current version in one server-side step."""
+        _check_put(key, es)
+        digest = key.digest()
+        version = es.version
+        text = es.to_json()
+        blob = json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
+        meta = {"key": key.model_dump(), "current": version, "updated_at": datetime.now(timezone.utc).isoformat(),
+                "n_items": len(es.items), "score": es.score, "violations": es.violations}
+        await self._call("writing an example set", self._r.set(self._k_blob(digest, version), blob))
+        dropped = await self._call(
+            "switching the current version",
+            self._put_script(keys=[self._k_meta(digest), self._k_keys()],
+                             args=[self._k_blob(digest), version, self.keep_versions, json.dumps(meta), digest]),
+        )
+        for v in dropped or []:
+            self._memory.pop((digest, v.decode() if isinstance(v, bytes) else v), None)
+        self._remember(digest, version, es)
+        return version
+
+    async def entries(self) -> list[CacheEntryInfo]:
+        digests = sorted(d.decode() if isinstance(d, bytes) else d
+                         for d in await self._call("listing entries", self._r.smembers(self._k_keys())))
+        if not digests:
+            return []
+        raws = await self._call("listing entries", self._r.mget([self._k_meta(d) for d in digests]))
+        out = []
+        for digest, raw in zip(digests, raws):
+            meta = self._parse_meta(digest, raw)
+            if meta is None:
+                continue
+            try:
+                out.append(CacheEntryInfo(key=CacheKey.model_validate(meta["key"]), digest=digest,
+                                          current_version=meta.get("current"), versions=list(meta["versions"]),
+                                          updated_at=meta.get("updated_at"), n_items=meta.get("n_items"),
+                                          score=meta.get("score"), violations=meta.get("violations")))
+            except Exception:
+                _warn(f"steerkit cache: corrupt index entry {digest} in Redis ({self.where}); skipped")
+        return out
+
+    async def delete(self, key: CacheKey) -> bool:
+        digest = key.digest()
+        blobs = [k async for k in self._r.scan_iter(match=self._k_blob(digest) + "*", count=100)]
+        n = await self._call("deleting an entry", self._r.delete(self._k_meta(digest), *blobs))
+        await self._call("deleting an entry", self._r.srem(self._k_keys(), digest))
+        for mk in [mk for mk in self._memory if mk[0] == digest]:
+            del self._memory[mk]
+        return bool(n)
+
+    async def ping(self) -> None:
+        """Raise `StoreError` (saying what to check) unless the server answers."""
+        await self._call("connecting", self._r.ping())
+
+    async def close(self) -> None:
+        if self._own_client:
+            with contextlib.suppress(Exception):
+                await self._r.aclose()
+
+    aclose = close
+
+    # single flight across processes --------------------------------------------------------------
+    async def last_failure(self, key: CacheKey) -> str | None:
+        """The error of the key's last failed search while it is younger than ``failure_ttl_s``."""
+        raw = await self._call("reading a failure", self._r.get(self._k_failed(key.digest())))
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    async def single_flight(self, key: CacheKey, compute: Callable[[], Awaitable[ExampleSet]]) -> ExampleSet:
+        """``compute()`` in exactly one process among all sharing this Redis; the others wait for
+        its stored result. See the module docstring for leases, dead owners and failures."""
+        from redis.exceptions import LockError
+
+        digest = key.digest()
+        while True:
+            es = await self.get(key)
+            if es is not None:
+                return es
+            failed = await self.last_failure(key)
+            if failed is not None:
+                raise SearchError(f"the search for {key.persona_id} failed in another replica: {failed}",
+                                  hint=f"it is retried after {self.failure_ttl_s:g}s; check that replica's log")
+            lock = self._r.lock(self._k_lock(digest), timeout=self.lease_s, blocking=False, thread_local=False)
+            if await self._call("taking the search lease", lock.acquire()):
+                try:
+                    es = await self.get(key)  # finished between our miss and the lock
+                    if es is not None:
+                        return es
+                    return await self._leased(lock, key, compute)
+                finally:
+                    with contextlib.suppress(LockError, StoreError, OSError):
+                        await lock.release()
+            await asyncio.sleep(self.poll_s)
+
+    async def _leased(self, lock: Any, key: CacheKey, compute: Callable[[], Awaitable[ExampleSet]]) -> ExampleSet:
+        from redis.exceptions import LockError, RedisError
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_s / 3)
+                try:
+                    await lock.reacquire()
+                except LockError:
+                    log.warning("search lease for %s was lost (another replica may search it too)", key.persona_id)
+                    return
+                except (RedisError, OSError) as e:
+                    log.warning("could not renew the search lease for %s: %s", key.persona_id, type(e).__name__)
+
+        renewer = asyncio.ensure_future(renew())
+        try:
+            return await compute()
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                await self._r.set(self._k_failed(key.digest()), f"{type(e).__name__}: {e}"[:500],
+                                  px=max(1, int(self.failure_ttl_s * 1000)))
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def lock_owner_ttl(self, key: CacheKey) -> float | None:
+        """Seconds left on the key's search lease (None when nobody holds it): for tests and ops."""
+        ms = await self._call("reading the lease", self._r.pttl(self._k_lock(key.digest())))
+        return None if ms is None or ms < 0 else ms / 1000.0
