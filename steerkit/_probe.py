@@ -216,9 +216,13 @@ class ProbeCondition:
     correct: list[bool] = field(repr=False)
     p_gold: list[float] = field(repr=False)
     """P(gold option) per test question."""
+    agreement: float | None = None
+    """Share of the demonstrations' labels that equal gold (None: no demonstrations). A model that
+    follows labels tracks it: its random-label accuracies rise with their agreement."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "se": self.se, "mean_p_gold": statistics.fmean(self.p_gold)}
+        return {"accuracy": self.accuracy, "se": self.se, "mean_p_gold": statistics.fmean(self.p_gold),
+                "agreement_with_gold": self.agreement}
 
 
 @dataclass
@@ -325,8 +329,9 @@ async def probe(
         raw = await asyncio.gather(*(score_claims(backend, pool.persona, demos, q, search_config) for q in test_qs))
         outs = [question_outcome(q, p) for q, p in zip(test_qs, raw)]
         correct = [o[0] for o in outs]
+        agreement = None if labels is None else sum(labels[k] == v for k, v in gold.items()) / len(gold)
         conditions[name] = ProbeCondition(name, statistics.fmean(correct), _se([float(c) for c in correct]),
-                                          correct, [o[1] for o in outs])
+                                          correct, [o[1] for o in outs], agreement)
         if progress is not None:
             progress(done, len(labellings))
     c = conditions

@@ -7,6 +7,8 @@ Commands::
     steerkit chat "message" [--persona ID] [--no-steer]
     steerkit serve [--host H] [--port P] [--chat-base-url URL]
     steerkit demo [--query TEXT]
+    steerkit probe [--dataset facts|opinionqa|...]   (does the model follow in-context labels?)
+    steerkit eval --dataset D --data PATH            (the seed paper's protocol)
     steerkit config show
     steerkit review ...          (human review of escalated labels)
 
@@ -108,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
+
+    from steerkit.cli import eval_cmd, probe_cmd
+
+    probe_cmd.register(sub, _common, _models)
+    eval_cmd.register(sub, _common, _models)
 
     p = sub.add_parser("config", help="show the effective configuration")
     _common(p)

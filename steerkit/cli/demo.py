@@ -15,6 +15,7 @@ import json
 import time
 from typing import Any
 
+from steerkit.cli import probe_cmd
 from steerkit.errors import UserError
 
 __all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
@@ -30,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--model-path", metavar="GGUF", help="embedded model file (default: the shipped SmolLM2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    probe_cmd.add_probe_flag(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
             ),
         }
     )
-    result = asyncio.run(run_demo(settings, args.query, max_tokens=args.max_tokens, show=not args.json))
+    result = asyncio.run(run_demo(settings, args.query, max_tokens=args.max_tokens, show=not args.json,
+                                  probe=probe_cmd.wants_probe(args)))
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
-async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: bool = True) -> dict[str, Any]:
+async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: bool = True, probe: bool = False) -> dict[str, Any]:
     """Run the demo flow; returns what it showed (persona, example set summary, both answers)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -74,6 +77,8 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
         rt = await Runtime.open(settings)
     try:
         base_url, model = rt.require_chat()
+        if probe:  # does this model follow in-context labels at all? (cached per model)
+            await probe_cmd.print_verdict(rt.backend, settings.cache_dir, console=console)
         console.print(f"[bold]1. query[/bold]  {query}")
         messages = [{"role": "user", "content": query}]
         matches = await rt.steerer.extract(messages)

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from steerkit._compute import PrecomputeResult, checkpoint_path
+from steerkit.cli import probe_cmd
 from steerkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_g.add_argument("--jobs", type=int, default=1, metavar="N", help="personas searched at once (default 1)")
     run_g.add_argument("--no-progress", action="store_true", help="no live progress display")
     run_g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    probe_cmd.add_probe_flag(run_g)
     run_g.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
     s = p.add_argument_group("search (overrides [search] in the configuration)")
     s.add_argument("--max-iterations", type=int, metavar="N")
@@ -178,6 +180,8 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     rt = await Runtime.open(settings, chat=False)
     try:
         ids = select_personas(rt.registry, args.persona, args.dimension, args.all)
+        if probe_cmd.wants_probe(args):  # does the search model follow in-context labels at all?
+            await probe_cmd.print_verdict(rt.backend, settings.cache_dir)
         view = _ProgressView(ids, rt.steerer.config.search, show)
         try:
             with view:

@@ -1,0 +1,168 @@
+"""``steerkit probe``: can the search model be steered by in-context labels at all? (minutes)
+
+Zero-shot accuracy on gold-labelled questions, then the same held-out questions after gold,
+inverted-gold and random-labelled demonstrations, with standard errors and a verdict
+(`steerkit.probe`). Default data: built-in two-option fact questions; ``--dataset``/``--data``
+probe a persona's real questions instead. Every scored prompt is cached on disk
+(``<cache_dir>/eval/scores``), so a re-run, the demo and ``precompute`` reuse the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from steerkit.errors import UserError
+
+__all__ = ["add_arguments", "print_verdict", "register", "resolve_model_path", "run"]
+
+
+def register(sub: Any, common: Any, models: Any) -> None:
+    p = sub.add_parser("probe", help="does the search model follow in-context labels? (verdict in minutes)")
+    common(p)
+    models(p, chat=False)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data (default: built-in two-option fact questions)")
+    d.add_argument("--dataset", choices=["facts", "opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"], default="facts")
+    d.add_argument("--data", metavar="PATH", help="dataset path (see `steerkit eval --help`)")
+    d.add_argument("--persona", metavar="NAME", help="which persona of the dataset (default: its first)")
+    d.add_argument("--persona-name", metavar="TEXT", help="persona name for --dataset jsonl")
+    r = p.add_argument_group("probe")
+    r.add_argument("--n-test", type=int, default=30, metavar="N", help="held-out questions (default 30)")
+    r.add_argument("--n-demos", type=int, default=8, metavar="N", help="demonstration questions (default 8)")
+    r.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random labellings (default 3)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def resolve_model_path(args: argparse.Namespace) -> None:
+    """``--model-path smollm2`` / ``gemma3-270m``: the packaged GGUF files by name."""
+    mp = getattr(args, "model_path", None)
+    if mp in ("smollm2", "gemma3-270m"):
+        from steerkit.backends import gemma3_270m_path, smollm2_path
+
+        args.model_path = str(smollm2_path() if mp == "smollm2" else gemma3_270m_path())
+
+
+def settings_for(args: argparse.Namespace) -> Any:
+    from steerkit.cli import load_settings
+
+    resolve_model_path(args)
+    settings = load_settings(args)
+    if getattr(args, "threads", None):
+        settings = settings.model_copy(update={"search_model": settings.search_model.model_copy(update={"n_threads": args.threads})})
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from steerkit._probe import ProbeConfig
+
+    cfg = ProbeConfig(n_test=args.n_test, n_demos=args.n_demos, random_seeds=args.random_seeds, seed=args.seed)
+    settings = settings_for(args)
+    report = asyncio.run(_main(args, settings, cfg))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        render(report)
+    return 0
+
+
+def _pool(args: argparse.Namespace) -> Any:
+    from steerkit._eval import load_dataset
+    from steerkit._probe import facts_pool
+    from steerkit.models import Pool
+
+    if args.dataset == "facts":
+        return facts_pool(args.seed)
+    if not args.data:
+        raise UserError(f"--dataset {args.dataset} needs --data PATH")
+    eps = load_dataset(args.dataset, args.data, personas=[args.persona] if args.persona else None,
+                       persona_name=args.persona_name, seed=args.seed)
+    ep = eps[0]
+    return Pool.from_items(ep.persona, [it for q in ep.questions for it in q])
+
+
+async def _main(args: argparse.Namespace, settings: Any, cfg: Any) -> Any:
+    from rich.console import Console
+
+    from steerkit._probe import probe
+    from steerkit._runtime import Runtime
+    from steerkit._scorecache import CachedBackend, ScoreCache
+
+    pool = _pool(args)
+    console = Console(stderr=True)
+    rt = await Runtime.open(settings, steerer=False, chat=False)
+    cache = ScoreCache(Path(settings.cache_dir) / "eval" / "scores")
+    try:
+        with console.status(f"probing {rt.backend.model}…") as st:
+            return await probe(pool, CachedBackend(rt.backend, cache), cfg,
+                               progress=lambda d, t: st.update(f"probing {rt.backend.model}: condition {d}/{t}"))
+    finally:
+        cache.close()
+        await rt.aclose()
+
+
+def render(report: Any, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"steerability probe: {report.model} ({report.persona}, {report.n_test} held-out questions)")
+    t.add_column("condition")
+    t.add_column("accuracy ± SE", justify="right")
+    t.add_column("mean P(gold)", justify="right")
+    t.add_column("demo labels = gold", justify="right")
+    for name, c in report.conditions.items():
+        d = c.as_dict()
+        agree = "—" if d["agreement_with_gold"] is None else f"{d['agreement_with_gold']:.2f}"
+        t.add_row(name, f"{d['accuracy']:.2f} ± {d['se']:.2f}", f"{d['mean_p_gold']:.2f}", agree)
+    console.print(t)
+    console.print(f"label effect (gold − inverted): {report.label_effect}   format effect (demos − zero-shot): "
+                  f"{report.format_effect}   P(gold) shift: {report.label_shift}")
+    style = "green" if report.steerable else "yellow"
+    console.print(f"[bold {style}]verdict: {report.verdict}[/] — {report.summary()}")
+    u = report.usage
+    if u:
+        console.print(f"[dim]{u['requested']} prompts, {u['cache_hits']} from the cache, {u['model_calls']} model calls, "
+                      f"{u['prompt_tokens']} prompt tokens[/dim]")
+
+
+async def print_verdict(backend: Any, cache_dir: Any = None, *, console: Any = None) -> Any:
+    """For the demo and ``precompute``: the probe verdict of ``backend`` on the built-in fact
+    questions (cached: computed once per model), printed as one line on stderr. Returns the report,
+    or None when the probe could not run (the command goes on)."""
+    from rich.console import Console
+
+    from steerkit._probe import model_verdict
+    from steerkit.errors import SteerkitError
+
+    console = console or Console(stderr=True)
+    try:
+        with console.status(f"steerability probe of {backend.model} (once per model, cached)…"):
+            report = await model_verdict(backend, Path(cache_dir) / "eval" if cache_dir else None)
+    except SteerkitError as e:
+        print(f"steerkit: warning: the steerability probe could not run: {e}", file=sys.stderr)
+        return None
+    style = "green" if report.steerable else "yellow"
+    console.print(f"[{style}]probe:[/] {report.summary()}")
+    return report
+
+
+def add_probe_flag(p: argparse.ArgumentParser) -> None:
+    """``--probe/--no-probe`` for commands that show the verdict (default: when interactive)."""
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the steerability probe's verdict for the search model (default: when stderr is a terminal)")
+
+
+def wants_probe(args: argparse.Namespace) -> bool:
+    flag = getattr(args, "probe", None)
+    return sys.stderr.isatty() if flag is None else bool(flag)
