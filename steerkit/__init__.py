@@ -81,6 +81,8 @@ if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
     from steerkit.adapters.webhook import WebhookAdapter
     from steerkit.backends import EmbeddedBackend, LogprobBackend, OpenAIBackend, RetryPolicy
     from steerkit._server import create_app
+    from steerkit._eval import EvalConfig, EvalPersona, EvalReport, load_dataset, run_eval, write_plots
+    from steerkit._probe import ProbeConfig, ProbeReport, facts_pool, model_verdict, probe
 
 #: Exports whose modules are imported on first use (they pull in openai, llama.cpp, Starlette…).
 _LAZY = {
@@ -96,6 +98,17 @@ _LAZY = {
     "CallbackAdapter": "steerkit.adapters.callback",
     "WebhookAdapter": "steerkit.adapters.webhook",
     "create_app": "steerkit._server",
+    "probe": "steerkit._probe",
+    "model_verdict": "steerkit._probe",
+    "facts_pool": "steerkit._probe",
+    "ProbeConfig": "steerkit._probe",
+    "ProbeReport": "steerkit._probe",
+    "run_eval": "steerkit._eval",
+    "load_dataset": "steerkit._eval",
+    "write_plots": "steerkit._eval",
+    "EvalConfig": "steerkit._eval",
+    "EvalPersona": "steerkit._eval",
+    "EvalReport": "steerkit._eval",
 }
 
 
@@ -153,6 +166,18 @@ __all__ = [
     "ActiveLearningPolicy",
     "RerunResult",
     "collaborative_rerun",
+    # evaluation: the steerability probe and the seed paper's protocol (lazy)
+    "probe",
+    "model_verdict",
+    "facts_pool",
+    "ProbeConfig",
+    "ProbeReport",
+    "run_eval",
+    "load_dataset",
+    "write_plots",
+    "EvalConfig",
+    "EvalPersona",
+    "EvalReport",
     "QueueAdapter",
     "ConsoleAdapter",
     "CallbackAdapter",
