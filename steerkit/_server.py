@@ -393,7 +393,7 @@ class ProxyApp:
                 resp = await http.get("models", headers=self._upstream_headers(request))
             except httpx.HTTPError as e:
                 raise self._upstream_error(e, "connect") from None
-        return Response(resp.content, resp.status_code, headers=_relay_headers(resp))
+        return Response(resp.content, resp.status_code, headers=_header_dict(_relay_headers(resp)))
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes

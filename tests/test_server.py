@@ -190,6 +190,13 @@ async def test_malformed_requests_get_openai_style_400(tmp_path: Path, fake_upst
         assert (await h.get("/healthz")).json()["status"] == "ok"
 
 
+async def test_models_are_the_upstreams(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    app = make_app(tmp_path, fake_upstream.base_url)
+    async with serving(app) as (base, _):
+        models = await client(base).models.list()
+    assert [m.id for m in models.data] == ["fake-echo"]
+
+
 async def test_oversized_request_gets_413(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
     app = make_app(tmp_path, fake_upstream.base_url, max_body_bytes=64 * 1024)
     async with serving(app) as (base, _):
