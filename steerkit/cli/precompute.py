@@ -38,10 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     probe_cmd.add_probe_flag(run_g)
     run_g.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
     s = p.add_argument_group("search (overrides [search] in the configuration)")
-    s.add_argument("--max-iterations", type=int, metavar="N")
-    s.add_argument("--restarts", type=int, metavar="N")
-    s.add_argument("--seed", type=int, metavar="N")
-    s.add_argument("--patience", type=int, metavar="N")
+    s.add_argument("--mode", choices=["exact", "sparse"],
+                   help="scoring: sparse (nearest-group contexts, minutes) or exact leave-one-out (hours)")
+    s.add_argument("--context-k", type=int, metavar="K", help="sparse mode: demonstrations per prompt")
+    s.add_argument("--max-iterations", type=int, metavar="N", help="iteration budget per restart (labelling every group counts)")
+    s.add_argument("--restarts", type=int, metavar="N", help="independent searches from different seeds; the best U is kept")
+    s.add_argument("--seed", type=int, metavar="N", help="random seed (same seed, pool and model: same labels)")
+    s.add_argument("--patience", type=int, metavar="N", help="stop after N iterations without an accepted change")
 
 
 PersonaResult = PrecomputeResult  # the name this module used to export
@@ -159,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     from steerkit.cli import load_settings
 
     overrides = {
+        "mode": args.mode,
+        "context_k": args.context_k,
         "max_iterations": args.max_iterations,
         "restarts": args.restarts,
         "seed": args.seed,
