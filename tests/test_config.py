@@ -140,3 +140,14 @@ api_key = "sk-upstream-456"
     assert parsed["chat_model"]["api_key"] == "********"
     assert parsed["chat_model"]["base_url"] == "http://127.0.0.1:8001/v1"
     assert "search" in parsed and parsed["search"]["alpha"] == 50.0
+
+
+def test_settings_round_trip_to_workers_with_secrets() -> None:
+    """`steerkit serve --workers N` hands the resolved settings to its workers as JSON."""
+    s = Settings.load(env={}, overrides={"server": {"api_keys": ["k-1"], "workers": 3}, "chat_model": {"api_key": "up-key"},
+                                         "steer": {"k": 7, "miss_policy": "off"}, "search": {"max_iterations": 9}})
+    back = Settings.model_validate_json(s.to_json())
+    assert back.server.api_keys[0].get_secret_value() == "k-1" and back.chat_model.api_key.get_secret_value() == "up-key"
+    assert back.server.workers == 3 and back.steer_config() == s.steer_config()
+    assert back.steer_config().k == 7 and back.steer_config().search.max_iterations == 9  # [steer] search defaults to [search]
+    assert "k-1" not in s.show() and "up-key" not in repr(s)
