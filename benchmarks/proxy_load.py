@@ -15,7 +15,8 @@ Starts, all on loopback:
 then sends the same chat requests directly to the stub, through the bare relay and through the
 proxy at 1, 16 and 128 concurrent clients, streaming and not, and prints JSON: requests/second,
 latency p50/p99 (ms, to the last byte), the latency each adds over the direct upstream (p50, p99),
-and the proxy's figures as ratios of the bare relay's (same run, same machine).
+the serving processes' CPU time per request (from /proc, workers included), and the proxy's
+figures as ratios of the bare relay's (same run, same machine).
 
 Every run is bounded in request count and time. Usage::
 
@@ -328,7 +329,34 @@ async def _load(port: int, body: dict, *, concurrency: int, duration: float, max
     }
 
 
-async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, proxy_port: int) -> dict:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its children (workers), from /proc (None elsewhere)."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [pid]
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            pids += [int(c) for c in (task / "children").read_text().split()]
+        total = 0
+        for p in pids:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _measured(pid: int | None, port: int, body: dict, **kw: object) -> dict:
+    """`_load`, plus the serving process tree's CPU time per request (ms) when it can be read."""
+    before = _cpu_seconds(pid) if pid else None
+    res = await _load(port, body, **kw)  # type: ignore[arg-type]
+    after = _cpu_seconds(pid) if pid else None
+    if before is not None and after is not None and res["requests"]:
+        res["server_cpu_ms_per_request"] = round(1000 * (after - before) / res["requests"], 3)
+    return res
+
+
+async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, proxy_port: int,
+                 relay_pid: int | None = None, proxy_pid: int | None = None) -> dict:
     proxied = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
     base = {"model": "stub", "messages": [{"role": "user", "content": QUERY}], "max_tokens": 32}
     import httpx
@@ -346,9 +374,9 @@ async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, 
             row: dict = {"stream": stream, "concurrency": conc}
             kw = dict(concurrency=conc, duration=args.duration, max_requests=args.max_requests)
             row["direct"] = await _load(upstream_port, body, **kw)
-            row["bare_relay"] = await _load(relay_port, body, **kw)
-            row["proxy_steered"] = await _load(proxy_port, body, **kw)
-            row["proxy_unsteered"] = await _load(proxy_port, dict(body, steerkit={"enabled": False}), **kw)
+            row["bare_relay"] = await _measured(relay_pid, relay_port, body, **kw)
+            row["proxy_steered"] = await _measured(proxy_pid, proxy_port, body, **kw)
+            row["proxy_unsteered"] = await _measured(proxy_pid, proxy_port, dict(body, steerkit={"enabled": False}), **kw)
             for k in ("bare_relay", "proxy_steered", "proxy_unsteered"):
                 row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - row["direct"]["p50_ms"], 3)
                 row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - row["direct"]["p99_ms"], 3)
@@ -362,7 +390,8 @@ async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, 
                 f"stream={stream} c={conc}: direct {row['direct']['rps']} rps | bare relay {bare['rps']} rps "
                 f"+{bare['added_p50_ms']}/{bare['added_p99_ms']} ms | steered {row['proxy_steered']['rps']} rps "
                 f"+{row['proxy_steered']['added_p50_ms']}/{row['proxy_steered']['added_p99_ms']} ms | "
-                f"unsteered {row['proxy_unsteered']['rps']} rps +{row['proxy_unsteered']['added_p50_ms']} ms",
+                f"unsteered {row['proxy_unsteered']['rps']} rps +{row['proxy_unsteered']['added_p50_ms']} ms | CPU/request "
+                f"relay {bare.get('server_cpu_ms_per_request')} steered {row['proxy_steered'].get('server_cpu_ms_per_request')} ms",
                 file=sys.stderr,
             )
     return {"warm_request_headers": steer_headers, "runs": runs}
@@ -397,7 +426,7 @@ def main() -> None:
             proxy, px_port = _start_proxy(upstream, str(t / "cache"), args.workers)
             procs.append(proxy)
             t0 = time.perf_counter()
-            result = asyncio.run(_bench(args, up_port, relay_port, px_port))
+            result = asyncio.run(_bench(args, up_port, relay_port, px_port, relay.pid, proxy.pid))
         finally:
             for p in procs:
                 p.terminate()
