@@ -76,14 +76,15 @@ class ExampleSets:
 
     ``registry``: the persona packs; ``store``: the example-set cache; ``backend``: the
     `LogprobBackend` searches score with (None: nothing can be computed, cached sets are still
-    read); ``config``: the `SteerConfig` (search config, model id, pool size, limits);
+    read); ``registry`` may be None for a service that only computes `Pool` targets (a standalone
+    human re-run); ``config``: the `SteerConfig` (search config, model id, pool size, limits);
     ``search``: the search function (default `steerkit.icm.search`); ``search_options``: extra
     keyword arguments for every search; ``checkpoints_dir``: where ``checkpoint=True`` writes.
     """
 
     def __init__(
         self,
-        registry: PackRegistry,
+        registry: PackRegistry | None,
         store: ExampleSetStore,
         backend: Any | None = None,
         config: SteerConfig | None = None,
@@ -118,14 +119,15 @@ class ExampleSets:
         return str(getattr(self.backend, "model", None) or "none")
 
     def pool(self, persona_id: str) -> Pool:
+        if self.registry is None:
+            raise UserError(f"no persona packs to find {persona_id!r} in", hint="give ExampleSets a PackRegistry, or compute a Pool")
         return self.registry.pool(persona_id, max_items=self.config.max_pool_items)
 
     def cache_key(self, persona_id: str) -> CacheKey:
         """The cache key of a configured persona (raises `UnknownPersonaError` otherwise)."""
         key = self._keys.get(persona_id)
         if key is None:
-            self.registry.persona(persona_id)  # validates
-            key = CacheKey.for_pool(self.pool(persona_id), self.model, self.config.search)
+            key = CacheKey.for_pool(self.pool(persona_id), self.model, self.config.search)  # UnknownPersonaError
             self._keys[persona_id] = key
         return key
 

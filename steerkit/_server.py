@@ -111,6 +111,7 @@ class _ProxyMetrics:
     """The proxy's series, registered in the steerer's registry (one registry per process)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self.requests = Counter("steerkit_requests", "HTTP requests served by the proxy, by route and status.",
                                 ["route", "status"], registry=registry)
         self.in_flight = Gauge("steerkit_requests_in_flight", "Requests being served now (this scrape included).",
@@ -127,7 +128,7 @@ class _ProxyMetrics:
 
     @property
     def streams_in_flight(self) -> int:
-        return int(self.streams._value.get())  # noqa: SLF001 - prometheus_client has no public getter
+        return int(self._registry.get_sample_value("steerkit_streams_in_flight") or 0)
 
 
 _metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, _ProxyMetrics] = weakref.WeakKeyDictionary()
