@@ -13,6 +13,7 @@ a URL nor a credential ever appears in a key)::
     <prefix>:keys                    set of digests          for `entries`
     <prefix>:lock:<digest>           the single-flight lease (redis-py's `Lock`)
     <prefix>:failed:<digest>         the last failed search's error, expiring after ``failure_ttl_s``
+    <prefix>:ckpt:<digest>           a running search's checkpoint (precompute on Ray resumes from it)
 
 **Single flight across processes** (`single_flight`): the first replica to miss a key takes a Redis
 lock with a lease of ``lease_s`` seconds and renews it every ``lease_s / 3`` while its search runs;
@@ -364,6 +365,20 @@ class RedisStore:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+
+    # search checkpoints, shared (`steerkit precompute --ray` resumes a persona on any machine) --------
+    def _k_ckpt(self, digest: str) -> str:
+        return f"{self.prefix}:ckpt:{digest}"
+
+    async def save_checkpoint(self, key: CacheKey, data: bytes) -> None:
+        """Keep a search checkpoint (the search's own JSON file) for the key."""
+        await self._call("saving a checkpoint", self._r.set(self._k_ckpt(key.digest()), data))
+
+    async def load_checkpoint(self, key: CacheKey) -> bytes | None:
+        return await self._call("reading a checkpoint", self._r.get(self._k_ckpt(key.digest())))
+
+    async def drop_checkpoint(self, key: CacheKey) -> None:
+        await self._call("dropping a checkpoint", self._r.delete(self._k_ckpt(key.digest())))
 
     async def lock_owner_ttl(self, key: CacheKey) -> float | None:
         """Seconds left on the key's search lease (None when nobody holds it): for tests and ops."""

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     probe_cmd.add_probe_flag(run_g)
     run_g.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
+    run_g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="search each persona as a Ray task: on the cluster at ADDRESS, else a local Ray with --jobs CPUs")
     s = p.add_argument_group("search (overrides [search] in the configuration)")
     s.add_argument("--mode", choices=["exact", "sparse"],
                    help="scoring: sparse (nearest-group contexts, minutes) or exact leave-one-out (hours)")
@@ -182,7 +184,8 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     from steerkit._runtime import Runtime
 
     show = not args.no_progress and sys.stderr.isatty()
-    rt = await Runtime.open(settings, chat=False)
+    on_ray = getattr(args, "ray", None) is not None
+    rt = await Runtime.open(settings, chat=False, backend=not on_ray)  # on Ray, the workers open the backend
     try:
         ids = select_personas(rt.registry, args.persona, args.dimension, args.all)
         if probe_cmd.wants_probe(args):  # does the search model follow in-context labels at all?
@@ -190,15 +193,15 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
         view = _ProgressView(ids, rt.steerer.config.search, show)
         try:
             with view:
-                results = await precompute(
-                    rt,
-                    ids,
-                    force=args.force,
-                    fresh=args.fresh,
-                    jobs=args.jobs,
-                    on_progress=view.on_progress,
-                    on_status=view.on_status,
-                )
+                if on_ray:
+                    from steerkit._ray_precompute import FromSettings, precompute_on_ray
+
+                    results = await precompute_on_ray(
+                        FromSettings.of(settings), ids, address=args.ray or None, num_cpus=args.jobs if args.jobs > 1 else None,
+                        force=args.force, fresh=args.fresh, on_progress=view.on_progress, on_status=view.on_status)
+                else:
+                    results = await precompute(rt, ids, force=args.force, fresh=args.fresh, jobs=args.jobs,
+                                               on_progress=view.on_progress, on_status=view.on_status)
         except (KeyboardInterrupt, asyncio.CancelledError):
             print("precompute interrupted; run the same command again to resume from the checkpoints", file=sys.stderr)
             raise KeyboardInterrupt from None
