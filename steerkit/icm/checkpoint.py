@@ -22,6 +22,8 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "check_compatible",
     "read_checkpoint",
+    "restart_snapshot",
+    "restore_restart",
     "rng_from_json",
     "rng_to_json",
     "score_from_json",
@@ -103,3 +105,40 @@ def rng_from_json(v: list[Any]) -> random.Random:
     except (TypeError, ValueError, IndexError) as e:
         raise CheckpointError(f"search checkpoint has an unreadable RNG state: {e}") from e
     return rng
+
+
+def restart_snapshot(restart: Any, scores: dict[str, LabelScore], **extra: Any) -> dict[str, Any]:
+    """The checkpoint entry of one restart (exact or sparse): its RNG, labels, scores, counters,
+    and the mode's own ``extra`` fields."""
+    return {
+        "index": restart.index,
+        "seed": restart.seed,
+        "rng": rng_to_json(restart.rng),
+        "labels": dict(restart.labels),
+        "scores": {i: score_to_json(s) for i, s in scores.items()},
+        "iteration": restart.iteration,
+        "accepted": restart.accepted,
+        "since_accept": restart.since_accept,
+        "done": restart.done,
+        **extra,
+    }
+
+
+def restore_restart(restart: Any, snap: dict[str, Any], check: Any) -> tuple[dict[str, bool], dict[str, LabelScore]]:
+    """Read a `restart_snapshot` entry back: sets the restart's RNG and counters, returns its
+    labels and scores. ``check(labels, scores)`` validates them against the search (raising
+    ``ValueError``); any malformed field raises `CheckpointError`."""
+    try:
+        labels = {str(k): bool(v) for k, v in snap["labels"].items()}
+        scores = {str(k): score_from_json(v) for k, v in snap["scores"].items()}
+        check(labels, scores)
+        restart.rng = rng_from_json(snap["rng"])
+        restart.iteration = int(snap["iteration"])
+        restart.accepted = int(snap["accepted"])
+        restart.since_accept = int(snap["since_accept"])
+        restart.done = bool(snap["done"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"search checkpoint entry for restart {restart.index} is malformed: {e}") from e
+    restart.resumed_iterations = restart.iteration
+    restart.snapshot = snap
+    return labels, scores

@@ -77,10 +77,8 @@ from steerkit.icm.checkpoint import (
     CHECKPOINT_FORMAT,
     check_compatible,
     read_checkpoint,
-    rng_from_json,
-    rng_to_json,
-    score_from_json,
-    score_to_json,
+    restart_snapshot,
+    restore_restart,
     write_checkpoint,
 )
 from steerkit.icm.consistency import ConsistencyFix, Unit, consistent_assignments, units_of
@@ -342,37 +340,16 @@ class _Restart:
     def commit(self) -> None:
         """Record the state for the checkpoint (only at points where it is consistent)."""
         assert self.cur is not None
-        self.snapshot = {
-            "index": self.index,
-            "seed": self.seed,
-            "rng": rng_to_json(self.rng),
-            "labels": dict(self.labels),
-            "scores": {i: score_to_json(s) for i, s in self.cur.scores.items()},
-            "iteration": self.iteration,
-            "accepted": self.accepted,
-            "since_accept": self.since_accept,
-            "done": self.done,
-        }
+        self.snapshot = restart_snapshot(self, self.cur.scores)
 
     def restore(self, snap: dict[str, Any]) -> None:
-        from steerkit.errors import CheckpointError
-
-        try:
-            labels = {str(k): bool(v) for k, v in snap["labels"].items()}
-            scores = {str(k): score_from_json(v) for k, v in snap["scores"].items()}
+        def check(labels: dict[str, bool], scores: dict[str, Any]) -> None:
             if set(labels) != set(scores) or not set(labels) <= set(self.ctx.objective.order):
                 raise ValueError("labels and scores do not match the pool")
-            self.rng = rng_from_json(snap["rng"])
-            self.iteration = int(snap["iteration"])
-            self.accepted = int(snap["accepted"])
-            self.since_accept = int(snap["since_accept"])
-            self.done = bool(snap["done"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise CheckpointError(f"search checkpoint entry for restart {self.index} is malformed: {e}") from e
+
+        labels, scores = restore_restart(self, snap, check)
         self.labels = labels
         self.cur = self.ctx.objective.restore(labels, scores)
-        self.resumed_iterations = self.iteration
-        self.snapshot = snap
 
     # --- the search -----------------------------------------------------------------------------
 

@@ -46,8 +46,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from steerkit.backends.base import LabelScore
-from steerkit.errors import CheckpointError
-from steerkit.icm.checkpoint import rng_from_json, rng_to_json, score_from_json, score_to_json
+from steerkit.icm.checkpoint import restart_snapshot, restore_restart
 from steerkit.icm.consistency import consistent_assignments
 from steerkit.icm.neighbours import build_graph
 from steerkit.icm.objective import Evaluation, log_sigmoid
@@ -120,44 +119,24 @@ class SparseRestart:
     # --- checkpoint -----------------------------------------------------------------------------
 
     def commit(self) -> None:
-        self.snapshot = {
-            "index": self.index,
-            "seed": self.seed,
-            "rng": rng_to_json(self.rng),
-            "labels": dict(self.labels),
-            "scores": {i: score_to_json(s) for i, s in self.scores.items()},
-            "stale": sorted(self.stale),
-            "phase": self.phase,
-            "iteration": self.iteration,
-            "accepted": self.accepted,
-            "since_accept": self.since_accept,
-            "done": self.done,
-        }
+        self.snapshot = restart_snapshot(self, self.scores, stale=sorted(self.stale), phase=self.phase)
 
     def restore(self, snap: dict[str, Any]) -> None:
-        try:
-            labels = {str(k): bool(v) for k, v in snap["labels"].items()}
-            scores = {str(k): score_from_json(v) for k, v in snap["scores"].items()}
-            stale = {int(u) for u in snap["stale"]}
-            if not set(scores) <= set(labels) or not set(labels) <= set(self.state.unit_index_of):
+        st = self.state
+
+        def check(labels: dict[str, bool], scores: dict[str, LabelScore]) -> None:
+            if not set(scores) <= set(labels) or not set(labels) <= set(st.unit_index_of):
                 raise ValueError("labels and scores do not match the pool")
-            if any(not 0 <= u < len(self.state.units) for u in stale):
-                raise ValueError("a stale unit index is out of range")
-            phase = str(snap["phase"])
-            self.rng = rng_from_json(snap["rng"])
-            self.iteration = int(snap["iteration"])
-            self.accepted = int(snap["accepted"])
-            self.since_accept = int(snap["since_accept"])
-            self.done = bool(snap["done"])
-        except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise CheckpointError(f"search checkpoint entry for restart {self.index} is malformed: {e}") from e
-        self.labels, self.scores, self.stale, self.phase = labels, scores, stale, phase
-        for i, s in scores.items():  # the memo makes re-rendered prompts of restored scores free
-            self.ctx.objective.remember(self.state.prompt(i, labels), s)
-        if phase == "anneal" or self.done:
+            stale = [int(u) for u in snap["stale"]]
+            if any(not 0 <= u < len(st.units) for u in stale) or snap["phase"] not in ("complete", "anneal"):
+                raise ValueError("stale units or phase out of range")
+
+        self.labels, self.scores = restore_restart(self, snap, check)
+        self.stale, self.phase = {int(u) for u in snap["stale"]}, str(snap["phase"])
+        for i, s in self.scores.items():  # the memo makes re-rendered prompts of restored scores free
+            self.ctx.objective.remember(st.prompt(i, self.labels), s)
+        if self.phase == "anneal" or self.done:
             self._set_current()
-        self.resumed_iterations = self.iteration
-        self.snapshot = snap
 
     # --- the search -----------------------------------------------------------------------------
 
