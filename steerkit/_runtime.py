@@ -26,6 +26,12 @@ __all__ = ["Runtime", "make_backend", "make_registry", "make_store", "make_steer
 def make_backend(settings: Settings) -> LogprobBackend:
     """The search model's `LogprobBackend` (not started)."""
     sm = settings.search_model
+    if sm.kind == "openai" and sm.base_url and "," in sm.base_url:  # several replicas of the search model
+        from steerkit.backends.router import RouterBackend
+
+        return RouterBackend(sm.base_url.split(","), sm.model or "", api_key=sm.api_key.get_secret_value() if sm.api_key else None,
+                             top_logprobs=sm.top_logprobs, max_concurrency=sm.max_concurrency, rate_limit=sm.rate_limit,
+                             timeout=sm.timeout)
     if sm.kind == "openai":
         from steerkit.backends import OpenAIBackend
 
@@ -74,7 +80,11 @@ def make_steerer(settings: Settings, registry: PackRegistry, store: DiskStore, b
     ``cache_dir``, checkpoints under ``cache_dir/checkpoints``."""
     from steerkit._middleware import Steerer
 
-    return Steerer(registry, store, backend, settings.steer_config(), checkpoints_dir=settings.checkpoints_dir)
+    steerer = Steerer(registry, store, backend, settings.steer_config(), checkpoints_dir=settings.checkpoints_dir)
+    bind = getattr(backend, "bind_metrics", None)  # per-server series of a RouterBackend
+    if bind is not None:
+        bind(steerer.metrics.registry)
+    return steerer
 
 
 def _packaged_instruct_model() -> Any:
