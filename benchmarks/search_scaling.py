@@ -13,13 +13,13 @@ Pools:
 Per mode, pool and seed: calls, prompt tokens sent and evaluated, wall seconds, iterations,
 accepted changes, the search's own U, and (``--exact-u``, for N ≤ 64) U of the final labels
 under the **exact** objective (one exact leave-one-out pass over them, its calls not counted in
-the search's cost); label accuracy against gold; agreement with the exact search's labels for
+the search's cost; ``--exact-u-max``); label accuracy against gold; agreement with the exact search's labels for
 the same seed; agreement across seeds; recovery of the planted labelling (fake pools).
 
 Examples (2-core machine, embedded Gemma 3 270M, 1 llama.cpp thread):
 
     python benchmarks/search_scaling.py --pools fake-128 fake-512 fake-2048           # ~1 min
-    python benchmarks/search_scaling.py --pools democrat-32 --modes exact sparse --exact-u   # hours: exact
+    python benchmarks/search_scaling.py --pools democrat-32 --modes exact sparse sparse-k8 --exact-u   # hours: exact
     python benchmarks/search_scaling.py --pools democrat-16 democrat-32 democrat-64 democrat-128 country
 """
 
@@ -45,8 +45,8 @@ from steerkit.testing import planted_claims  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "exact": {"mode": "exact"},
-    "sparse": {"mode": "sparse"},
-    "sparse-k4": {"mode": "sparse", "context_k": 4},
+    "sparse": {"mode": "sparse"},  # context_k = 4, the default
+    "sparse-k8": {"mode": "sparse", "context_k": 8},
     "sparse-k16": {"mode": "sparse", "context_k": 16},
 }
 
@@ -106,7 +106,7 @@ async def run(name: str, pool: Pool, backend: Any, modes: list[str], seeds: list
             elif seed in exact_labels:
                 ref = exact_labels[seed]
                 r["agreement_with_exact"] = round(sum(values[i] == ref[i] for i in values) / len(values), 4)
-            if args.exact_u and len(pool.items) <= 64 and not fake:
+            if args.exact_u and len(pool.items) <= args.exact_u_max and not fake:
                 r["exact_u"] = es.score if mode == "exact" else (await exact_u(pool, backend, values, cfg))["u"]
             runs.append(r)
             print(json.dumps({"pool": name, "mode": mode, **r}), file=sys.stderr, flush=True)
@@ -161,7 +161,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--modes", nargs="*", default=None, help=f"of {list(MODES)} (default: exact and sparse; sparse only above N=32 or on fakes above 512)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
     ap.add_argument("--scale", type=float, default=1.0, help="budget multiplier (see budget())")
-    ap.add_argument("--exact-u", action="store_true", help="score final labels under the exact objective (N ≤ 64)")
+    ap.add_argument("--exact-u", action="store_true", help="score final labels under the exact objective")
+    ap.add_argument("--exact-u-max", type=int, default=64, help="only on pools of at most this many items")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--persona", default="country/nigeria")
     ap.add_argument("--threads", type=int, default=1)

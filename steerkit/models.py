@@ -264,7 +264,7 @@ class SearchConfig(_Frozen):
     with the labelled items of its nearest consistency groups (lexical similarity, at most
     ``context_k`` demonstrations); a change re-scores only the groups whose context holds it, so
     the cost per proposal is flat in N. See `steerkit.icm.sparse`."""
-    context_k: int = Field(8, ge=1, le=64)
+    context_k: int = Field(4, ge=1, le=64)
     """``sparse`` mode: the most demonstrations in one prompt (whole groups, nearest first)."""
     alpha: float = Field(50.0, gt=0, le=1e6)
     objective: Literal["mean_logodds", "sum_logprob"] = "mean_logodds"
