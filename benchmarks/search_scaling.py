@@ -19,7 +19,7 @@ the same seed; agreement across seeds; recovery of the planted labelling (fake p
 Examples (2-core machine, embedded Gemma 3 270M, 1 llama.cpp thread):
 
     python benchmarks/search_scaling.py --pools fake-128 fake-512 fake-2048           # ~1 min
-    python benchmarks/search_scaling.py --pools democrat-32 --modes exact sparse sparse-k8 --exact-u   # hours: exact
+    python benchmarks/search_scaling.py --pools democrat-32 --modes exact sparse sparse-k4 --exact-u   # hours: exact
     python benchmarks/search_scaling.py --pools democrat-16 democrat-32 democrat-64 democrat-128 country
 """
 
@@ -45,8 +45,8 @@ from steerkit.testing import planted_claims  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "exact": {"mode": "exact"},
-    "sparse": {"mode": "sparse"},  # context_k = 4, the default
-    "sparse-k8": {"mode": "sparse", "context_k": 8},
+    "sparse": {"mode": "sparse"},  # context_k = 8, the default
+    "sparse-k4": {"mode": "sparse", "context_k": 4},
     "sparse-k16": {"mode": "sparse", "context_k": 16},
 }
 
