@@ -260,6 +260,11 @@ class EvalConfig:
     """At most this many train questions as in-context examples (None: all, as the paper)."""
     seed: int = 0
     ece_bins: int = 15
+    predictor: Literal["base", "chat"] = "base"
+    """Who predicts in the few-shot conditions: ``base`` scores each option's claim with the base
+    model after the demonstrations (prediction stability measurable); ``chat`` asks the chat model
+    to pick a lettered option with the demonstrations as answered questions (the paper's inference
+    model; stability not measurable: it picks one option)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.conditions) - set(CONDITIONS)
@@ -338,11 +343,13 @@ async def run_eval(
     from steerkit.evaluation import ChatPredictor, score_claims
 
     cfg = config or EvalConfig()
+    if cfg.predictor == "chat" and chat is None:
+        raise UserError("predictor='chat' needs a chat model", hint="pass chat=(client, model) or use predictor='base'")
     cache = ScoreCache(Path(cache_dir).expanduser() / "scores")
     scorer = CachedBackend(backend, cache)
     chat_pred = None
     skipped: dict[str, str] = {}
-    if "zero_shot_chat" in cfg.conditions:
+    if "zero_shot_chat" in cfg.conditions or cfg.predictor == "chat":
         if chat is None:
             skipped["zero_shot_chat"] = "no chat model"
         else:
@@ -397,6 +404,9 @@ async def run_eval(
                 async def predict(labels: dict[str, bool] | None, n: int | None = None) -> list[tuple[float, float, bool | None]]:
                     qs = demo_qs if n is None else demo_qs[:n]
                     demos = [] if labels is None else [(it, labels[it.id]) for q in qs for it in q]
+                    if cfg.predictor == "chat" and labels is not None and chat_pred is not None:
+                        probs = await asyncio.gather(*(chat_pred.predict(persona, demos, q) for q in test_qs))
+                        return [(float(o[0]), o[2], None) for o in (question_outcome(q, p) for q, p in zip(test_qs, probs))]
                     raws = await asyncio.gather(*(score_claims(scorer, persona, demos, q, cfg.search) for q in test_qs))
                     out = []
                     for q, raw in zip(test_qs, raws):
@@ -422,14 +432,12 @@ async def run_eval(
                     try:
                         probs = await asyncio.gather(*(chat_pred.predict(persona, [], q) for q in test_qs))
                     except BackendError as e:
+                        if cfg.predictor == "chat":
+                            raise
                         skipped["zero_shot_chat"] = f"the chat model failed: {e}"
                         chat_pred = None
                     else:
-                        outs = []
-                        for q, pr in zip(test_qs, probs):
-                            ok, _, conf = question_outcome(q, {k: v for k, v in pr.items()}) if len(q) > 1 else \
-                                question_outcome(q, pr)
-                            outs.append((float(ok), conf, None))
+                        outs = [(float(o[0]), o[2], None) for o in (question_outcome(q, p) for q, p in zip(test_qs, probs))]
                         add("zero_shot_chat", [outs])
                 for cond in FEW_SHOT:
                     if cond in labellings:
@@ -509,7 +517,8 @@ def _summarise(personas: Sequence[EvalPersona], cfg: EvalConfig, records: list[Q
         full = summary.get(c)
         if full is not None and c in sw:
             n_full = max(fo["train_questions"] for fo in folds)
-            sw[c][n_full] = {"accuracy": full["mean"]["accuracy"], "se": full["mean"]["se"], "n": -1}
+            sw[c][n_full] = {"accuracy": full["mean"]["accuracy"], "se": full["mean"]["se"],
+                             "n": sum(v["n"] for v in full["per_persona"].values())}
     icm_acc = {p: statistics.fmean(fo["icm_label_accuracy"] for fo in folds if fo["persona"] == p and "icm_label_accuracy" in fo)
                for p in pids if any("icm_label_accuracy" in fo for fo in folds if fo["persona"] == p)}
     return {

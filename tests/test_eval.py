@@ -215,3 +215,9 @@ def test_the_eval_command_end_to_end_on_the_embedded_model(tmp_path: Path, gguf_
     assert d["conditions"] == ["zero_shot_base", "gold", "inverted"]
     assert d["summary"]["gold"]["per_persona"]["jsonl/persona"]["n"] == 4
     assert (out / "accuracy_by_condition.png").stat().st_size > 0
+
+
+async def test_the_chat_predictor_needs_a_chat_model(tmp_path: Path) -> None:
+    personas, gold = _planted()
+    with pytest.raises(UserError, match="needs a chat model"):
+        await run_eval(personas, FakeScorer(planted_fn(gold)), EvalConfig(predictor="chat"), cache_dir=tmp_path)

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--coherence-folds", type=int, default=1, metavar="N",
                    help="folds per persona whose labellings get an exact U (default 1; 0: none)")
     r.add_argument("--max-demos", type=int, metavar="N", help="at most N train questions in context (default: all)")
+    r.add_argument("--predictor", choices=["base", "chat"], default="base",
+                   help="few-shot predictions by the base model's claim scores (default) or the chat model's option letter (the paper)")
     r.add_argument("--seed", type=int, default=0)
     s = p.add_argument_group("ICM search")
     s.add_argument("--search-mode", choices=["sparse", "exact"], default="sparse", help="default sparse (exact costs hours)")
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     search = SearchConfig(mode=args.search_mode, context_k=args.context_k, max_iterations=args.max_iterations,
                           restarts=args.restarts, seed=args.seed)
     cfg = EvalConfig(folds=args.folds, search=search, conditions=conditions, perturbations=args.perturbations,
-                     n_sweep=args.n_sweep, coherence_folds=args.coherence_folds, max_demos=args.max_demos, seed=args.seed)
+                     n_sweep=args.n_sweep, coherence_folds=args.coherence_folds, max_demos=args.max_demos, seed=args.seed,
+                     predictor=args.predictor)
     personas = load_dataset(args.dataset, args.data, questions=args.questions, personas=args.persona, seed=args.seed,
                             wave=args.wave, options=args.options, max_chars=args.max_chars, persona_name=args.persona_name)
     settings = settings_for(args)
@@ -109,7 +113,7 @@ async def _main(args: argparse.Namespace, settings: Any, cfg: Any, personas: Any
     from steerkit._eval import run_eval
     from steerkit._runtime import Runtime
 
-    want_chat = "zero_shot_chat" in cfg.conditions
+    want_chat = "zero_shot_chat" in cfg.conditions or cfg.predictor == "chat"
     console = Console(stderr=True)
     rt = await Runtime.open(settings, steerer=False, chat=want_chat)
     client = None
@@ -122,8 +126,13 @@ async def _main(args: argparse.Namespace, settings: Any, cfg: Any, personas: Any
                             console=console, disable=args.no_progress or not sys.stderr.isatty())
         task = progress.add_task("eval", total=1)
 
+        plain = not args.no_progress and not sys.stderr.isatty()  # a log: one line per step
+        t0 = time.monotonic()
+
         def on_progress(what: str, done: int, total: int) -> None:
             progress.update(task, description=what, completed=done, total=total)
+            if plain:
+                print(f"[{time.monotonic() - t0:7.1f}s] {done}/{total} {what}", file=sys.stderr, flush=True)
 
         with progress:
             return await run_eval(personas, rt.backend, cfg, cache_dir=Path(settings.cache_dir) / "eval", chat=chat,
