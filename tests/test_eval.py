@@ -221,3 +221,34 @@ async def test_the_chat_predictor_needs_a_chat_model(tmp_path: Path) -> None:
     personas, gold = _planted()
     with pytest.raises(UserError, match="needs a chat model"):
         await run_eval(personas, FakeScorer(planted_fn(gold)), EvalConfig(predictor="chat"), cache_dir=tmp_path)
+
+
+class FakeChatClient:
+    """A *fake* OpenAI chat client: always answers "A" (logprob of 0.9), records the messages."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace as NS
+
+        self.messages: list[list[dict]] = []
+
+        async def create(**kw):
+            self.messages.append(kw["messages"])
+            tops = [NS(token="A", logprob=-0.105), NS(token="B", logprob=-2.303)]
+            return NS(choices=[NS(logprobs=NS(content=[NS(token="A", logprob=-0.105, top_logprobs=tops)]))])
+
+        self.chat = NS(completions=NS(create=create))
+
+
+async def test_the_chat_predictor_sees_the_demonstrations_and_predicts_every_condition(tmp_path: Path) -> None:
+    personas, gold = _planted()
+    client = FakeChatClient()
+    cfg = EvalConfig(folds=2, predictor="chat", conditions=("zero_shot_chat", "gold", "inverted"), coherence_folds=0, n_sweep=())
+    report = await run_eval(personas, FakeScorer(planted_fn(gold)), cfg, cache_dir=tmp_path, chat=(client, "fake-chat"))
+    s = report.data["summary"]
+    first_is_gold = sum(bool(q[0].gold) for q in personas[0].questions) / len(personas[0].questions)
+    for c in ("zero_shot_chat", "gold", "inverted"):  # the fake always picks option A
+        assert s[c]["mean"]["accuracy"] == pytest.approx(first_is_gold)
+        assert s[c]["stability"] is None  # one letter per question: stability is not measurable
+    with_demos = [m for m in client.messages if "answered other questions" in m[1]["content"]]
+    assert len(with_demos) == 2 * 16  # gold and inverted, every held-out question once
+    assert report.data["provenance"]["chat_model"] == "fake-chat"
