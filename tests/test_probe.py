@@ -207,3 +207,19 @@ async def test_the_probe_end_to_end_on_the_embedded_model(embedded_backend, tmp_
     assert report.usage["model_calls"] == 8 * 2 * 4 and report.usage["prompt_tokens"] > 0
     again = await model_verdict(embedded_backend, tmp_path, cfg)
     assert again.usage["model_calls"] == 0 and again.verdict == report.verdict
+
+
+async def test_the_verdict_line_the_demo_and_precompute_print(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from steerkit.cli.probe_cmd import print_verdict
+
+    out = io.StringIO()
+    pool = facts_pool()
+    report = await print_verdict(following_fake(pool), tmp_path, console=Console(file=out, width=300))
+    assert report is not None and report.verdict == "follows_labels"
+    text = out.getvalue()
+    assert text.startswith("probe: fake-follower: follows in-context labels") and "inverted gold" in text
+    assert (tmp_path / "eval" / "scores").is_dir()  # cached under <cache_dir>/eval
