@@ -27,9 +27,14 @@ Example file::
     [search]                  # steerkit.models.SearchConfig
     max_iterations = 200
 
+    [steer]                   # steerkit.SteerConfig: how requests are steered
+    k = 20
+    miss_policy = "background"
+
     [server]
     port = 8080
     api_keys = ["change-me"]
+    workers = 1
 
 Secrets (``api_key``, ``api_keys``) are `pydantic.SecretStr`: they never appear in reprs, logs or
 `Settings.show()`.

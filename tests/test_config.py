@@ -151,3 +151,17 @@ def test_settings_round_trip_to_workers_with_secrets() -> None:
     assert back.server.workers == 3 and back.steer_config() == s.steer_config()
     assert back.steer_config().k == 7 and back.steer_config().search.max_iterations == 9  # [steer] search defaults to [search]
     assert "k-1" not in s.show() and "up-key" not in repr(s)
+
+
+def test_the_documented_example_file_is_valid(tmp_path: Path) -> None:
+    import textwrap
+
+    import steerkit._config as config_module
+
+    doc = config_module.__doc__ or ""
+    example = textwrap.dedent(doc.split("Example file::", 1)[1].split("\nSecrets", 1)[0])
+    path = tmp_path / "config.toml"
+    path.write_text(example)
+    s = Settings.load(path, env={})
+    assert s.steer_config().k == 20 and s.steer_config().search.max_iterations == 200
+    assert s.server.port == 8080 and s.search_model.model == "Qwen/Qwen2.5-7B"
