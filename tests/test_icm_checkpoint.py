@@ -19,7 +19,7 @@ from steerkit.errors import CheckpointError
 from steerkit.icm import SearchProgress, search
 from steerkit.models import SearchConfig
 
-CFG = SearchConfig(seed=7, restarts=2, max_iterations=60, patience=15)
+CFG = SearchConfig(mode="exact", seed=7, restarts=2, max_iterations=60, patience=15)
 TESTS = Path(__file__).resolve().parent
 # the module (steerkit.icm re-exports the function `search` under the same name)
 search_mod = importlib.import_module("steerkit.icm.search")

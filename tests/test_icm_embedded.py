@@ -30,7 +30,7 @@ async def test_label_is_one_natural_next_token(embedded_backend) -> None:  # typ
 async def test_search_runs_on_the_embedded_model(embedded_backend) -> None:  # type: ignore[no-untyped-def]
     pool = fact_pool()
     calls_before, fallbacks_before = embedded_backend.stats.calls, embedded_backend.stats.fallbacks
-    es = await search(pool, embedded_backend, SearchConfig(num_seed=2, max_iterations=3, patience=1, seed=1))
+    es = await search(pool, embedded_backend, SearchConfig(mode="exact", num_seed=2, max_iterations=3, patience=1, seed=1))
     assert set(es.labels) == {it.id for it in pool.items} and pool.violations(es.label_values()) == 0
     s = es.stats
     # every scored prompt is one request (plus two forced-label requests per fallback)

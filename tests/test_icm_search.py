@@ -28,7 +28,7 @@ async def test_search_recovers_the_planted_structure_that_zero_shot_misses() -> 
     pool, fake = planted_fake(16)
     zs = zero_shot_question_accuracy(pool, fake)
     assert zs <= 0.7  # the prior alone is weak
-    es = await search(pool, fake, SearchConfig(seed=0, restarts=4, max_iterations=150))
+    es = await search(pool, fake, SearchConfig(mode="exact", seed=0, restarts=4, max_iterations=150))
     assert_complete(pool, es)
     assert accuracy(pool, es.label_values()) >= 0.9
     assert accuracy(pool, es.label_values()) >= zs + 0.2
@@ -59,7 +59,7 @@ def noise_fake() -> FakeScorer:
 @pytest.mark.parametrize("max_iterations", [0, 3, 60])
 async def test_every_item_ends_labelled_and_consistent(max_iterations: int) -> None:
     pool = mixed_pool()
-    es = await search(pool, noise_fake(), SearchConfig(max_iterations=max_iterations, num_seed=4, seed=3))
+    es = await search(pool, noise_fake(), SearchConfig(mode="exact", max_iterations=max_iterations, num_seed=4, seed=3))
     assert_complete(pool, es)
 
 
@@ -76,14 +76,14 @@ async def test_no_stall_when_adding_items_lowers_the_mean_objective() -> None:
         g = any(opt in target for opt, v in gold.items() if v)
         return 1 / (1 + math.exp(-(6 / (1 + n)) * (1 if g else -1)))
 
-    es = await search(pool, FakeScorer(fading), SearchConfig(seed=1, t0=0.05, t_min=0.01, max_iterations=40, patience=5))
+    es = await search(pool, FakeScorer(fading), SearchConfig(mode="exact", seed=1, t0=0.05, t_min=0.01, max_iterations=40, patience=5))
     assert_complete(pool, es)
 
 
 async def test_fixed_labels_are_never_changed() -> None:
     pool, fake = planted_fake(8)
     fixed = {"q0.0": not pool.item("q0.0").gold, "q0.1": not pool.item("q0.1").gold, "q3.1": bool(pool.item("q3.1").gold)}
-    es = await search(pool, fake, SearchConfig(seed=2, max_iterations=60), fixed=fixed, fixed_source="human")
+    es = await search(pool, fake, SearchConfig(mode="exact", seed=2, max_iterations=60), fixed=fixed, fixed_source="human")
     assert_complete(pool, es)
     for i, v in fixed.items():
         assert es.labels[i].value == v
@@ -108,14 +108,14 @@ async def test_same_seed_same_result_and_same_calls() -> None:
     runs = []
     for _ in range(2):
         pool, fake = planted_fake(10)
-        es = await search(pool, fake, SearchConfig(seed=11, restarts=2, max_iterations=80))
+        es = await search(pool, fake, SearchConfig(mode="exact", seed=11, restarts=2, max_iterations=80))
         runs.append((es.label_values(), es.score, es.stats.model_calls, es.stats.iterations, fake.prompts))
     assert runs[0] == runs[1]
 
 
 async def test_memo_means_no_prompt_is_scored_twice() -> None:
     pool, fake = planted_fake(10)
-    es = await search(pool, fake, SearchConfig(seed=5, restarts=3, max_iterations=120))
+    es = await search(pool, fake, SearchConfig(mode="exact", seed=5, restarts=3, max_iterations=120))
     assert es.stats.memo_hits > 0
     assert len(fake.prompts) == len(set(fake.prompts)) == es.stats.model_calls
     assert es.stats.prompt_tokens == fake.stats.prompt_tokens
@@ -123,7 +123,7 @@ async def test_memo_means_no_prompt_is_scored_twice() -> None:
 
 async def test_restarts_keep_the_highest_u() -> None:
     pool, _ = planted_fake(12)
-    cfg = SearchConfig(seed=3, restarts=4, max_iterations=80)
+    cfg = SearchConfig(mode="exact", seed=3, restarts=4, max_iterations=80)
     pool, fake = planted_fake(12)
     es = await search(pool, fake, cfg)
     assert len(es.stats.restarts_u) == 4
@@ -142,7 +142,7 @@ async def test_restarts_keep_the_highest_u() -> None:
 @pytest.mark.parametrize("schedule", ["paper", "reference"])
 async def test_both_objectives_and_schedules_run(objective: str, schedule: str) -> None:
     pool, fake = planted_fake(10)
-    cfg = SearchConfig(seed=4, restarts=2, objective=objective, schedule=schedule, max_iterations=80)  # type: ignore[arg-type]
+    cfg = SearchConfig(mode="exact", seed=4, restarts=2, objective=objective, schedule=schedule, max_iterations=80)  # type: ignore[arg-type]
     es = await search(pool, fake, cfg)
     assert_complete(pool, es)
     assert es.provenance.config.objective == objective and es.provenance.config.schedule == schedule
@@ -150,11 +150,11 @@ async def test_both_objectives_and_schedules_run(objective: str, schedule: str) 
 
 
 def test_temperature_schedules() -> None:
-    paper = SearchConfig()
+    paper = SearchConfig(mode="exact")
     assert temperature(paper, 1, 0) == pytest.approx(10.0)
     assert temperature(paper, 100, 0) == pytest.approx(10 / (1 + 0.99 * math.log(100)))
-    assert temperature(SearchConfig(t0=1.0, t_min=0.5), 10**9, 0) == 0.5
-    ref = SearchConfig(schedule="reference")
+    assert temperature(SearchConfig(mode="exact", t0=1.0, t_min=0.5), 10**9, 0) == 0.5
+    ref = SearchConfig(mode="exact", schedule="reference")
     assert temperature(ref, 50, 0) == pytest.approx(10.0)
     assert temperature(ref, 1, 100) == pytest.approx(10 / (1 + 2 * math.log(101)))
 
@@ -162,7 +162,7 @@ def test_temperature_schedules() -> None:
 async def test_progress_result_fields_and_confidence() -> None:
     pool, fake = planted_fake(6)
     seen: list[SearchProgress] = []
-    es = await search(pool, fake, SearchConfig(seed=1, max_iterations=30), progress=seen.append, parent_version="v0",
+    es = await search(pool, fake, SearchConfig(mode="exact", seed=1, max_iterations=30), progress=seen.append, parent_version="v0",
                       audit=[{"item_id": "q0.0", "value": True}])
     assert seen and seen[0].phase == "init" and seen[-1].phase == "done"
     assert seen[-1].labelled == seen[-1].total == len(pool.items)
@@ -196,7 +196,7 @@ async def test_fix_candidates_are_scored_concurrently() -> None:
                 state["now"] -= 1
 
     pool = mixed_pool()
-    es = await search(pool, OverlapFake(lambda p: 0.05 + 0.9 * unit_rand(p)), SearchConfig(max_iterations=10, num_seed=2))
+    es = await search(pool, OverlapFake(lambda p: 0.05 + 0.9 * unit_rand(p)), SearchConfig(mode="exact", max_iterations=10, num_seed=2))
     assert_complete(pool, es)
     assert state["max"] >= 3  # the three options of a question were scored at once
 
@@ -204,12 +204,12 @@ async def test_fix_candidates_are_scored_concurrently() -> None:
 async def test_warm_start_is_the_initial_assignment() -> None:
     pool, fake = planted_fake(6)
     warm = {it.id: bool(it.gold) for it in pool.items}
-    es = await search(pool, fake, SearchConfig(max_iterations=0), warm_start=warm)
+    es = await search(pool, fake, SearchConfig(mode="exact", max_iterations=0), warm_start=warm)
     assert es.label_values() == warm
     # an inconsistent warm start is repaired
     bad = dict(warm, **{"q0.0": True, "q0.1": True})
     pool2, fake2 = planted_fake(6)
-    es2 = await search(pool2, fake2, SearchConfig(max_iterations=0), warm_start=bad)
+    es2 = await search(pool2, fake2, SearchConfig(mode="exact", max_iterations=0), warm_start=bad)
     assert_complete(pool2, es2)
 
 
@@ -240,7 +240,7 @@ async def test_unlabelled_members_of_a_started_group_are_sampled_first() -> None
             if p.iteration == 1 and not after_first:
                 after_first.append(p.labelled)
 
-        await search(pool, noise_fake(), SearchConfig(seed=seed, num_seed=0, max_iterations=5), fixed={"e0.0": False},
+        await search(pool, noise_fake(), SearchConfig(mode="exact", seed=seed, num_seed=0, max_iterations=5), fixed={"e0.0": False},
                      progress=watch)
         first_pick_completes_e0 += after_first == [3]  # e0.0 fixed + its two siblings
     # weight 100 for e0.1 and e0.2 against 1 for each of the 17 other free items: ~92% per seed
