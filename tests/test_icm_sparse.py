@@ -226,3 +226,16 @@ async def test_sparse_search_on_the_openai_backend_against_llama_server(embedded
         es = await search(pool, be, SearchConfig(mode="sparse", context_k=4, num_seed=2, max_iterations=6, seed=1))
         assert set(es.labels) == {it.id for it in pool.items} and pool.violations(es.label_values()) == 0
         assert es.stats.model_calls >= len(pool.items) and es.provenance.backend == be.name
+
+
+@pytest.mark.parametrize("max_iterations", [0, 5, 80])
+async def test_sparse_labels_every_kind_of_group_consistently(max_iterations: int) -> None:
+    """Three-option claims, preference pairs, keyed answers and lone items, any budget."""
+    from test_icm_search import mixed_pool
+
+    pool = mixed_pool()
+    fake = FakeScorer(lambda p: 0.05 + 0.9 * unit_rand(p))
+    es = await search(pool, fake, SearchConfig(mode="sparse", max_iterations=max_iterations, num_seed=4, seed=3))
+    assert set(es.labels) == {it.id for it in pool.items}
+    assert pool.violations(es.label_values()) == 0 and es.violations == 0
+    assert all(0.0 <= lab.confidence <= 1.0 for lab in es.labels.values())
