@@ -138,15 +138,18 @@ async def test_restarts_keep_the_highest_u() -> None:
     assert es.label_values() == best.label_values()
 
 
+@pytest.mark.parametrize("mode", ["exact", "sparse"])
 @pytest.mark.parametrize("objective", ["mean_logodds", "sum_logprob"])
 @pytest.mark.parametrize("schedule", ["paper", "reference"])
-async def test_both_objectives_and_schedules_run(objective: str, schedule: str) -> None:
+async def test_both_objectives_and_schedules_find_a_coherent_labelling(mode: str, objective: str, schedule: str) -> None:
     pool, fake = planted_fake(10)
-    cfg = SearchConfig(mode="exact", seed=4, restarts=2, objective=objective, schedule=schedule, max_iterations=80)  # type: ignore[arg-type]
+    cfg = SearchConfig(mode=mode, seed=4, restarts=2, objective=objective, schedule=schedule, max_iterations=80)  # type: ignore[arg-type]
     es = await search(pool, fake, cfg)
     assert_complete(pool, es)
     assert es.provenance.config.objective == objective and es.provenance.config.schedule == schedule
-    assert accuracy(pool, es.label_values()) in (0.0, 1.0) or accuracy(pool, es.label_values()) >= 0.8
+    # the planted labelling or its mirror image: both are coherent (random labels score ~0.5)
+    acc = accuracy(pool, es.label_values())
+    assert max(acc, 1 - acc) >= 0.9
 
 
 def test_temperature_schedules() -> None:
