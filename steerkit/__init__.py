@@ -32,6 +32,7 @@ from steerkit.errors import (
     CheckpointError,
     StoreError,
     FeedbackError,
+    FeedbackTargetMissingError,
     WebhookSignatureError,
     SteerkitWarning,
     CacheCorruptionWarning,
@@ -81,6 +82,10 @@ if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
     from steerkit.adapters.webhook import WebhookAdapter
     from steerkit.backends import EmbeddedBackend, LogprobBackend, OpenAIBackend, RetryPolicy
     from steerkit._server import create_app
+    from steerkit._redis_store import RedisStore
+    from steerkit.backends.router import RouterBackend
+    from steerkit.adapters.label_studio import LabelStudioAdapter
+    from steerkit._ray_precompute import precompute_on_ray
     from steerkit._eval import EvalConfig, EvalPersona, EvalReport, load_dataset, run_eval, write_plots
     from steerkit._probe import ProbeConfig, ProbeReport, facts_pool, model_verdict, probe
 
@@ -109,6 +114,10 @@ _LAZY = {
     "EvalConfig": "steerkit._eval",
     "EvalPersona": "steerkit._eval",
     "EvalReport": "steerkit._eval",
+    "RedisStore": "steerkit._redis_store",
+    "RouterBackend": "steerkit.backends.router",
+    "LabelStudioAdapter": "steerkit.adapters.label_studio",
+    "precompute_on_ray": "steerkit._ray_precompute",
 }
 
 
@@ -146,11 +155,14 @@ __all__ = [
     "DiskStore",
     "ExampleSetStore",
     "MemoryStore",
+    "RedisStore",
+    "precompute_on_ray",
     # backends (lazy)
     "OpenAIBackend",
     "EmbeddedBackend",
     "LogprobBackend",
     "RetryPolicy",
+    "RouterBackend",
     # client wrappers and the proxy (lazy)
     "steer",
     "steered_chat",
@@ -182,6 +194,7 @@ __all__ = [
     "ConsoleAdapter",
     "CallbackAdapter",
     "WebhookAdapter",
+    "LabelStudioAdapter",
     # errors
     "SteerkitError",
     "UserError",
@@ -202,6 +215,7 @@ __all__ = [
     "CheckpointError",
     "StoreError",
     "FeedbackError",
+    "FeedbackTargetMissingError",
     "WebhookSignatureError",
     "SteerkitWarning",
     "CacheCorruptionWarning",

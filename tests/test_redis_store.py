@@ -341,3 +341,17 @@ async def test_killed_lock_holder_is_taken_over_after_its_lease(tmp_path: Path, 
             stop(a)
             stop(b)
             await r.aclose()
+
+
+async def test_store_setting_builds_a_redis_store_and_stays_secret(tmp_path: Path) -> None:
+    from steerkit._config import Settings
+    from steerkit._runtime import make_store
+
+    s = Settings.load(env={"STEERKIT_STORE": "redis://:pw-s3cret@127.0.0.1:6390/2?lease_s=5"},
+                      overrides={"cache_dir": str(tmp_path)})
+    store = make_store(s)
+    assert isinstance(store, RedisStore) and store.lease_s == 5
+    assert "pw-s3cret" not in s.show() and "pw-s3cret" not in repr(store)
+    assert "pw-s3cret" in s.to_json()  # handed to `serve --workers` processes
+    with pytest.raises(ConfigError, match="store"):
+        Settings.load(env={}, overrides={"store": "http://127.0.0.1:6379"})
