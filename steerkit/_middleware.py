@@ -33,6 +33,7 @@ from steerkit.extract import (
     Extractor,
     PersonaMatch,
     RuleExtractor,
+    aextract_texts,
     best_per_dimension,
     message_text,
 )
@@ -241,10 +242,10 @@ class Steerer:
         idxs = [i for i, m in enumerate(messages) if m.get("role") == "user"]
         if self.config.scan == "last_user":
             idxs = idxs[-1:]
+        texts = [message_text(messages[i].get("content")) for i in idxs]
         found: list[PersonaMatch] = []
-        for i in idxs:
-            text = message_text(messages[i].get("content"))
-            for m in await self._extract_text(text):
+        for i, matches in zip(idxs, await self._extract_texts(texts)):
+            for m in matches:
                 if m.persona_id not in self.registry:
                     continue  # defence in depth: only configured personas
                 if self.config.dimensions is not None and m.dimension not in self.config.dimensions:
@@ -253,17 +254,20 @@ class Steerer:
                     found.append(m.model_copy(update={"message_index": i}))
         return best_per_dimension(found)[: self.config.max_personas]
 
-    async def _extract_text(self, text: str) -> list[PersonaMatch]:
-        hit = self._extracted.get(text)
-        if hit is not None:
-            self._extracted.move_to_end(text)
-            return hit
-        found = await self.extractor.aextract(text)
-        if len(text) <= 8192:  # bounded memory: long texts are not kept
-            self._extracted[text] = found
+    async def _extract_texts(self, texts: list[str]) -> list[list[PersonaMatch]]:
+        """Matches per text: earlier turns of a conversation come from a small memo; the rest are
+        extracted together within the extractor's one per-request budget, off the event loop."""
+        out: list[list[PersonaMatch] | None] = [self._extracted.get(t) for t in texts]
+        todo = [k for k, r in enumerate(out) if r is None]
+        if todo:
+            fresh = await aextract_texts(self.extractor, [texts[k] for k in todo])
+            for k, found in zip(todo, fresh):
+                out[k] = found
+                if len(texts[k]) <= 8192:  # bounded memory: long texts are not kept
+                    self._extracted[texts[k]] = found
             while len(self._extracted) > 2048:
                 self._extracted.popitem(last=False)
-        return found
+        return [r if r is not None else [] for r in out]
 
     async def prepare(
         self, messages: Sequence[Mapping[str, Any]], options: SteerOptions | None = None

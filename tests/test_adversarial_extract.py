@@ -173,3 +173,24 @@ async def test_aextract_texts_bounds_any_extractor() -> None:
     rx = RuleExtractor(REG, max_request_chars=40)
     got = await aextract_texts(rx, ["I'm a Republican. " + "x" * 40, "I'm from Kenya."])
     assert [[m.persona_id for m in ms] for ms in got] == [[], ["country/kenya"]]
+
+
+async def test_a_request_of_many_messages_is_extracted_within_one_budget() -> None:
+    """The per-message cap alone does not bound a request of many messages: the Steerer hands
+    all of a request's user messages to extraction under one total budget."""
+    from steerkit import SteerConfig, Steerer
+    from steerkit._store import MemoryStore
+    from steerkit.extract import PersonaMatch
+
+    seen: list[int] = []
+
+    class RecordingExtractor:  # any extractor: records how much text it was given
+        async def aextract(self, text: str) -> list[PersonaMatch]:
+            seen.append(len(text))
+            return []
+
+    st = Steerer(store=MemoryStore(), config=SteerConfig(miss_policy="off"), extractor=RecordingExtractor())
+    messages = [{"role": "user", "content": f"message {i} " + "x" * 20_000} for i in range(40)]
+    await st.prepare(messages)
+    assert 0 < sum(seen) <= 64_000  # 40 x 20 KB = 800 KB sent; at most the budget is read
+    assert len(seen) < 40

@@ -66,9 +66,10 @@ DEFAULT_MODEL = "gemma3-270m"
 
 
 def model_cache_dir() -> Path:
-    """Where assembled model files are kept: ``$XDG_CACHE_HOME/steerkit/models`` or ~/.cache/…"""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "steerkit" / "models"
+    """Where assembled model files are kept: ``models/`` in the one default cache location."""
+    from steerkit._config import default_cache_dir
+
+    return default_cache_dir() / "models"
 
 
 def _package_dir(package: str) -> Path | None:
