@@ -355,3 +355,18 @@ async def test_store_setting_builds_a_redis_store_and_stays_secret(tmp_path: Pat
     assert "pw-s3cret" in s.to_json()  # handed to `serve --workers` processes
     with pytest.raises(ConfigError, match="store"):
         Settings.load(env={}, overrides={"store": "http://127.0.0.1:6379"})
+
+
+async def test_proxy_with_redis_down_answers_unsteered_with_the_error_named(tmp_path: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with stub_openai(tmp_path) as up:
+        proc, base = _serve(tmp_path, "down", dead, up, STEERKIT_SERVER__ON_STEER_ERROR="passthrough")
+        try:
+            async with httpx.AsyncClient(timeout=60) as h:
+                r = await _chat(h, base)
+                assert r.headers["x-steerkit-error"] == "StoreError"
+                assert r.json()["choices"][0]["message"]["content"] == "ok"
+        finally:
+            stop(proc)
+        log = (tmp_path / "down.log").read_text()
+        assert f"Redis example-set store at {dead}" in log  # says which store failed
