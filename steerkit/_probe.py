@@ -88,8 +88,13 @@ class Estimate:
         return f"{self.mean:+.2f} ± {self.se:.2f}"
 
 
-def decide(label_effect: Estimate, format_effect: Estimate, *, z: float = 2.0, min_effect: float = 0.05) -> tuple[Verdict, str]:
-    """The verdict from the two effects (accuracy differences, paired per question)."""
+def decide(label_effect: Estimate, format_effect: Estimate, *, z: float = 2.0, min_effect: float = 0.05,
+           label_shift: Estimate | None = None) -> tuple[Verdict, str]:
+    """The verdict from the two effects (accuracy differences, paired per question).
+
+    ``label_shift`` (mean P(gold option) after gold minus after inverted labels), when given, adds
+    a warning to a ``follows_labels`` verdict whose probabilities barely move (< ``min_effect``):
+    the accuracy effect then rests on small differences between near-equal option scores."""
     if label_effect.significant(z, min_effect):
         v: Verdict = "follows_labels"
         why = f"gold − inverted demonstrations {label_effect} (> {z:g} SE)"
@@ -99,6 +104,8 @@ def decide(label_effect: Estimate, format_effect: Estimate, *, z: float = 2.0, m
     else:
         v = "ignores_demonstrations"
         why = f"gold − inverted {label_effect}, demonstrations − zero-shot {format_effect}: neither significant"
+    if v == "follows_labels" and label_shift is not None and label_shift.mean < min_effect:
+        why += f", but weakly: P(gold option) moves by only {label_shift}"
     if label_effect.mean < 0 and (-label_effect.mean) > z * label_effect.se and -label_effect.mean >= min_effect:
         why += "; inverted labels did significantly *better* than gold"
     return v, why
@@ -342,7 +349,7 @@ async def probe(
         for n, (g, i, z) in enumerate(zip(c["gold"].correct, c["inverted"].correct, c["zero_shot"].correct))
     ])
     label_shift = Estimate.of([g - i for g, i in zip(c["gold"].p_gold, c["inverted"].p_gold)])
-    verdict, why = decide(label_effect, format_effect, z=cfg.z, min_effect=cfg.min_effect)
+    verdict, why = decide(label_effect, format_effect, z=cfg.z, min_effect=cfg.min_effect, label_shift=label_shift)
     usage = getattr(backend, "usage", None)
     return ProbeReport(
         model=backend.model,

@@ -53,6 +53,12 @@ def test_a_clear_label_effect_means_the_model_follows_labels() -> None:
     assert verdict == "follows_labels" and "> 2 SE" in why
 
 
+def test_a_label_effect_with_barely_moving_probabilities_is_called_weak() -> None:
+    verdict, why = decide(Estimate(0.43, 0.12, 30), Estimate(0.06, 0.10, 30), label_shift=Estimate(0.02, 0.006, 30))
+    assert verdict == "follows_labels" and "weakly" in why
+    assert "weakly" not in decide(Estimate(0.43, 0.12, 30), Estimate(0.0, 0.1, 30), label_shift=Estimate(0.3, 0.05, 30))[1]
+
+
 def test_an_effect_within_two_standard_errors_or_below_the_minimum_is_not_significant() -> None:
     assert decide(Estimate(0.15, 0.08, 30), Estimate(0.0, 0.05, 30))[0] == "ignores_demonstrations"
     assert decide(Estimate(0.04, 0.001, 30), Estimate(0.0, 0.05, 30))[0] == "ignores_demonstrations"
