@@ -175,3 +175,11 @@ def test_cli_precompute_on_ray(redis_url: str, tmp_path: Path) -> None:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["status"] for r in json.loads(out.stdout)] == ["cached", "cached"]
+
+
+def test_cli_ray_cluster_without_a_shared_store_is_a_usage_error(tmp_path: Path) -> None:
+    from steerkit.cli import main
+
+    rc = main(["precompute", "--persona", "polparty/democrat", "--ray", "ray://ray-head:10001", "--cache-dir", str(tmp_path),
+               "--search-base-url", "http://127.0.0.1:9/v1", "--search-model", "m"])
+    assert rc == 2
