@@ -288,6 +288,22 @@ class EvalReport:
         return rows
 
 
+    def markdown(self) -> str:
+        """The table as Markdown (for a README or an issue), with ICM label accuracy and the n sweep."""
+        d = self.data
+        labels = [d["persona_labels"][p] for p in d["personas"]]
+        head = ["condition", *labels, "mean ± SE", "ECE", "stability", "U"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.table_rows()]
+        if d["icm_label_accuracy"]:
+            lines.append("")
+            lines.append("ICM label accuracy (train folds, vs gold): " + ", ".join(
+                f"{d['persona_labels'][p]} {v:.2f}" for p, v in d["icm_label_accuracy"].items()) + ".")
+        for c, pts in d["n_sweep"].items():
+            lines.append(f"n sweep, {c}: " + ", ".join(f"n={n}: {v['accuracy']:.2f}" for n, v in pts.items()) + ".")
+        return "\n".join(lines) + "\n"
+
+
 def _fmt(v: dict[str, float] | None) -> str:
     if not v:
         return "—"

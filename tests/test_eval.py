@@ -252,3 +252,13 @@ async def test_the_chat_predictor_sees_the_demonstrations_and_predicts_every_con
     with_demos = [m for m in client.messages if "answered other questions" in m[1]["content"]]
     assert len(with_demos) == 2 * 16  # gold and inverted, every held-out question once
     assert report.data["provenance"]["chat_model"] == "fake-chat"
+
+
+async def test_the_markdown_table_has_a_row_per_condition_and_a_column_per_persona(tmp_path: Path) -> None:
+    personas, gold = _planted()
+    cfg = EvalConfig(folds=2, conditions=("zero_shot_base", "gold", "inverted"), coherence_folds=0, n_sweep=(2,))
+    md = (await run_eval(personas, FakeScorer(planted_fn(gold)), cfg, cache_dir=tmp_path)).markdown()
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| condition | fake | mean ± SE | ECE | stability | U |"
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| zero_shot_base", "| gold", "| inverted"]
+    assert "| gold | 1.00 ± 0.00 | 1.00 ± 0.00 |" in md and "n sweep, gold: n=2: 1.00" in md

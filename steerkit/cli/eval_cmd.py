@@ -74,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-chat", action="store_true", help="skip the zero-shot chat condition")
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--json", action="store_true", help="print report.json on stdout")
+    o.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
     o.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded models")
 
 
@@ -97,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("steerkit-eval") / f"{args.dataset}-{report.data['provenance']['model']}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.data, indent=1), encoding="utf-8")
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
     plots = [] if args.no_plots else write_plots(report, out, title=f"{args.dataset}, {report.data['provenance']['model']}")
     if args.json:
         print(json.dumps(report.data, indent=1))
+    elif args.markdown:
+        print(report.markdown(), end="")
     else:
         render(report)
         print(f"report: {out / 'report.json'}" + (f"; plots: {', '.join(str(p) for p in plots)}" if plots else ""))
