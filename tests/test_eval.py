@@ -262,3 +262,26 @@ async def test_the_markdown_table_has_a_row_per_condition_and_a_column_per_perso
     assert rows[0] == "| condition | fake | mean ± SE | ECE | stability | U |"
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| zero_shot_base", "| gold", "| inverted"]
     assert "| gold | 1.00 ± 0.00 | 1.00 ± 0.00 |" in md and "n sweep, gold: n=2: 1.00" in md
+
+
+async def test_a_killed_evaluation_resumes_from_the_cache(tmp_path: Path) -> None:
+    personas, gold = _planted()
+    cfg = EvalConfig(folds=2, coherence_folds=1, n_sweep=(2,), search=SearchConfig(mode="sparse", context_k=4, max_iterations=10))
+    full_fake = FakeScorer(planted_fn(gold))
+    full = await run_eval(personas, full_fake, cfg, cache_dir=tmp_path / "clean")
+
+    plant = planted_fn(gold)
+    budget = {"left": full_fake.stats.calls // 2}
+
+    def dies_halfway(prompt: str) -> float:
+        if budget["left"] <= 0:
+            raise RuntimeError("killed")
+        budget["left"] -= 1
+        return plant(prompt)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        await run_eval(personas, FakeScorer(dies_halfway), cfg, cache_dir=tmp_path / "resumed")
+    resumed_fake = FakeScorer(planted_fn(gold))
+    resumed = await run_eval(personas, resumed_fake, cfg, cache_dir=tmp_path / "resumed")
+    assert 0 < resumed_fake.stats.calls <= full_fake.stats.calls - full_fake.stats.calls // 2 + 64  # the first half was not redone
+    assert resumed.data["summary"] == full.data["summary"]
