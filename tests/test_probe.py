@@ -229,3 +229,20 @@ async def test_the_verdict_line_the_demo_and_precompute_print(tmp_path: Path) ->
     text = out.getvalue()
     assert text.startswith("probe: fake-follower: follows in-context labels") and "inverted gold" in text
     assert (tmp_path / "eval" / "scores").is_dir()  # cached under <cache_dir>/eval
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/data/opinionqa").is_dir(), reason="no shared OpinionQA data")
+def test_the_probe_command_builds_a_persona_pool_from_a_dataset() -> None:
+    from steerkit.cli import build_parser
+    from steerkit.cli.probe_cmd import _pool
+
+    data = Path(__file__).resolve().parents[2] / "shared/data/opinionqa/tatsu-lab_opinions_qa/data/human_resp"
+    args = build_parser().parse_args(["probe", "--dataset", "opinionqa", "--data", str(data), "--persona", "Republican"])
+    pool = _pool(args)
+    assert pool.persona.name == "Republicans"
+    qs = gold_questions(pool)
+    assert len(qs) >= 38  # enough for the default 8 demonstrations + 30 held out
+    assert {len(q) for q in qs} == {2, 3}  # two- and three-option questions
+    args = build_parser().parse_args(["probe", "--dataset", "opinionqa"])
+    with pytest.raises(UserError, match="needs --data"):
+        _pool(args)

@@ -86,7 +86,7 @@ def _pool(args: argparse.Namespace) -> Any:
     if not args.data:
         raise UserError(f"--dataset {args.dataset} needs --data PATH")
     eps = load_dataset(args.dataset, args.data, personas=[args.persona] if args.persona else None,
-                       persona_name=args.persona_name, seed=args.seed)
+                       persona_name=args.persona_name, seed=args.seed, options=(2, 3))
     ep = eps[0]
     return Pool.from_items(ep.persona, [it for q in ep.questions for it in q])
 
