@@ -24,7 +24,7 @@ Example file::
     base_url = "http://127.0.0.1:8001/v1"
     model = "Qwen/Qwen2.5-7B-Instruct"
 
-    [search]                  # steerkit.models.SearchConfig
+    [search]                  # steerkit.models.SearchConfig (mode defaults to "sparse" here)
     max_iterations = 200
 
     [steer]                   # steerkit.SteerConfig: how requests are steered
@@ -68,6 +68,8 @@ __all__ = [
     "default_config_path",
     "default_examples_dir",
     "expand_path",
+    "CHAT_MAX_TOKENS",
+    "command_search_config",
 ]
 
 ENV_PREFIX = "STEERKIT_"
@@ -103,6 +105,17 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "steerkit" / "config.toml"
+
+
+#: `steerkit chat`'s default answer length (``chat_model.max_tokens``).
+CHAT_MAX_TOKENS = 256
+
+
+def command_search_config(**update: Any) -> SearchConfig:
+    """The search settings of the `steerkit` command and the proxy: `SearchConfig` with the fast
+    ``mode="sparse"`` (a cold persona in minutes; ``[search] mode = "exact"`` for the paper's
+    leave-one-out search, hours on a CPU). The library's own default (`SearchConfig()`) is unchanged."""
+    return SearchConfig(**{"mode": "sparse", **update})
 
 
 class _Section(BaseModel):
@@ -177,8 +190,9 @@ class ChatModelSettings(_Section):
     model_path: Path | None = None
     """Embedded chat model (an instruction-tuned GGUF), used when ``base_url`` is unset."""
     timeout: float = Field(600.0, gt=0)
-    max_tokens: int | None = Field(None, ge=1)
-    """Default ``max_tokens`` for `steerkit chat`/`demo` answers (the proxy never adds it)."""
+    max_tokens: int | None = Field(CHAT_MAX_TOKENS, ge=1)
+    """Default ``max_tokens`` for `steerkit chat` answers (bounded, so a small model that repeats
+    itself stops; the proxy never adds it). Unset (None) means no limit."""
 
     @field_validator("base_url")
     @classmethod
@@ -205,9 +219,17 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Keys clients must send as ``Authorization: Bearer <key>``; empty: no client auth."""
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     """Larger request bodies get 413."""
-    upstream_timeout: float = Field(600.0, gt=0)
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    """Seconds a client has to send a request's headers (from connecting, or from the first byte
+    of a later request on a kept-alive connection); then the connection is closed."""
+    body_timeout: float = Field(30.0, gt=0, le=3600)
+    """Seconds a client has to send a request's whole body once its headers arrived; then 408."""
+    max_client_connections: int = Field(1024, ge=1, le=100_000)
+    """Open client connections (and requests in progress) at most; beyond, new ones get 503
+    (uvicorn's ``limit_concurrency``)."""
+    upstream_timeout: float = Field(600.0, gt=0, le=86_400)
     """Seconds to wait for the upstream between bytes (read/write); exceeded → 504 (or an SSE error event)."""
     upstream_connect_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(512, ge=1)
@@ -313,7 +335,9 @@ class Settings(BaseModel):
     unset: the disk cache under ``cache_dir``. A secret: it may hold a password."""
     search_model: SearchModelSettings = Field(default_factory=SearchModelSettings)
     chat_model: ChatModelSettings = Field(default_factory=ChatModelSettings)
-    search: SearchConfig = Field(default_factory=SearchConfig)
+    search: SearchConfig = Field(default_factory=command_search_config)
+    """The ``[search]`` section; for the command and the proxy ``mode`` defaults to ``sparse``
+    (also when the section is given without a ``mode``)."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     steer: _SteerSection = Field(default_factory=_SteerSection)
     """The ``[steer]`` section: the `SteerConfig` options (see `steer_config`)."""
@@ -341,6 +365,20 @@ class Settings(BaseModel):
         return [p.expanduser() for p in v]
 
     # --- loading ---------------------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sparse_by_default(cls, data: Any) -> Any:
+        # a [search] (or [steer.search]) section that does not name its mode gets the command's
+        # default (sparse), not SearchConfig's (exact)
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("search"), Mapping) and "mode" not in data["search"]:
+                data["search"] = {"mode": "sparse", **data["search"]}
+            steer = data.get("steer")
+            if isinstance(steer, Mapping) and isinstance(steer.get("search"), Mapping) and "mode" not in steer["search"]:
+                data["steer"] = {**steer, "search": {"mode": "sparse", **steer["search"]}}
+        return data
 
     @classmethod
     def load(
@@ -430,8 +468,7 @@ class Settings(BaseModel):
         for name, sec in sections.items():
             lines.append("")
             lines.append(f"[{name}]")
-            for k, v in sec.items():
-                lines.append(_toml_line(k, v))
+            lines.extend(body)
         return "\n".join(lines) + "\n"
 
 
@@ -442,6 +479,12 @@ _LIST_FIELDS = {("packs_dirs",), ("server", "api_keys")}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+            body = [_toml_line(k, v) for k, v in sec.items()]
+            if name == "steer" and sec.get("search") is None:
+                body = [ln for ln in body if not ln.startswith("# search =")]
+                body.append("# search: the [search] section above")
+            if not body:  # no header without settings under it
+                continue
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -582,3 +625,5 @@ def _toml_line(k: str, v: Any) -> str:
     if v is None:
         return f"# {k} = (unset)"
     return f"{k} = {_toml_value(v)}"
+        if not v:
+            return "{}"

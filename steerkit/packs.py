@@ -620,6 +620,36 @@ class PackRegistry:
     def personas(self, dimension: str | None = None) -> list[Persona]:
         return [p for p in self._personas.values() if dimension is None or p.dimension == dimension]
 
+    def resolve(self, name: str) -> str:
+        """The persona id a user means by ``name``: an id (``country/nigeria``), or a short name the
+        packs give it: the id's last part (``nigeria``), its display name, an alias or a place
+        (``Nigerian``, ``Democrats``), case-insensitively. An unknown or ambiguous name raises
+        `UnknownPersonaError` with "did you mean" candidates.
+
+        >>> PackRegistry.default().resolve("nigeria")
+        'country/nigeria'
+        >>> PackRegistry.default().resolve("Democrats")
+        'polparty/democrat'
+        """
+        if name in self._by_persona:
+            return name
+        key = " ".join(str(name).split()).casefold()
+        found = list(dict.fromkeys(pid for n, pids in self._names().items() if n == key for pid in pids))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UnknownPersonaError(f"{name!r} names several personas: {', '.join(found)}", hint="give the full persona id")
+        raise self._unknown(name)
+
+    def _names(self) -> dict[str, list[str]]:
+        names: dict[str, list[str]] = {}
+        for pid in self._by_persona:
+            spec = self.spec(pid)
+            words = [pid, pid.rsplit("/", 1)[-1], self._personas[pid].name, *spec.aliases, *getattr(spec, "places", ())]
+            for w in words:
+                names.setdefault(" ".join(str(w).split()).casefold(), []).append(pid)
+        return names
+
     def dimensions(self) -> list[str]:
         return list(dict.fromkeys(pk.dimension for pk in self._packs))
 
@@ -648,8 +678,14 @@ class PackRegistry:
         return stable_hash([pk.content_hash() for pk in self._packs])
 
     def _unknown(self, persona_id: object) -> UnknownPersonaError:
-        close = difflib.get_close_matches(str(persona_id), list(self._by_persona), n=3, cutoff=0.5)
+        names = self._names()
+        typed = " ".join(str(persona_id).split()).casefold()
+        close_names = difflib.get_close_matches(typed, list(names), n=5, cutoff=0.6)
+        close = list(dict.fromkeys(pid for n in close_names for pid in names[n]))[:3]
+        if not close:
+            close = difflib.get_close_matches(str(persona_id), list(self._by_persona), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(map(repr, close))}?" if close else (
             f"known personas: {', '.join(sorted(self._by_persona)[:8])}{' …' if len(self._by_persona) > 8 else ''}"
+            " (`steerkit cache ls --personas` lists them all)"
         )
         return UnknownPersonaError(f"unknown persona {persona_id!r}: no configured pack defines it", hint=hint)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def add_subcommands(parser: argparse.ArgumentParser, common: Callable[[argparse.
 
     p = sub.add_parser("show", help="inspect one example set as a table")
     common(p)
-    p.add_argument("persona", help="persona id")
+    p.add_argument("persona", help="persona id, or a pack's name for it (nigeria, democrat)")
     p.add_argument("--model", help="pick the entry computed with this model (when several)")
     p.add_argument("--version", dest="es_version", metavar="VERSION", help="an older version of the entry")
     p.add_argument("--json", action="store_true", help="the example set as JSON")
@@ -174,8 +175,13 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     return 0
 
 
-async def _find(store: Any, persona: str, model: str | None) -> list[tuple[Any, Any]]:
-    found = [(i, es) for i, es in await list_entries(store) if i.key.persona_id == persona and (model is None or i.key.model == model)]
+async def _find(store: Any, persona: str, model: str | None, settings: Any = None) -> list[tuple[Any, Any]]:
+    entries = await list_entries(store)
+    if settings is not None and not any(i.key.persona_id == persona for i, _ in entries):
+        from steerkit._runtime import make_registry
+
+        persona = make_registry(settings).resolve(persona)  # `nigeria` → country/nigeria, or "did you mean"
+    found = [(i, es) for i, es in entries if i.key.persona_id == persona and (model is None or i.key.model == model)]
     if not found:
         raise UserError(
             f"no cached example set for persona {persona!r}" + (f" and model {model!r}" if model else ""),
@@ -185,8 +191,8 @@ async def _find(store: Any, persona: str, model: str | None) -> list[tuple[Any, 
 
 
 async def _show(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
-    _, store = ctx
-    found = await _find(store, args.persona, args.model)
+    settings, store = ctx
+    found = await _find(store, args.persona, args.model, settings)
     info, es = found[0]
     if args.es_version:
         es = await store.get_version(info.key, args.es_version)
@@ -263,15 +269,54 @@ async def _export(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         sys.stdout.write(text)
     else:
         out = Path(args.output).expanduser()
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        _write_safely(out, text)
         print(f"exported {len(lines) - 1} example set(s) to {out}", file=sys.stderr)
     return 0
 
 
+def _write_safely(out: Path, text: str) -> None:
+    """Write ``out`` atomically through a temporary file created exclusively, under an
+    unpredictable name, in the target folder (`tempfile.mkstemp`: ``O_EXCL``, never follows a
+    link); refuse a target that exists and is not a regular file (a symlink, FIFO, device,
+    folder). Temporary files a killed export left are removed first."""
+    import os
+    import stat
+    import tempfile
+
+    from steerkit._compute import remove_stale_temp_files
+
+    try:
+        st = out.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the export there ({e.strerror or e})") from None
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a folder" if stat.S_ISDIR(st.st_mode) else "a device or special file")
+            raise UserError(f"{out} is {kind}, not a regular file; refusing to replace it",
+                            hint="give -o a new path or an existing regular file, or '-' for stdout")
+    parent = out.parent
+    remove_stale_temp_files(out)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise UserError(f"{parent}: cannot create the export there ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
-    _, store = ctx
+    settings, store = ctx
     if args.file == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
@@ -283,6 +328,9 @@ async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         except UnicodeDecodeError:
             raise UserError(f"{path}: not a text file written by `steerkit cache export`") from None
         source = str(path)
-    imported, unchanged = await import_entries(store, text.splitlines(), source)
+    from steerkit._runtime import make_registry
+
+    known = {p.id for p in make_registry(settings).personas()}
+    imported, unchanged = await import_entries(store, text.splitlines(), source, known_personas=known)
     print(f"imported {imported} example set(s), {unchanged} already present")
     return 0

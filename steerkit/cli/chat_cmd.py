@@ -17,7 +17,7 @@ __all__ = ["add_arguments", "injected_messages", "run", "steered_answer"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("message", help="the user's message")
     p.add_argument("--system", help="a system prompt to send before the message")
-    p.add_argument("--persona", metavar="ID", help="use this persona instead of extracting one from the message")
+    p.add_argument("--persona", metavar="ID", help="use this persona (an id, or a pack's name for it: nigeria, democrat) instead of extracting one from the message")
     p.add_argument("--no-steer", action="store_true", help="answer without steering (for comparison)")
     p.add_argument("-k", "--examples", type=int, metavar="N", help="number of examples to inject")
     p.add_argument(
@@ -95,17 +95,18 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     from steerkit._runtime import Runtime
     from steerkit._config import SteerOptions
 
+    from steerkit._runtime import make_registry
+
+    persona = make_registry(settings).resolve(args.persona) if args.persona else None  # before the model loads
     options = SteerOptions(
         enabled=not args.no_steer,
-        persona=args.persona,
+        persona=persona,
         k=args.examples,
         miss_policy=args.miss_policy,
     )
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.message}]
     async with await Runtime.open(settings) as rt:
         rt.require_chat()
-        if args.persona:
-            rt.registry.persona(args.persona)  # unknown persona: a clear error before any work
         if options.enabled and args.miss_policy == "wait":
             await _compute_missing(rt, messages, options, quiet=args.json)
         max_tokens = args.max_tokens or settings.chat_model.max_tokens

@@ -4,7 +4,13 @@
 2. compute its example set by the coherence search over a small item pool, with live progress;
 3. answer the query twice with the embedded chat model: unsteered and steered, side by side.
 
-The demo's example sets go to ``<cache_dir>/demo`` so they never mix with real caches.
+It tells the truth about what it shows: the steerability probe's verdict for the search model
+(cached per model; ``--no-probe`` skips it), the examples injected into the steered prompt,
+complete answers (asked for in a few sentences; an answer cut by ``--max-tokens`` is trimmed to
+its last full sentence and says so) and the one line that points it at a real model.
+
+The demo's example set goes to the one cache (``steerkit cache ls`` lists it); its key differs
+from a full precompute's (a small pool, a short search), so it never stands in for one.
 """
 
 from __future__ import annotations
@@ -21,17 +27,23 @@ from steerkit.errors import UserError
 __all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
 
 DEFAULT_QUERY = "As a Republican, what do you think the government should do about gun laws?"
+#: Both answers are asked for briefly, so they end within the token budget.
+BRIEF = "Answer in two or three short sentences."
+#: How to run the same flow on a real model (shown at the end).
+REAL_MODEL = ("steerkit chat \"{query}\" --search-base-url http://HOST:8000/v1 --search-model meta-llama/Llama-3.1-8B "
+              "--chat-base-url http://HOST:8001/v1 --chat-model meta-llama/Llama-3.1-8B-Instruct")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default=DEFAULT_QUERY, help=f"the user's message (default: {DEFAULT_QUERY!r})")
     p.add_argument("--items", type=int, default=8, metavar="N", help="item pool size for the search (default 8)")
     p.add_argument("--max-iterations", type=int, default=8, metavar="N", help="search iterations (default 8)")
-    p.add_argument("--max-tokens", type=int, default=96, metavar="N", help="answer length (default 96)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--max-tokens", type=int, default=160, metavar="N", help="answer length limit in tokens (default 160)")
+    p.add_argument("--seed", type=int, default=7, help="search seed (default 7)")
     p.add_argument("--model-path", metavar="GGUF", help="embedded model file (default: the shipped SmolLM2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    probe_cmd.add_probe_flag(p)
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="show the steerability probe's verdict for the search model (default: yes; cached per model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,22 +61,21 @@ def run(args: argparse.Namespace) -> int:
             "chat_model": settings.chat_model.model_copy(
                 update={"base_url": None, "model": None, "api_key": None}
             ),
-            "cache_dir": settings.cache_dir / "demo",
             "steer": settings.steer.model_copy(update={"max_pool_items": args.items}),
             "search": settings.search.model_copy(
                 update={"max_iterations": args.max_iterations, "restarts": 1, "seed": args.seed, "patience": max(4, args.max_iterations // 2)}
             ),
         }
     )
-    result = asyncio.run(run_demo(settings, args.query, max_tokens=args.max_tokens, show=not args.json,
-                                  probe=probe_cmd.wants_probe(args)))
+    result = asyncio.run(run_demo(settings, args.query, max_tokens=args.max_tokens, show=not args.json, probe=args.probe))
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
-async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: bool = True, probe: bool = False) -> dict[str, Any]:
-    """Run the demo flow; returns what it showed (persona, example set summary, both answers)."""
+async def run_demo(settings: Any, query: str, *, max_tokens: int = 160, show: bool = True, probe: bool = False) -> dict[str, Any]:
+    """Run the demo flow; returns what it showed (probe verdict, persona, example set summary, the
+    injected examples, both answers)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -77,8 +88,11 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
         rt = await Runtime.open(settings)
     try:
         base_url, model = rt.require_chat()
+        verdict = None
         if probe:  # does this model follow in-context labels at all? (cached per model)
-            await probe_cmd.print_verdict(rt.backend, settings.cache_dir, console=console)
+            report = await probe_cmd.print_verdict(rt.backend, settings.cache_dir, console=console)
+            if report is not None:
+                verdict = {"verdict": report.verdict, "steerable": report.steerable, "summary": report.summary()}
         console.print(f"[bold]1. query[/bold]  {query}")
         messages = [{"role": "user", "content": query}]
         matches = await rt.steerer.extract(messages)
@@ -126,17 +140,25 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
         )
         _print_labels(console, es)
 
-        steered_messages, info = await steerer.prepare(messages, SteerOptions(persona=persona.id, miss_policy="wait"))
+        # the unsteered and the steered request differ only in what steering injects
+        base = [{"role": "system", "content": BRIEF}, *messages]
+        steered_messages, info = await steerer.prepare(base, SteerOptions(persona=persona.id, miss_policy="wait"))
+        injected = _injected_examples(es, steered_messages, base)
+        if show:
+            console.print(f"[bold]4. injected[/bold] {info.examples_used} labelled examples into the system prompt, e.g.:")
+            for line in injected[:6]:
+                console.print(f"   [dim]{line}[/dim]")
         client = rt.chat_client()
         try:
-            console.print("[bold]4. answers[/bold] (embedded chat model, temperature 0)")
+            console.print("[bold]5. answers[/bold] (embedded chat model, temperature 0)")
             with console.status("answering…"):
-                plain = await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0)
+                plain = await client.chat.completions.create(model=model, messages=base, max_tokens=max_tokens, temperature=0)
                 steered = await client.chat.completions.create(model=model, messages=steered_messages, max_tokens=max_tokens, temperature=0)
         finally:
             await client.close()
-        a_plain = plain.choices[0].message.content or ""
-        a_steered = steered.choices[0].message.content or ""
+        a_plain, cut_plain = complete_answer(plain.choices[0].message.content or "", plain.choices[0].finish_reason, max_tokens)
+        a_steered, cut_steered = complete_answer(steered.choices[0].message.content or "", steered.choices[0].finish_reason, max_tokens)
+        real = REAL_MODEL.format(query=query)
         if show:
             from rich.columns import Columns
             from rich.panel import Panel
@@ -149,7 +171,13 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
                     ]
                 )
             )
-            console.print(f"[dim]done in {time.perf_counter() - t_all:.0f}s; try `steerkit chat` and `steerkit serve` next[/dim]")
+            console.print(
+                f"[yellow]note:[/] these are {rt.backend.model} (labels) and a 135M chat model: the labels are near chance "
+                "and the steered answer may move either way. The same flow on a real model (one line):"
+            )
+            console.print(f"   {real}", soft_wrap=True)
+            console.print(f"[dim]done in {time.perf_counter() - t_all:.0f}s; the example set is in `steerkit cache ls`; "
+                          "try `steerkit chat` and `steerkit serve` next[/dim]")
         return {
             "query": query,
             "persona": persona.id,
@@ -163,8 +191,12 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 96, show: boo
                 "seconds": round(search_s, 1),
             },
             "steering": {"cache": info.cache, "examples_used": info.examples_used, "version": info.example_set_version},
+            "probe": verdict,
+            "injected_examples": injected,
             "unsteered": a_plain,
             "steered": a_steered,
+            "trimmed": {"unsteered": cut_plain, "steered": cut_steered},
+            "real_model": real,
         }
     finally:
         await rt.aclose()
@@ -180,3 +212,34 @@ def _print_labels(console: Any, es: Any, limit: int = 8) -> None:
         q = " ".join(it.question.split())
         t.add_row(f"{q[:50]}{'…' if len(q) > 50 else ''} → {text}", "[green]True[/green]" if lab.value else "[red]False[/red]", f"{lab.confidence:.2f}")
     console.print(t)
+
+
+def complete_answer(text: str, finish_reason: str | None, max_tokens: int) -> tuple[str, bool]:
+    """An answer that ends where a sentence ends: one cut by the token limit (``finish_reason ==
+    "length"``) is trimmed to its last full sentence and marked; returns (text, trimmed).
+
+    >>> complete_answer("One. Two is cut mid", "length", 8)
+    ('One. [trimmed: the answer hit --max-tokens 8]', True)
+    >>> complete_answer("All done.", "stop", 8)
+    ('All done.', False)
+    """
+    text = text.strip()
+    if finish_reason != "length":
+        return text, False
+    import re
+
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    body = text[: ends[-1]] if ends else text + "…"
+    return f"{body} [trimmed: the answer hit --max-tokens {max_tokens}]", True
+
+
+def _injected_examples(es: Any, steered: list[dict], original: list[dict]) -> list[str]:
+    """The labelled claims of ``es`` that steering put into the prompt, as 'claim → True/False'."""
+    added = "\n".join(str(m.get("content", "")) for m in steered if m not in original)
+    out = []
+    for it in es.items:
+        q, opt = " ".join(it.question.split()), " ".join(str(it.option or it.choice_1 or "").split())
+        if f"Question: {q}" in added and opt in added:
+            lab = "True" if es.labels[it.id].value else "False"
+            out.append(f"{q[:70]}{'…' if len(q) > 70 else ''} → {opt[:60]} ({lab})")
+    return out

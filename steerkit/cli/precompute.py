@@ -26,7 +26,7 @@ __all__ = ["PersonaResult", "add_arguments", "checkpoint_path", "precompute", "r
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sel = p.add_argument_group("which personas")
-    sel.add_argument("--persona", action="append", default=[], metavar="ID", help="persona id (repeatable)")
+    sel.add_argument("--persona", action="append", default=[], metavar="ID", help="persona id or a pack's name for it: country/nigeria, nigeria, democrat (repeatable)")
     sel.add_argument("--dimension", action="append", default=[], metavar="DIM", help="every persona of a dimension (repeatable)")
     sel.add_argument("--all", action="store_true", help="every persona of every loaded pack")
     run_g = p.add_argument_group("run")
@@ -67,11 +67,7 @@ def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: 
             raise UserError(f"no persona has dimension {d!r}", hint=f"known dimensions: {', '.join(dims)}")
         out += match
     for i in ids:
-        if i not in known:
-            from steerkit.errors import UnknownPersonaError
-
-            raise UnknownPersonaError(f"unknown persona {i!r}", hint="list the loaded personas with `steerkit cache ls --personas`")
-        out.append(i)
+        out.append(i if i in known else registry.resolve(i))  # a short name or alias: `democrat`
     return list(dict.fromkeys(out))
 
 
@@ -185,9 +181,11 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
 
     show = not args.no_progress and sys.stderr.isatty()
     on_ray = getattr(args, "ray", None) is not None
+    from steerkit._runtime import make_registry
+
+    ids = select_personas(make_registry(settings), args.persona, args.dimension, args.all)  # before the model loads
     rt = await Runtime.open(settings, chat=False, backend=not on_ray)  # on Ray, the workers open the backend
     try:
-        ids = select_personas(rt.registry, args.persona, args.dimension, args.all)
         if probe_cmd.wants_probe(args):  # does the search model follow in-context labels at all?
             await probe_cmd.print_verdict(rt.backend, settings.cache_dir)
         view = _ProgressView(ids, rt.steerer.config.search, show)
