@@ -24,6 +24,9 @@ need no change here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import glob
 import inspect
 import logging
 import re
@@ -35,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from steerkit._metrics import Metrics
 from steerkit._config import SteerConfig, expand_path
-from steerkit.errors import SteerkitError, UserError
+from steerkit._redact import mask_credentials
+from steerkit.errors import SteerkitError, StoreWriteError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig
 from steerkit._store import CacheKey, ExampleSetStore, SingleFlight
 
@@ -109,6 +113,9 @@ class ExampleSets:
         self._keys: dict[str, CacheKey] = {}
         self._failed: dict[str, tuple[float, str]] = {}  # persona -> (monotonic time, error)
         self._provisional: dict[str, ExampleSet] = {}  # key digest -> latest any-time snapshot
+        self._unstored: dict[str, ExampleSet] = {}  # key digest -> a finished search the store refused
+        self._rate_limited: set[str] = set()  # personas whose last request search was refused
+        self._limit_ns = f"{id(self)}-{time.monotonic_ns()}"
 
     # keys and pools ----------------------------------------------------------------------------
     @property
@@ -138,10 +145,23 @@ class ExampleSets:
 
     # reading -----------------------------------------------------------------------------------
     async def get(self, persona_id: str) -> ExampleSet | None:
-        """The persona's current cached example set (counted as a hit or a miss)."""
-        es = await self.store.get(self.cache_key(persona_id))
+        """The persona's current cached example set (counted as a hit or a miss); a finished search
+        the store could not write is served from memory."""
+        key = self.cache_key(persona_id)
+        es = await self.store.get(key)
+        if es is None:
+            es = self._unstored.get(key.digest())
         self.metrics.inc("cache_hits" if es is not None else "cache_misses")
         return es
+
+    def unstored(self, persona_id: str) -> ExampleSet | None:
+        """A finished search result kept only in memory because the store could not write it."""
+        return self._unstored.get(self.cache_key(persona_id).digest())
+
+    def rate_limited(self, persona_id: str) -> bool:
+        """True when the persona's last search asked for by a request was refused by the rate
+        limits (``searches_per_persona_per_hour``, ``searches_per_hour``)."""
+        return persona_id in self._rate_limited
 
     def provisional(self, persona_id: str) -> ExampleSet | None:
         """The latest any-time snapshot of the persona's running (or failed) search: complete and
@@ -159,24 +179,51 @@ class ExampleSets:
         return f is not None and time.monotonic() - f[0] < self.config.search_retry_s
 
     # computing ---------------------------------------------------------------------------------
-    def ensure(self, persona_id: str) -> asyncio.Task[ExampleSet | None] | None:
+    def ensure(self, persona_id: str, *, from_request: bool = False) -> asyncio.Task[ExampleSet | None] | None:
         """Start (or join) the single-flight search of a persona's current key; None when there is
-        no backend or the persona is backing off after a failure. The task re-checks the store first."""
+        no backend, the persona is backing off after a failure, or (``from_request``: a search a
+        request asked for) a new search would exceed the request search rate limits. The task
+        re-checks the store first."""
         if self.backend is None or self.backing_off(persona_id):
             return None
         key = self.cache_key(persona_id)
+        if from_request and key.digest() not in self._flight:
+            if not self._take_search_token(persona_id):
+                self._rate_limited.add(persona_id)
+                self.metrics.inc("searches_rate_limited")
+                log.warning("search for %s not started: request search rate limit reached "
+                            "(searches_per_persona_per_hour=%d, searches_per_hour=%d)", persona_id,
+                            self.config.searches_per_persona_per_hour, self.config.searches_per_hour)
+                return None
+            self._rate_limited.discard(persona_id)
 
         async def run() -> ExampleSet | None:
             es = await self.store.get(key)
             if es is not None:
                 return es
             shared = getattr(self.store, "single_flight", None)  # a shared store (RedisStore): one search among replicas
-            if shared is not None:
-                return await shared(key, lambda: self.compute(persona_id, key=key))
-            return await self.compute(persona_id)
+            try:
+                if shared is not None:
+                    return await shared(key, lambda: self.compute(persona_id, key=key))
+                return await self.compute(persona_id)
+            except StoreWriteError as e:  # the result is kept in memory: serve it
+                return e.example_set
 
         task = self._flight.start(key.digest(), run)
         return task
+
+    def _take_search_token(self, persona_id: str) -> bool:
+        """One request-started search against both moving-window limits (both or neither taken)."""
+        from limits import RateLimitItemPerHour
+
+        cfg = self.config
+        per, total = RateLimitItemPerHour(cfg.searches_per_persona_per_hour), RateLimitItemPerHour(cfg.searches_per_hour)
+        if per.amount == 0 or total.amount == 0:
+            return False
+        limiter = _limiter()
+        if not (limiter.test(per, self._limit_ns, persona_id) and limiter.test(total, self._limit_ns)):
+            return False
+        return limiter.hit(per, self._limit_ns, persona_id) and limiter.hit(total, self._limit_ns)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task (cancelled by `aclose`, awaited by `drain`)."""
@@ -229,6 +276,8 @@ class ExampleSets:
             ckpt = self.checkpoint_path(key)
         elif checkpoint:
             ckpt = expand_path(checkpoint)  # type: ignore[arg-type]
+        if ckpt is not None:
+            remove_stale_temp_files(ckpt)  # left by a killed run's checkpoint write
 
         kwargs: dict[str, Any] = {**self.search_options, **search_options}
         if fixed:
@@ -273,28 +322,55 @@ class ExampleSets:
                 es = await search(pool, self.backend, config, **kwargs)
             except Exception as e:
                 m.inc("searches_failed")
-                self._failed[persona_id] = (time.monotonic(), f"{type(e).__name__}: {e}")
+                self._failed[persona_id] = (time.monotonic(), mask_credentials(f"{type(e).__name__}: {e}"))
                 raise
             finally:
                 m.dec("searches_running")
         self._failed.pop(persona_id, None)
         m.inc("search_model_calls", es.stats.model_calls)
+        self._rate_limited.discard(persona_id)
         m.inc("search_prompt_tokens", es.stats.prompt_tokens)
         log.info("search for %s finished in %.1fs (%d model calls)", persona_id, time.perf_counter() - t0,
                  es.stats.model_calls)
         if store:
-            await self.put(key, es)
+            try:
+                await self.put(key, es)
+            except Exception as e:
+                self._store_failed(persona_id, digest, es, e)  # raises StoreWriteError
         self._provisional.pop(digest, None)  # the stored final version supersedes it
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
         return es
+
+    def _store_failed(self, persona_id: str, digest: str, es: ExampleSet, e: Exception) -> None:
+        """A finished search the store could not write: keep it in memory (served by `get`),
+        count it, back off the persona, and raise a `StoreWriteError` that says so."""
+        self._unstored[digest] = es
+        self._provisional.pop(digest, None)
+        self.metrics.inc("store_write_failures")
+        detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+        self._failed[persona_id] = (time.monotonic(), f"store write failed: {detail}")
+        log.error("search for %s finished but could not be stored (%s); the result is kept in memory "
+                  "for this process only", persona_id, detail)
+        raise StoreWriteError(
+            f"the search for {persona_id} finished (version {es.version}) but the cache could not store it: {detail}",
+            example_set=es,
+            hint="the result is kept in memory by this process only; free disk space, fix the cache "
+                 "folder's permissions or move a corrupt cache away, then precompute again",
+        ) from e
 
     async def put(self, key: CacheKey | str, es: ExampleSet) -> str:
         """Store ``es`` as the current version under ``key`` (a `CacheKey` or a configured persona
         id) and run the hooks; returns the version."""
         if isinstance(key, str):
             key = self.cache_key(key)
-        version = await self.store.put(key, es)
+        try:
+            version = await self.store.put(key, es)
+        except Exception as e:
+            self.metrics.inc("store_write_failures")
+            log.error("storing %s failed: %s", key.persona_id, mask_credentials(f"{type(e).__name__}: {e}"))
+            raise
+        self._unstored.pop(key.digest(), None)
         for hook in list(self.on_example_set):
             try:
                 await hook(es.persona.id, es)
@@ -381,6 +457,32 @@ class ExampleSets:
         await self._flight.cancel_all()
 
 
+def remove_stale_temp_files(target: Path) -> int:
+    """Remove the temporary files a killed writer of ``target`` left beside it
+    (``.<name>.<random>.tmp``, as the checkpoint writer and ``cache export`` name them); returns
+    how many. Symbolic links and other non-regular files are left alone."""
+    import stat
+
+    n = 0
+    with contextlib.suppress(OSError):
+        for p in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(p.lstat().st_mode):
+                    p.unlink()
+                    n += 1
+    if n:
+        log.info("removed %d leftover temporary file(s) of %s", n, target)
+    return n
+
+
+@functools.lru_cache(maxsize=1)
+def _limiter() -> Any:
+    """One moving-window rate limiter (in memory) for every `ExampleSets` of this process."""
+    from limits import storage, strategies
+
+    return strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+
+
 def _accepts(fn: Any, name: str) -> bool:
     """Whether a search function takes the keyword ``name`` (custom search functions may not)."""
     try:
@@ -400,4 +502,4 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         return
     exc = task.exception()
     if exc is not None:
-        log.error("background search failed: %s: %s", type(exc).__name__, exc)
+        log.error("background search failed: %s: %s", type(exc).__name__, mask_credentials(str(exc)))

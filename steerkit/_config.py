@@ -231,10 +231,10 @@ class ServerSettings(_Section):
     (uvicorn's ``limit_concurrency``)."""
     upstream_timeout: float = Field(600.0, gt=0, le=86_400)
     """Seconds to wait for the upstream between bytes (read/write); exceeded → 504 (or an SSE error event)."""
-    upstream_connect_timeout: float = Field(10.0, gt=0)
-    max_connections: int = Field(512, ge=1)
+    upstream_connect_timeout: float = Field(10.0, gt=0, le=600)
+    max_connections: int = Field(512, ge=1, le=100_000)
     """Connection pool size towards the upstream."""
-    shutdown_timeout: float = Field(30.0, ge=0)
+    shutdown_timeout: float = Field(30.0, ge=0, le=3600)
     """On shutdown, how long in-flight requests (streams included) may take to finish."""
     on_steer_error: Literal["fail", "passthrough"] = "fail"
     """When steering fails on a backend error: answer 502 (``fail``) or forward unsteered (``passthrough``)."""
@@ -266,9 +266,11 @@ class SteerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(20, ge=0, le=500)
-    """Examples injected per request (the seed paper finds 20–30 enough)."""
+    """Examples injected per request (the seed paper finds 20–30 enough); a request may ask for fewer."""
     mode: Mode = "generate"
     miss_policy: MissPolicy = "background"
+    """On a cache miss: ``wait``, ``background`` or ``off``. A request's ``miss_policy`` can only
+    narrow it: ``off`` when the operator's is ``off``; any when it is ``wait`` or ``background``."""
     persona_miss_policy: dict[str, MissPolicy] = Field(default_factory=dict)
     """Per-persona miss policy overrides, e.g. ``{"country/nigeria": "wait"}``."""
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
@@ -280,14 +282,23 @@ class SteerConfig(BaseModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     model: str | None = None
     """Model id in cache keys; defaults to the backend's ``model``."""
-    max_pool_items: int | None = Field(None, ge=1)
-    """Search only the first N items of each pool (whole groups), to bound search cost."""
-    max_concurrent_searches: int = Field(1, ge=1)
-    wait_timeout_s: float | None = Field(None, gt=0)
+    max_pool_items: int | None = Field(None, ge=1, le=100_000)
+    """Search only the first N items of each pool (whole groups), to bound search cost (None: the
+    whole pool; packs are bounded by the pack loader)."""
+    max_concurrent_searches: int = Field(1, ge=1, le=64)
+    wait_timeout_s: float | None = Field(None, gt=0, le=3600)
     """With ``wait``: answer unsteered after this long (the search goes on in the background)."""
+    request_search_personas: list[str] | None = None
+    """Personas a request may start a search for on a miss (None: every configured persona). A
+    request's ``steerkit.persona`` outside this list is served from the cache only."""
+    searches_per_persona_per_hour: int = Field(2, ge=0, le=10_000)
+    """Searches that requests may start for one persona per (moving) hour; beyond, misses are
+    served unsteered with reason ``search_rate_limited``. ``precompute`` is not limited."""
+    searches_per_hour: int = Field(10, ge=0, le=100_000)
+    """Searches that requests may start in total per (moving) hour."""
     scan: Literal["last_user", "all_user"] = "all_user"
     """Which user messages are scanned for persona statements (later messages win)."""
-    search_retry_s: float = Field(60.0, ge=0)
+    search_retry_s: float = Field(60.0, ge=0, le=86_400)
     """After a failed search (a miss, a re-run, precompute), no new search of that persona starts on
     a request for this long."""
 
@@ -303,7 +314,10 @@ class SteerOptions(BaseModel):
     persona: str | None = None
     """Force this persona (must exist in the configured packs); extraction is skipped."""
     k: int | None = Field(default=None, ge=0, le=500)
+    """At most the operator's ``k`` (a larger value is capped)."""
     miss_policy: MissPolicy | None = None
+    """Narrows the operator's miss policy (to ``off``, or between ``wait`` and ``background``);
+    never turns the operator's ``off`` into a search."""
     mode: Mode | None = None
     """``generate`` (default from `SteerConfig`) or ``predict``."""
 
@@ -606,6 +620,10 @@ def _mask(obj: Any) -> Any:
         return [_mask(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if isinstance(obj, str):
+        from steerkit._redact import mask_credentials
+
+        return mask_credentials(obj)  # URLs with user:password@
     return obj
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from steerkit._compute import ExampleSets, Hook, SearchFn
+from steerkit._redact import mask_credentials
 from steerkit._metrics import Counters, Metrics
 from steerkit._config import MissPolicy, Mode, SteerConfig, SteerOptions
 from steerkit.errors import InvalidRequestError, UnknownPersonaError
@@ -84,7 +85,12 @@ class SteerInfo(BaseModel):
     added_ms: float = 0.0
     mode: Mode = "generate"
     note: str | None = None
-    """Why steering did not happen, when it did not ("disabled", "no persona stated", …)."""
+    """Why steering did not happen, when it did not ("disabled", "no persona stated", …), in words
+    (credentials masked)."""
+    reason: str | None = None
+    """The same as a short, stable code (what the proxy sends in ``X-Steerkit-Note``):
+    ``disabled``, ``no_persona``, ``miss_policy_off``, ``no_backend``, ``computing``,
+    ``search_failed``, ``search_rate_limited``, ``search_not_allowed``, ``no_usable_examples``."""
 
 
 # --- the steerer --------------------------------------------------------------------------------
@@ -137,6 +143,9 @@ class Steerer:
         unknown = [p for p in self.config.persona_miss_policy if p not in self.registry]
         if unknown:
             raise UnknownPersonaError(f"persona_miss_policy names unknown persona(s) {unknown}")
+        unknown = [p for p in self.config.request_search_personas or [] if p not in self.registry]
+        if unknown:
+            raise UnknownPersonaError(f"request_search_personas names unknown persona(s) {unknown}")
         if self.config.model is None and backend is None:
             log.info("Steerer without backend or config.model: cache keys use model 'none'")
 
@@ -195,7 +204,18 @@ class Steerer:
 
     # example sets ----------------------------------------------------------------------------
     def miss_policy_for(self, persona_id: str, override: MissPolicy | None = None) -> MissPolicy:
-        return override or self.config.persona_miss_policy.get(persona_id) or self.config.miss_policy
+        """The operator's policy for the persona, narrowed (never widened) by a request's
+        ``override``: a request may turn searching ``off``, or choose between ``wait`` and
+        ``background`` when the operator lets misses search; it can never turn ``off`` into a search."""
+        operator = self.config.persona_miss_policy.get(persona_id) or self.config.miss_policy
+        if override is None or _POLICY_RANK[override] > _POLICY_RANK[operator]:
+            return operator
+        return override
+
+    def may_search(self, persona_id: str) -> bool:
+        """Whether a request may start a search for this persona (``request_search_personas``)."""
+        allowed = self.config.request_search_personas
+        return allowed is None or persona_id in allowed
 
     async def example_set(self, persona_id: str, *, miss_policy: MissPolicy | None = None) -> ExampleSet | None:
         """The current example set of a persona, applying the miss policy on a miss."""
@@ -207,9 +227,10 @@ class Steerer:
         es = await sets.get(persona_id)
         if es is not None:
             return es, "hit"
-        if policy == "off":
+        if policy == "off" or not self.may_search(persona_id):
             return None, "off"
-        task = sets.ensure(persona_id)  # None: no backend, or backing off after a failed search
+        # None: no backend, backing off after a failed search, or over the request search rate
+        task = sets.ensure(persona_id, from_request=True)
         if task is None:
             return self._provisional(persona_id)
         if policy == "background":
@@ -225,7 +246,7 @@ class Steerer:
             sets.track(task)
             return self._provisional(persona_id)
         except Exception as e:  # the chat request goes on unsteered; the error is logged and counted
-            log.error("search for %s failed: %s: %s", persona_id, type(e).__name__, e)
+            log.error("search for %s failed: %s: %s", persona_id, type(e).__name__, mask_credentials(str(e)))
             return None, "miss"
         return es, ("computed" if es is not None else "miss")
 
@@ -279,7 +300,7 @@ class Steerer:
         metrics = self.metrics
         metrics.inc("requests")
         mode: Mode = opts.mode or self.config.mode
-        k = self.config.k if opts.k is None else opts.k
+        k = self.config.k if opts.k is None else min(opts.k, self.config.k)  # a request can only lower k
         msgs = [dict(m) for m in messages]
 
         def done(info: SteerInfo) -> tuple[list[dict[str, Any]], SteerInfo]:
@@ -290,7 +311,7 @@ class Steerer:
 
         steered = msgs
         if not opts.enabled:
-            return done(SteerInfo(cache="off", mode=mode, note="disabled by request"))
+            return done(SteerInfo(cache="off", mode=mode, note="disabled by request", reason="disabled"))
         if opts.persona is not None:
             persona = self.registry.persona(opts.persona)  # UnknownPersonaError for unknown ids
             matches = [PersonaMatch(persona_id=persona.id, dimension=persona.dimension, span=(0, 0), evidence="",
@@ -298,7 +319,7 @@ class Steerer:
         else:
             matches = await self.extract(msgs)
         if not matches:
-            return done(SteerInfo(cache="none", mode=mode, note="no persona stated"))
+            return done(SteerInfo(cache="none", mode=mode, note="no persona stated", reason="no_persona"))
 
         statuses: dict[str, CacheStatus] = {}
         sets: list[tuple[PersonaMatch, ExampleSet]] = []
@@ -319,14 +340,19 @@ class Steerer:
         )
         if not sets:
             errors = [e for e in (self.last_error(m.persona_id) for m in matches) if e]
+            limited = [m.persona_id for m in matches if self.example_sets.rate_limited(m.persona_id)]
             if errors:
-                info.note = f"search failed: {errors[0][:200]}"
+                info.note, info.reason = f"search failed: {mask_credentials(errors[0])[:200]}", "search_failed"
+            elif info.cache == "off" and not any(self.may_search(m.persona_id) for m in matches):
+                info.note, info.reason = "cache miss; requests may not start a search for this persona", "search_not_allowed"
             elif info.cache == "off":
-                info.note = "cache miss; miss policy off"
+                info.note, info.reason = "cache miss; miss policy off", "miss_policy_off"
             elif self.backend is None:
-                info.note = "cache miss; no backend to compute with"
+                info.note, info.reason = "cache miss; no backend to compute with", "no_backend"
+            elif limited:
+                info.note, info.reason = "cache miss; request searches are rate-limited", "search_rate_limited"
             else:
-                info.note = "cache miss; example set being computed"
+                info.note, info.reason = "cache miss; example set being computed", "computing"
             return done(info)
         query = _last_user_text(msgs)
         per = _split_k(k, len(sets))
@@ -338,7 +364,7 @@ class Steerer:
                                        templates=self.registry.templates(m.persona_id), examples=examples))
         used = sum(len(b.examples) for b in blocks)
         if used == 0:
-            info.note = "the example set has no usable examples for this mode"
+            info.note, info.reason = "the example set has no usable examples for this mode", "no_usable_examples"
             return done(info)
         steered = inject_block(msgs, render_block(blocks, mode))
         info.examples_used = used
@@ -368,6 +394,11 @@ class Steerer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+#: How much work a miss policy allows: a request may choose a policy of the same rank or lower.
+#: ``wait`` and ``background`` start the same search (``wait`` only makes that request wait for it).
+_POLICY_RANK: dict[str, int] = {"off": 0, "background": 1, "wait": 1}
 
 
 def _aggregate(statuses: list[CacheStatus]) -> CacheStatus:

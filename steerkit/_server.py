@@ -50,6 +50,7 @@ from starlette.routing import Route
 
 from steerkit._metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Metrics
 from steerkit._version import __version__
+from steerkit._redact import header_value, mask_credentials
 from steerkit._wire import WireError, parse_chat_body, steer_headers
 from steerkit._config import Settings
 from steerkit.errors import ConfigError, SteerkitError, UserError
@@ -146,7 +147,9 @@ def _error_body(message: str, type_: str, code: str | int | None = None, param: 
 
 
 def _error_response(e: _HTTPError) -> Response:
-    return Response(_error_body(e.message, e.type, e.code, e.param), e.status, media_type="application/json")
+    headers = {"connection": "close"} if e.status == 408 else None  # the rest of a slow body is not read
+    return Response(_error_body(e.message, e.type, e.code, e.param), e.status, headers=headers,
+                    media_type="application/json")
 
 
 def _sse_error(message: str, type_: str, code: str | int | None) -> bytes:
@@ -408,11 +411,17 @@ class ProxyApp:
                 raise _too_large(n, limit)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            chunks.append(chunk)
+        timeout = self.settings.server.body_timeout
+        try:
+            with anyio.fail_after(timeout):  # a client that sends its body slowly, or never, is cut off
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(size, limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _HTTPError(408, f"the request body did not arrive within {timeout:g}s (server.body_timeout)",
+                             "invalid_request_error", "request_timeout") from None
         return b"".join(chunks)
 
     async def _steer(self, body: dict[str, Any], options: Any) -> dict[str, str]:
@@ -424,10 +433,12 @@ class ProxyApp:
             raise _HTTPError(400, e.message, "invalid_request_error", "steering_rejected") from None
         except SteerkitError as e:
             metrics.steer.labels("error").inc()
+            detail = mask_credentials(str(e))  # the log gets details, the client a stable code
             if self.settings.server.on_steer_error == "fail":
-                raise _HTTPError(502, f"steering failed: {e.message}", "upstream_error", "steering_failed") from None
-            log.warning("steering failed, forwarding unsteered: %s", e.message)
-            return {"X-Steerkit-Error": type(e).__name__}
+                log.error("steering failed: %s: %s", type(e).__name__, detail)
+                raise _HTTPError(502, "steering failed (see the proxy's log)", "upstream_error", "steering_failed") from None
+            log.warning("steering failed, forwarding unsteered: %s: %s", type(e).__name__, detail)
+            return {"X-Steerkit-Error": type(e).__name__, "X-Steerkit-Note": "steering_failed"}
         body["messages"] = new_messages
         metrics.steer.labels(str(getattr(info, "cache", "unknown"))).inc()
         return steer_headers(info)
@@ -451,7 +462,7 @@ class ProxyApp:
         added = time.perf_counter() - t0
         self.metrics.added.observe(added)
         headers["X-Steerkit-Added-Ms"] = f"{added * 1000:.1f}"
-        extra = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()]
+        extra = [(k.lower().encode("ascii"), header_value(v).encode("ascii")) for k, v in headers.items()]
 
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         up_headers = self._upstream_headers(request)
@@ -650,4 +661,8 @@ def worker_app() -> ProxyApp:
     raw = os.environ.get(SETTINGS_ENV)
     if not raw:
         raise ConfigError(f"{SETTINGS_ENV} is not set", hint="start workers with `steerkit serve --workers N`")
-    return create_app(Settings.model_validate_json(raw))
+    settings = Settings.model_validate_json(raw)
+    from steerkit import _http_guard
+
+    _http_guard.header_timeout = settings.server.header_timeout
+    return create_app(settings)

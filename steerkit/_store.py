@@ -23,7 +23,7 @@ import logging
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -195,6 +195,21 @@ class MemoryStore:
 # --- disk ---------------------------------------------------------------------------------------
 
 
+def _store_hint(e: BaseException, directory: Path) -> str:
+    """What to do about an error opening or reading the disk cache, by its cause."""
+    import sqlite3
+
+    text = str(e).lower()
+    if isinstance(e, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text or "corrupt" in text):
+        return (f"the cache database in {directory} is corrupt: move the folder away (or delete it) and "
+                "precompute again, or import an export with `steerkit cache import`")
+    if isinstance(e, PermissionError) or "readonly" in text or "read-only" in text or "permission" in text:
+        return f"the cache folder {directory} is not writable: check its permissions or set STEERKIT_CACHE_DIR"
+    if "disk is full" in text or "no space" in text:
+        return f"the disk holding {directory} is full: free space or set STEERKIT_CACHE_DIR"
+    return "check the cache folder (permissions, free space) or set STEERKIT_CACHE_DIR"
+
+
 def _warn(msg: str) -> None:
     log.warning(msg)
     warnings.warn(msg, CacheCorruptionWarning, stacklevel=3)
@@ -221,7 +236,7 @@ class DiskStore:
             self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit, eviction_policy="none")
         except Exception as e:
             raise StoreError(f"cannot open the example-set cache at {self.directory}: {e}",
-                             hint="check the directory's permissions or set STEERKIT_CACHE_DIR") from e
+                             hint=_store_hint(e, self.directory)) from e
         self._memory: OrderedDict[tuple[str, str], ExampleSet] = OrderedDict()
         self._memory_items = memory_items
         self._lock = asyncio.Lock()
@@ -232,22 +247,24 @@ class DiskStore:
             raw = self._cache.get(f"meta:{digest}")
         except Exception as e:  # sqlite errors, unpickling errors
             if warn:
-                _warn(f"steerkit cache: unreadable index entry {digest} in {self.directory} ({type(e).__name__}); "
-                  "treating it as a miss")
+                _warn(f"steerkit cache: unreadable index entry {digest} in {self.directory} ({type(e).__name__}: "
+                      f"{str(e)[:120]}); treating it as a miss ({_store_hint(e, self.directory)})")
             return None
         if raw is None:
             return None
         try:
             meta = json.loads(raw) if isinstance(raw, (str, bytes)) else None
-            if not isinstance(meta, dict) or not isinstance(meta.get("versions"), list):
+            if (not isinstance(meta, dict) or not isinstance(meta.get("versions"), list)
+                    or not all(isinstance(v, str) for v in meta["versions"])
+                    or not isinstance(meta.get("current"), (str, type(None)))):
                 raise ValueError("bad structure")
             return meta
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             if warn:
                 _warn(f"steerkit cache: corrupt index entry {digest} in {self.directory}; treating it as a miss")
             return None
 
-    def _load(self, digest: str, version: str) -> ExampleSet | None:
+    def _load(self, digest: str, version: str, warn_missing: bool = False) -> ExampleSet | None:
         mk = (digest, version)
         es = self._memory.get(mk)
         if es is not None:
@@ -256,9 +273,14 @@ class DiskStore:
         try:
             raw = self._cache.get(f"es:{digest}:{version}")
         except Exception as e:
-            _warn(f"steerkit cache: unreadable entry {digest}/{version} ({type(e).__name__}); treating it as a miss")
+            _warn(f"steerkit cache: unreadable entry {digest}/{version} ({type(e).__name__}); treating it as a miss "
+                  f"({_store_hint(e, self.directory)})")
             return None
         if raw is None:
+            if not warn_missing:  # an old version pruned, or never stored: a plain miss
+                return None
+            _warn(f"steerkit cache: entry {digest}/{version} is in the index but its data is missing from "
+                  f"{self.directory}; treating it as a miss (precompute the persona again)")
             return None
         try:
             rec = json.loads(raw)
@@ -283,7 +305,7 @@ class DiskStore:
         version = meta["current"]
         if (digest, version) in self._memory:
             return self._load(digest, version)
-        return await asyncio.to_thread(self._load, digest, version)
+        return await asyncio.to_thread(self._load, digest, version, True)
 
     async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
         return await asyncio.to_thread(self._load, key.digest(), version)
@@ -314,7 +336,8 @@ class DiskStore:
                 for v in dropped:
                     self._cache.delete(f"es:{digest}:{v}")
         except Exception as e:
-            raise StoreError(f"cannot write to the example-set cache at {self.directory}: {e}") from e
+            raise StoreError(f"cannot write to the example-set cache at {self.directory}: {e}",
+                             hint=_store_hint(e, self.directory)) from e
         for v in dropped:
             self._memory.pop((digest, v), None)
         self._memory[(digest, version)] = es
@@ -455,16 +478,21 @@ async def export_entries(store: ExampleSetStore, personas: list[str] | None = No
     return lines
 
 
-async def import_entries(store: ExampleSetStore, lines: list[str], source: str = "<input>") -> tuple[int, int]:
+async def import_entries(store: ExampleSetStore, lines: list[str], source: str = "<input>", *,
+                         known_personas: Collection[str] | None = None) -> tuple[int, int]:
     """Put every example set of an export into ``store``; returns (imported, unchanged). The whole
-    file is validated first: a bad file changes nothing."""
+    file is validated first (JSON, entries, each key against its example set, and, given
+    ``known_personas``, personas the configured packs define): a bad file changes nothing."""
     from pydantic import ValidationError
+
+    from steerkit._json import loads_strict
+    from steerkit.errors import InvalidRequestError
 
     if not lines or not lines[0].strip():
         raise UserError(f"{source}: empty file", hint="give a file written by `steerkit cache export`")
     try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
+        header = loads_strict(lines[0])
+    except InvalidRequestError:
         header = None
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise UserError(f"{source}: line 1: not a steerkit cache export (expected format {EXPORT_FORMAT!r})")
@@ -473,11 +501,21 @@ async def import_entries(store: ExampleSetStore, lines: list[str], source: str =
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads_strict(line, what="the line")
             key = CacheKey(**rec["key"])
             es = ExampleSet.model_validate(rec["example_set"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as e:
-            raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        except InvalidRequestError as e:
+            raise UserError(f"{source}: line {n}: {e.message}", hint="a bad file changes nothing; re-export it") from None
+        except (KeyError, TypeError, ValidationError, RecursionError) as e:
+            first = (str(e).splitlines() or [""])[0][:200]
+            raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {first})",
+                            hint="a bad file changes nothing; re-export it") from None
+        if es.persona.id != key.persona_id:
+            raise UserError(f"{source}: line {n}: the key is for persona {key.persona_id!r} but the example set is "
+                            f"for {es.persona.id!r}", hint="a bad file changes nothing; re-export it")
+        if known_personas is not None and key.persona_id not in known_personas:
+            raise UserError(f"{source}: line {n}: persona {key.persona_id!r} is not defined by any configured pack",
+                            hint="add its pack (packs_dirs) first; a bad file changes nothing")
         parsed.append((key, es))
     imported = unchanged = 0
     for key, es in parsed:

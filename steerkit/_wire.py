@@ -20,11 +20,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from steerkit._config import SteerOptions
+from steerkit._json import loads_strict as _loads_strict
+from steerkit._redact import header_value
 from steerkit.errors import InvalidRequestError
 from steerkit._middleware import SteerInfo, validate_messages
 
 __all__ = [
     "WireError",
+    "loads_strict",
     "parse_chat_body",
     "parse_options",
     "record_usage",
@@ -53,8 +56,8 @@ def parse_options(value: Any) -> SteerOptions:
         return value
     if isinstance(value, (str, bytes)):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = loads_strict(value, what="the 'steerkit' request field")
+        except WireError:
             raise WireError(
                 "the 'steerkit' request field is not valid JSON",
                 code="invalid_steerkit_options",
@@ -134,10 +137,7 @@ def split_sdk_kwargs(kwargs: Mapping[str, Any]) -> tuple[SteerOptions, dict[str,
 
 def parse_chat_body(raw: bytes) -> tuple[SteerOptions, dict[str, Any]]:
     """A raw ``POST /v1/chat/completions`` body → (steering options, the body to forward)."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WireError(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+    body = loads_strict(raw, what="the request body")
     if not isinstance(body, dict):
         raise WireError("the request body must be a JSON object", code="invalid_body")
     messages = body.get("messages")
@@ -151,16 +151,25 @@ def parse_chat_body(raw: bytes) -> tuple[SteerOptions, dict[str, Any]]:
     return split_request(body)
 
 
+def loads_strict(raw: bytes | str, *, what: str = "the input") -> Any:
+    """`steerkit._json.loads_strict`, its errors as `WireError` (code ``invalid_json``)."""
+    try:
+        return _loads_strict(raw, what=what)
+    except InvalidRequestError as e:
+        raise WireError(e.message, code="invalid_json", hint=e.hint or None) from None
+
+
 def steer_headers(info: SteerInfo) -> dict[str, str]:
-    """The ``X-Steerkit-*`` headers describing what steering did (latin-1 safe)."""
+    """The ``X-Steerkit-*`` headers describing what steering did: every value a safe header value
+    (`header_value`); ``X-Steerkit-Note`` is the short, stable reason code (details are logged)."""
     out = {
-        "X-Steerkit-Persona": ",".join(m.persona_id for m in info.personas),
-        "X-Steerkit-Version": info.example_set_version or "",
-        "X-Steerkit-Cache": info.cache,
+        "X-Steerkit-Persona": header_value(",".join(m.persona_id for m in info.personas)),
+        "X-Steerkit-Version": header_value(info.example_set_version or ""),
+        "X-Steerkit-Cache": header_value(info.cache),
         "X-Steerkit-Added-Ms": f"{info.added_ms:.3f}",
     }
-    if info.note:
-        out["X-Steerkit-Note"] = info.note.encode("ascii", "replace").decode()[:200]
+    if info.reason or info.note:
+        out["X-Steerkit-Note"] = header_value(info.reason or "unspecified")
     return out
 
 

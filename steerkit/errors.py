@@ -119,6 +119,15 @@ class StoreError(SteerkitError):
     """The example-set cache could not be read or written."""
 
 
+class StoreWriteError(StoreError):
+    """A search finished but the cache could not store its result (full disk, read-only folder,
+    corrupt database). ``example_set``: the result, kept in memory by the process that computed it."""
+
+    def __init__(self, message: str, *, example_set: object, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.example_set = example_set
+
+
 class FeedbackError(SteerkitError):
     """A feedback adapter failed to submit escalations or fetch answers."""
 

@@ -190,8 +190,8 @@ async def test_miss_policy_per_persona_and_per_request(registry: PackRegistry) -
     st = make_steerer(registry, miss_policy="wait", persona_miss_policy={"country/japan": "off"})
     _, info = await st.prepare(chat("I'm from Japan"))
     assert info.cache == "off"
-    _, info = await st.prepare(chat("I'm from Japan"), SteerOptions(miss_policy="wait"))  # request wins
-    assert info.cache == "computed"
+    _, info = await st.prepare(chat("I'm from Japan"), SteerOptions(miss_policy="wait"))  # cannot widen
+    assert info.cache == "off" and info.reason == "miss_policy_off" and st.counters.searches_started == 0
     _, info = await st.prepare(chat("I'm from Brazil"), SteerOptions(miss_policy="off"))
     assert info.cache == "off"
     with pytest.raises(UnknownPersonaError):
@@ -351,7 +351,7 @@ def test_info_headers_and_metrics_export() -> None:
     info = SteerInfo(cache="hit", example_set_version="abc", added_ms=1.23456)
     assert steer_headers(info) == {"X-Steerkit-Persona": "", "X-Steerkit-Version": "abc", "X-Steerkit-Cache": "hit",
                                    "X-Steerkit-Added-Ms": "1.235"}
-    assert steer_headers(info.model_copy(update={"note": "cache miß"}))["X-Steerkit-Note"] == "cache mi?"
+    assert steer_headers(info.model_copy(update={"note": "cache miß", "reason": "computing"}))["X-Steerkit-Note"] == "computing"
     m = Metrics()
     for v in (0.0002, 0.0003, 0.007):
         m.added_latency.observe(v)
