@@ -366,20 +366,6 @@ class Settings(BaseModel):
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser()
 
-    @field_validator("store", mode="after")
-    @classmethod
-    def _store_url(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL (or unset for the disk cache)")
-        return v
-
-    @field_validator("packs_dirs", mode="after")
-    @classmethod
-    def _expand_all(cls, v: list[Path]) -> list[Path]:
-        return [p.expanduser() for p in v]
-
-    # --- loading ---------------------------------------------------------------------------------
-
     @model_validator(mode="before")
     @classmethod
     def _sparse_by_default(cls, data: Any) -> Any:
@@ -393,6 +379,20 @@ class Settings(BaseModel):
             if isinstance(steer, Mapping) and isinstance(steer.get("search"), Mapping) and "mode" not in steer["search"]:
                 data["steer"] = {**steer, "search": {"mode": "sparse", **steer["search"]}}
         return data
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (or unset for the disk cache)")
+        return v
+
+    @field_validator("packs_dirs", mode="after")
+    @classmethod
+    def _expand_all(cls, v: list[Path]) -> list[Path]:
+        return [p.expanduser() for p in v]
+
+    # --- loading ---------------------------------------------------------------------------------
 
     @classmethod
     def load(
@@ -480,6 +480,12 @@ class Settings(BaseModel):
             if not isinstance(v, dict):
                 lines.append(_toml_line(k, v))
         for name, sec in sections.items():
+            body = [_toml_line(k, v) for k, v in sec.items()]
+            if name == "steer" and sec.get("search") is None:
+                body = [ln for ln in body if not ln.startswith("# search =")]
+                body.append("# search: the [search] section above")
+            if not body:  # no header without settings under it
+                continue
             lines.append("")
             lines.append(f"[{name}]")
             lines.extend(body)
@@ -493,12 +499,6 @@ _LIST_FIELDS = {("packs_dirs",), ("server", "api_keys")}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-            body = [_toml_line(k, v) for k, v in sec.items()]
-            if name == "steer" and sec.get("search") is None:
-                body = [ln for ln in body if not ln.startswith("# search =")]
-                body.append("# search: the [search] section above")
-            if not body:  # no header without settings under it
-                continue
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -635,6 +635,8 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
+        if not v:
+            return "{}"
         return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     return json.dumps(str(v), ensure_ascii=False)
 
@@ -643,5 +645,3 @@ def _toml_line(k: str, v: Any) -> str:
     if v is None:
         return f"# {k} = (unset)"
     return f"{k} = {_toml_value(v)}"
-        if not v:
-            return "{}"

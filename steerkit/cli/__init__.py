@@ -223,6 +223,7 @@ def _serve_workers(settings: Any) -> int:
     import socket
 
     from steerkit.errors import ConfigError
+    from steerkit._http_guard import uvicorn_limits
     from steerkit._server import SETTINGS_ENV
 
     s = settings.server
@@ -234,7 +235,6 @@ def _serve_workers(settings: Any) -> int:
               file=sys.stderr)
     os.environ[SETTINGS_ENV] = settings.to_json()
     config = uvicorn.Config(
-    from steerkit._http_guard import uvicorn_limits
         "steerkit._server:worker_app",
         factory=True,
         workers=s.workers,
@@ -245,6 +245,7 @@ def _serve_workers(settings: Any) -> int:
         timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
         proxy_headers=False,
         server_header=False,
+        **uvicorn_limits(s),
     )
     # The listening socket is made here as an explicit TCP socket: asyncio sets TCP_NODELAY on
     # accepted connections only when the listener's protocol is IPPROTO_TCP, and uvicorn's own
@@ -256,7 +257,6 @@ def _serve_workers(settings: Any) -> int:
         sock.bind((s.host, s.port))
     except OSError as e:
         raise BackendUnavailableError(f"the proxy could not bind {s.host}:{s.port}: {e.strerror or e}") from None
-        **uvicorn_limits(s),
     sock.set_inheritable(True)
     print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
           file=sys.stderr)
@@ -279,6 +279,7 @@ async def _serve_async(settings: Any) -> int:
 
     from steerkit._runtime import Runtime
     from steerkit.errors import ConfigError
+    from steerkit._http_guard import uvicorn_limits
     from steerkit._server import create_app
 
     s = settings.server
@@ -290,7 +291,6 @@ async def _serve_async(settings: Any) -> int:
     async with await Runtime.open(settings) as rt:
         if not rt.chat_base_url:
             raise ConfigError("no upstream chat model: set chat_model.base_url (STEERKIT_CHAT_MODEL__BASE_URL or --chat-base-url)")
-    from steerkit._http_guard import uvicorn_limits
         app = create_app(settings, steerer=rt.steerer, upstream_base_url=rt.chat_base_url)
         config = uvicorn.Config(
             app,
@@ -301,6 +301,7 @@ async def _serve_async(settings: Any) -> int:
             timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
             proxy_headers=False,
             server_header=False,
+            **uvicorn_limits(s),
         )
         server = _proxy_server_class()(config)
         print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {rt.chat_base_url}", file=sys.stderr)
@@ -312,7 +313,6 @@ async def _serve_async(settings: Any) -> int:
     if signal.SIGINT in server.signals:
         print("steerkit: interrupted; in-flight requests were finished", file=sys.stderr)
         return EXIT_INTERRUPTED
-            **uvicorn_limits(s),
     return EXIT_OK  # SIGTERM: a requested, clean shutdown
 
 
