@@ -12,7 +12,8 @@ Routes:
   `steerkit._wire`, parses it, as it does for the in-process client wrapper). Upstream errors come
   back with the upstream's status and body.
 - ``GET /v1/models``: the upstream's model list.
-- ``GET /healthz``: liveness (no auth).
+- ``GET /healthz``: health (no auth): 200 ``ok``; 503 ``upstream_unavailable`` (naming the upstream,
+  without credentials) while the chat server does not answer; 503 ``draining`` on shutdown.
 - ``GET /metrics``: Prometheus text format: the steerer's and the proxy's series, one registry.
 
 Safety: `create_app` never binds anything (``steerkit serve`` binds 127.0.0.1 by default); optional
@@ -51,6 +52,7 @@ from starlette.routing import Route
 from steerkit._metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Metrics
 from steerkit._version import __version__
 from steerkit._redact import header_value, mask_credentials
+from steerkit._upstream import UpstreamHealth, public_url
 from steerkit._wire import WireError, parse_chat_body, steer_headers
 from steerkit._config import Settings
 from steerkit.errors import ConfigError, SteerkitError, UserError
@@ -203,6 +205,7 @@ class ProxyApp:
         self._idle.set()
         self._metrics: _ProxyMetrics | None = None
         self._registry: CollectorRegistry | None = None
+        self.upstream: UpstreamHealth | None = None  # checked at start-up; down: 502 before steering
         if steerer is not None:
             self._bind_metrics(steerer)
         self.app = Starlette(
@@ -255,7 +258,12 @@ class ProxyApp:
                 transport=self._transport,
             )
             self._started = True
-            log.info("steerkit proxy ready; upstream %s", self._upstream_base_url)
+            self.upstream = UpstreamHealth(self._upstream_base_url)
+            with self.client.pick() as http:
+                if not await self.upstream.check(http, self._upstream_headers(None)):
+                    log.warning("the upstream chat server %s is %s: chat requests get 502 (and start no search) until it "
+                                "answers; /healthz reports it", self.upstream.public_url, self.upstream.error)
+            log.info("steerkit proxy ready; upstream %s", mask_credentials(self._upstream_base_url))
 
     async def shutdown(self) -> None:
         """Refuse new requests, let requests in flight finish (bounded), then close the upstream."""
@@ -354,8 +362,16 @@ class ProxyApp:
     # --- routes ----------------------------------------------------------------------------------
 
     async def _healthz(self, request: Request) -> Response:
-        body = {"status": "draining" if self._draining else "ok", "version": __version__}
-        return Response(json.dumps(body), 503 if self._draining else 200, media_type="application/json")
+        status = "draining" if self._draining else "ok"
+        body: dict[str, Any] = {"status": status, "version": __version__}
+        if self.upstream is not None and self.client is not None and not self._draining:
+            if self.upstream.stale():
+                with self.client.pick() as http:
+                    await self.upstream.check(http, self._upstream_headers(None))
+            body["upstream"] = self.upstream.as_dict()
+            if self.upstream.ok is False:
+                body["status"] = "upstream_unavailable"
+        return Response(json.dumps(body), 200 if body["status"] == "ok" else 503, media_type="application/json")
 
     async def _metrics_route(self, request: Request) -> Response:
         self._authorize(request)
@@ -369,10 +385,10 @@ class ProxyApp:
         assert self._registry is not None
         return generate_latest(self._registry)
 
-    def _upstream_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+    def _upstream_headers(self, request: Request | None) -> list[tuple[bytes, bytes]]:
         out = [(b"accept-encoding", b"identity")]
         auth: bytes | None = None
-        for k, v in request.headers.raw:
+        for k, v in request.headers.raw if request is not None else ():
             if k in _FORWARDED:
                 out.append((k, v))
             elif k == b"authorization":
@@ -388,7 +404,11 @@ class ProxyApp:
         timed_out = isinstance(e, httpx.TimeoutException)
         status, message, code = _UPSTREAM_ERRORS[(phase, timed_out)]
         self.metrics.upstream_errors.labels(_ERROR_KIND[(phase, timed_out)]).inc()
-        return _HTTPError(status, message.format(name=type(e).__name__), "upstream_error", code)
+        url = public_url(self._upstream_base_url)  # which upstream, never its credentials
+        if phase == "connect" and not timed_out and self.upstream is not None:
+            self.upstream.mark_down(f"unreachable ({type(e).__name__})")
+        return _HTTPError(status, message.format(name=type(e).__name__).replace("upstream model server", f"upstream model server {url}", 1),
+                          "upstream_error", code)
 
     async def _models(self, request: Request) -> Response:
         client = await self._ready(request)
@@ -458,6 +478,12 @@ class ProxyApp:
             options, body = parse_chat_body(raw)
         except WireError as e:
             raise _HTTPError(400, e.message, "invalid_request_error", e.code, e.param) from None
+        if self.upstream is not None:  # a down upstream: 502 now, before steering can start a search
+            with client.pick() as http:
+                if not await self.upstream.usable(http, self._upstream_headers(request)):
+                    self.metrics.upstream_errors.labels("connect").inc()
+                    raise _HTTPError(502, f"the upstream model server {self.upstream.public_url} is {self.upstream.error}",
+                                     "upstream_error", "upstream_unreachable")
         headers = await self._steer(body, options)
         added = time.perf_counter() - t0
         self.metrics.added.observe(added)

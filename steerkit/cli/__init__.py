@@ -204,12 +204,23 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         from steerkit.errors import ConfigError
 
-        raise ConfigError("`steerkit serve` needs uvicorn", hint="pip install 'steerkit[server]'") from None
+        raise ConfigError("`steerkit serve` needs the server extra (starlette, uvicorn)", hint=server_install_hint()) from None
     if settings.server.workers > 1:
         return _serve_workers(settings)
     import asyncio
 
     return asyncio.run(_serve_async(settings))
+
+
+def server_install_hint() -> str:
+    """How to install the server extra: the clone's form when steerkit runs from a source checkout
+    (an editable install), else the PyPI form."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    if (root / "pyproject.toml").exists() and (root / "steerkit").is_dir():
+        return f'in {root}: pip install -e ".[server]"'
+    return "pip install 'steerkit[server]'"
 
 
 def _serve_workers(settings: Any) -> int:

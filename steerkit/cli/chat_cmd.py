@@ -27,9 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="when the persona's example set is not cached: compute it now (wait, default), "
         "answer unsteered and compute it in the background, or answer unsteered",
     )
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N", help="answer length limit")
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--wait-timeout", type=float, default=None, metavar="S",
+                   help=f"with --miss-policy wait: after S seconds (default steer.wait_timeout_s, else {CHAT_WAIT_S:g}) answer from the "
+                   "search's first complete labelling (provisional) as soon as it exists; the search resumes on the next run")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="answer length limit in tokens (default chat_model.max_tokens: 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: deterministic)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+#: `steerkit chat`'s default any-time budget (seconds) for a cold persona.
+CHAT_WAIT_S = 120.0
 
 
 def injected_messages(original: list[dict], steered: list[dict]) -> list[dict]:
@@ -44,10 +52,14 @@ async def steered_answer(
     *,
     max_tokens: int | None = None,
     temperature: float = 0.0,
+    before_answer: Any = None,
 ) -> dict[str, Any]:
-    """Steer ``messages`` with ``options``, ask the chat model; returns answer and steering info."""
+    """Steer ``messages`` with ``options``, ask the chat model; returns answer and steering info.
+    ``before_answer``: an async callable run between steering and the chat call."""
     base_url, model = runtime.require_chat()
     steered, info = await runtime.steerer.prepare(messages, options)
+    if before_answer is not None:
+        await before_answer()
     client = runtime.chat_client()
     try:
         kw: dict[str, Any] = {"temperature": temperature}
@@ -107,10 +119,27 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [{"role": "user", "content": args.message}]
     async with await Runtime.open(settings) as rt:
         rt.require_chat()
+        running = None
         if options.enabled and args.miss_policy == "wait":
-            await _compute_missing(rt, messages, options, quiet=args.json)
+            budget = args.wait_timeout if args.wait_timeout is not None else (settings.steer.wait_timeout_s or CHAT_WAIT_S)
+            running = await _compute_missing(rt, messages, options, quiet=args.json, budget=budget)
         max_tokens = args.max_tokens or settings.chat_model.max_tokens
-        result = await steered_answer(rt, messages, options, max_tokens=max_tokens, temperature=args.temperature)
+        try:
+            if running is not None:  # answer from the running search's provisional labelling
+                options = options.model_copy(update={"miss_policy": "background"})
+                result = await steered_answer(rt, messages, options, max_tokens=max_tokens, temperature=args.temperature,
+                                              before_answer=lambda: _stop(running, rt))
+            else:
+                result = await steered_answer(rt, messages, options, max_tokens=max_tokens, temperature=args.temperature)
+        finally:
+            if running is not None:
+                await _stop(running, rt)
+    if running is not None and not args.json:
+        import sys
+
+        print(f"steerkit: answered from a provisional example set (the search's first complete labelling); the search "
+              f"stopped at its checkpoint: run the same command again, or `steerkit precompute --persona {' --persona '.join(running.personas)}`, "
+              "to finish it", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
@@ -118,12 +147,38 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
-async def _compute_missing(rt: Any, messages: list[dict], options: Any, *, quiet: bool) -> None:
+class _Running:
+    """A search still running when the answer is given from its provisional labelling."""
+
+    def __init__(self, task: asyncio.Task[Any], personas: list[str], view: Any) -> None:
+        self.task, self.personas, self.view = task, personas, view
+        self.stopped = False
+
+
+async def _stop(running: _Running, rt: Any) -> None:
+    """Stop the running search (its checkpoint stays: a re-run resumes it) and any search the
+    answer's steering started, before the chat model runs on the same CPU."""
+    if running.stopped:
+        return
+    running.stopped = True
+    if not running.task.done():
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+    running.view.__exit__(None, None, None)
+    await rt.steerer.example_sets.aclose()
+
+
+async def _compute_missing(rt: Any, messages: list[dict], options: Any, *, quiet: bool, budget: float = CHAT_WAIT_S) -> _Running | None:
     """Compute the example sets the answer needs and the cache lacks, as `steerkit precompute`
-    does: with progress on stderr and a checkpoint, so Ctrl-C and a re-run resume the search."""
+    does: with progress on stderr and a checkpoint, so Ctrl-C and a re-run resume the search.
+
+    The any-time answer: once ``budget`` seconds have passed and every missing persona's search
+    has a complete labelling (its first one comes after about one model call per item), stop
+    waiting and return the still-running search (`_Running`); the caller answers from the
+    provisional sets and stops it. None when every set was computed (or cached)."""
     import sys
 
-    from steerkit.cli.precompute import _ProgressView, precompute
+    from steerkit.cli.precompute import _ProgressView, checkpoint_of, precompute
 
     steerer = rt.steerer
     if options.persona:
@@ -139,9 +194,25 @@ async def _compute_missing(rt: Any, messages: list[dict], options: Any, *, quiet
             "(`steerkit precompute` does this ahead of time; Ctrl-C stops, a re-run resumes)",
             file=sys.stderr,
         )
-    view = _ProgressView(missing, steerer.config.search, enabled=not quiet and sys.stderr.isatty())
-    with view:
-        await precompute(rt, missing, on_progress=view.on_progress, on_status=view.on_status)
+    view = _ProgressView(missing, steerer.config.search, enabled=not quiet and sys.stderr.isatty(), checkpoint_of=checkpoint_of(rt))
+    sets = steerer.example_sets
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    view.__enter__()
+    task = asyncio.ensure_future(precompute(rt, missing, on_progress=view.on_progress, on_status=view.on_status))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=max(0.05, min(1.0, deadline - loop.time())))
+            if not task.done() and loop.time() >= deadline and all(sets.provisional(pid) is not None for pid in missing):
+                return _Running(task, missing, view)
+        task.result()  # a failed search raises here
+    except BaseException:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        view.__exit__(None, None, None)
+        raise
+    view.__exit__(None, None, None)
+    return None
 
 
 def render(result: dict[str, Any]) -> None:

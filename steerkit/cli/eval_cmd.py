@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from steerkit._eval import CONDITIONS
 
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"])
+    d.add_argument("--dataset", required=True, choices=["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"],
+                   help="the dataset format of --data")
     d.add_argument("--data", required=True, metavar="PATH",
                    help="OpinionQA human_resp/ (or a wave) folder; GlobalOpinionQA CSV; JSONL file; Persona-Tailoring data/ folder")
     d.add_argument("--persona", action="append", metavar="NAME",
@@ -62,17 +63,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--max-demos", type=int, metavar="N", help="at most N train questions in context (default: all)")
     r.add_argument("--predictor", choices=["base", "chat"], default="base",
                    help="few-shot predictions by the base model's claim scores (default) or the chat model's option letter (the paper)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="random seed of folds and searches (default 0)")
     s = p.add_argument_group("ICM search")
     s.add_argument("--search-mode", choices=["sparse", "exact"], default="sparse", help="default sparse (exact costs hours)")
     s.add_argument("--context-k", type=int, default=8, metavar="K", help="sparse mode: demonstrations per prompt (default 8)")
-    s.add_argument("--max-iterations", type=int, default=50, metavar="N")
-    s.add_argument("--restarts", type=int, default=1, metavar="N")
+    s.add_argument("--max-iterations", type=int, default=50, metavar="N", help="search iteration budget per fold (default 50)")
+    s.add_argument("--restarts", type=int, default=1, metavar="N", help="search restarts per fold (default 1)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="report.json and plots (default ./steerkit-eval/<dataset>-<model>)")
-    o.add_argument("--no-plots", action="store_true")
+    o.add_argument("--no-plots", action="store_true", help="write no plot files")
     o.add_argument("--no-chat", action="store_true", help="skip the zero-shot chat condition")
-    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--no-progress", action="store_true", help="no live progress display")
     o.add_argument("--json", action="store_true", help="print report.json on stdout")
     o.add_argument("--markdown", action="store_true", help="print the table as Markdown on stdout")
     o.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded models")

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerkit._compute import PrecomputeResult, checkpoint_path
@@ -52,6 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 PersonaResult = PrecomputeResult  # the name this module used to export
 
 
+def checkpoint_of(rt: Any) -> Any:
+    """persona id → its search checkpoint file under the runtime's settings."""
+    sets = rt.steerer.example_sets
+
+    def of(pid: str) -> Any:
+        return sets.checkpoint_path(sets.cache_key(pid)) if sets.checkpoints_dir is not None else None
+
+    return of
+
+
 def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: bool) -> list[str]:
     personas = list(registry.personas())
     known = {p.id for p in personas}
@@ -89,21 +100,86 @@ async def precompute(
     )
 
 
-class _ProgressView:
-    """Rich progress: one row per persona (iterations, accepted, U, calls, labelled, ETA)."""
+class Eta:
+    """An honest time estimate for one persona's search, from its own measured pace.
 
-    def __init__(self, persona_ids: list[str], config: Any, enabled: bool) -> None:
+    A sparse search first labels every unit once (phase ``complete``: about one model call per
+    item), then anneals (phase ``anneal``: at most ``max_iterations`` in all, and it stops after
+    ``patience`` iterations without an accepted change or when no label is contradicted). So:
+
+    - while completing: the time to the first complete labelling is (items left) × (seconds per
+      item labelled so far); known after the first labelled unit, then annealing follows;
+    - while annealing: at most min(budget left, patience left) × (seconds per anneal iteration
+      so far): an upper bound, since the search may converge sooner;
+    - figures before that are unknown ("estimating…"), never invented.
+    ``clock``: a monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(self, patience: int, clock: Any = None) -> None:
+        import time
+
+        self.patience = patience
+        self.clock = clock or time.monotonic
+        self.base: dict[str, tuple[float, float]] = {}  # phase -> (time, progress) when first seen
+        self.last_accepted: int | None = None
+        self.since_accept = 0
+
+    def update(self, pr: Any) -> str:
+        now = self.clock()
+        phase = getattr(pr, "phase", "anneal")
+        if phase == "done":
+            return "done"
+        if phase in ("init", "complete"):
+            t0, l0 = self.base.setdefault("complete", (now, float(pr.labelled)))
+            left = pr.total - pr.labelled
+            if pr.labelled <= l0 or now <= t0:
+                return "estimating…"
+            eta = left * (now - t0) / (pr.labelled - l0)
+            return f"first labelling in ~{_clock(eta)}, then refining"
+        # anneal
+        if self.last_accepted is not None and pr.accepted == self.last_accepted:
+            self.since_accept += 1
+        else:
+            self.since_accept = 0
+        self.last_accepted = pr.accepted
+        t0, i0 = self.base.setdefault("anneal", (now, float(pr.iteration)))
+        if pr.iteration <= i0 or now <= t0:
+            return "refining, estimating…"
+        per = (now - t0) / (pr.iteration - i0)
+        left = max(0, min(pr.max_iterations - pr.iteration, self.patience - self.since_accept))
+        return f"refining, ≤ {_clock(left * per)} left"
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def checkpoint_figures(path: Any) -> dict[str, Any] | None:
+    """What a search checkpoint says about a resumed search (iteration, accepted, labelled, phase),
+    shown at once while the search restores; None when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+        r = max(data["restarts"], key=lambda r: r.get("iteration", 0))
+        return {"iteration": int(r["iteration"]), "accepted": int(r["accepted"]), "labelled": len(r["labels"]),
+                "phase": str(r.get("phase", "anneal"))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _ProgressView:
+    """Rich progress: one row per persona (iterations, accepted, U, calls, labelled, honest ETA).
+    ``checkpoint_of(persona_id)``: the persona's checkpoint file, read when a search resumes so
+    its figures show at once."""
+
+    def __init__(self, persona_ids: list[str], config: Any, enabled: bool, checkpoint_of: Any = None) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True)
         self.enabled = enabled
+        self.config = config
+        self.checkpoint_of = checkpoint_of
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=24),
@@ -113,17 +189,17 @@ class _ProgressView:
             TextColumn("calls {task.fields[calls]}"),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=self.console,
             disable=not enabled,
             refresh_per_second=4,
         )
-        self.total = max(1, config.max_iterations) * max(1, config.restarts)
         self.tasks = {
-            pid: self.progress.add_task(pid, total=self.total, it="-", acc="-", u="-", calls="-", status="waiting") for pid in persona_ids
+            pid: self.progress.add_task(pid, total=1000, it="-", acc="-", u="-", calls="-", status="waiting", eta="")
+            for pid in persona_ids
         }
-        self.iters: dict[str, dict[int, int]] = {pid: {} for pid in persona_ids}
+        self.etas = {pid: Eta(config.patience) for pid in persona_ids}
+        self.last: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> _ProgressView:
         self.progress.__enter__()
@@ -132,28 +208,41 @@ class _ProgressView:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
-    def on_progress(self, pid: str, pr: Any) -> None:
-        its = self.iters[pid]
-        its[pr.restart] = pr.iteration
-        done = sum(its.values())
+    @staticmethod
+    def fraction(pr: Any) -> float:
+        """Share of the work done: the first half labels every item, the second anneals."""
         phase = getattr(pr, "phase", "anneal")
-        completed = self.total if phase == "done" else min(done, self.total)
-        self.progress.update(
-            self.tasks[pid],
-            completed=completed,
-            it=f"{pr.iteration}/{pr.max_iterations}" + (f" r{pr.restart}" if len(its) > 1 else ""),
+        if phase == "done":
+            return 1.0
+        if phase in ("init", "complete"):
+            return 0.5 * pr.labelled / max(1, pr.total)
+        return 0.5 + 0.5 * min(1.0, pr.iteration / max(1, pr.max_iterations))
+
+    def on_progress(self, pid: str, pr: Any) -> None:
+        phase = getattr(pr, "phase", "anneal")
+        fields = dict(
+            completed=int(1000 * self.fraction(pr)),
+            it=f"{pr.iteration}/{pr.max_iterations}" + (f" r{pr.restart}" if self.config.restarts > 1 else ""),
             acc=pr.accepted,
-            u=f"{pr.u:.2f}",
+            u="-" if pr.u != pr.u else f"{pr.u:.2f}",
             calls=pr.calls,
             status=f"{phase} {pr.labelled}/{pr.total}",
+            eta=self.etas[pid].update(pr),
         )
+        self.last[pid] = fields
+        self.progress.update(self.tasks[pid], **fields)
 
     def on_status(self, pid: str, status: str) -> None:
         fields: dict[str, Any] = {"status": status}
+        if status == "resuming" and self.checkpoint_of is not None:
+            fig = checkpoint_figures(self.checkpoint_of(pid))
+            if fig is not None:  # the checkpoint's figures at once, while the search restores
+                fields.update(it=f"{fig['iteration']}/{self.config.max_iterations}", acc=fig["accepted"],
+                              status=f"resuming ({fig['phase']}) {fig['labelled']} labelled", eta="estimating…")
         if status in ("cached", "done"):
-            self.progress.update(self.tasks[pid], completed=self.total, **fields)
-        else:
-            self.progress.update(self.tasks[pid], **fields)
+            fields.update(completed=1000, eta="")
+        self.last[pid] = {**self.last.get(pid, {}), **fields}
+        self.progress.update(self.tasks[pid], **fields)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +277,7 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     try:
         if probe_cmd.wants_probe(args):  # does the search model follow in-context labels at all?
             await probe_cmd.print_verdict(rt.backend, settings.cache_dir)
-        view = _ProgressView(ids, rt.steerer.config.search, show)
+        view = _ProgressView(ids, rt.steerer.config.search, show, checkpoint_of=checkpoint_of(rt))
         try:
             with view:
                 if on_ray:

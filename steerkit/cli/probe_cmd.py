@@ -31,7 +31,8 @@ def register(sub: Any, common: Any, models: Any) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (default: built-in two-option fact questions)")
-    d.add_argument("--dataset", choices=["facts", "opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"], default="facts")
+    d.add_argument("--dataset", choices=["facts", "opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"], default="facts",
+                   help="questions to probe with (default: built-in facts)")
     d.add_argument("--data", metavar="PATH", help="dataset path (see `steerkit eval --help`)")
     d.add_argument("--persona", metavar="NAME", help="which persona of the dataset (default: its first)")
     d.add_argument("--persona-name", metavar="TEXT", help="persona name for --dataset jsonl")
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--n-test", type=int, default=30, metavar="N", help="held-out questions (default 30)")
     r.add_argument("--n-demos", type=int, default=8, metavar="N", help="demonstration questions (default 8)")
     r.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random labellings (default 3)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="random seed of the question split and labellings (default 0)")
     r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
 
