@@ -160,3 +160,99 @@ def test_examples_compile_and_their_imports_work() -> None:
         code = f.read_text(encoding="utf-8")
         compile(code, str(f), "exec")
         assert run_imports(code, str(f)) > 0
+
+
+# --- every README command as written, on the embedded model (bounded) -----------------------------
+
+#: README lines the run below does not execute, and why (every other line runs). A new README
+#: command that needs none of these runs automatically.
+NOT_RUN = {
+    "python3 -m venv": "set-up: makes the environment this test runs in",
+    "pip install": "set-up: installs what this test runs with",
+    "./scripts/test.sh": "the test suite itself",
+    ". .venv/bin/activate": "set-up: this test runs in the activated environment",
+    "gpu-box": "a remote model server", "vllm-": "a remote model server", "ray://": "a remote Ray cluster",
+    "redis://": "a Redis server", "--workers": "N worker processes each loading the model",
+}
+
+
+def readme_commands() -> list[list[str]]:
+    out = []
+    for doc, _line, code in blocks("bash"):
+        if doc != "README.md":
+            continue
+        for raw in code.splitlines():
+            line = raw.split("  #", 1)[0].strip()
+            if line.startswith("#") or any(k in line for k in ("gpu-box", "vllm-", "ray://", "redis://", "--workers")):
+                continue
+            out += [p.strip() for p in line.split("&&") if p.strip() and not any(k in p for k in NOT_RUN)]
+    return out
+
+
+def test_the_readme_commands_that_run_are_the_first_hour_path() -> None:
+    cmds = " ".join(readme_commands())
+    for must in ("steerkit demo", "steerkit precompute", "steerkit cache ls", "steerkit cache show", "steerkit cache export",
+                 "steerkit chat", "steerkit config show", "steerkit serve"):
+        assert must in cmds, f"{must} is no longer run by test_readme_commands_run_as_written"
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(1500)
+def test_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each README command line that needs no remote server runs, in order, as written, in a clean
+    home, on the embedded models; bounded by an 8-item pool (``STEERKIT_STEER__MAX_POOL_ITEMS``) and
+    a 30 s any-time budget for chat, so the whole path takes minutes. The proxy is started, checked
+    on /healthz (its upstream named) and stopped. examples/wrap_openai.py runs too."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEERKIT_", "XDG_"))}
+    env.update(HOME=str(tmp_path), STEERKIT_CACHE_DIR=str(tmp_path / "cache"), STEERKIT_STEER__MAX_POOL_ITEMS="8",
+               STEERKIT_STEER__WAIT_TIMEOUT_S="30", STEERKIT_SEARCH_MODEL__N_THREADS="1")
+    bin_dir = Path(sys.executable).parent
+    ran = []
+    for line in readme_commands():
+        for part in [line]:
+            words = shlex.split(part.strip())
+            extra = {}
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                k, v = words.pop(0).split("=", 1)
+                extra[k] = v
+            if not words:
+                continue
+            cmd = [str(bin_dir / words[0]) if (bin_dir / words[0]).exists() else words[0], *words[1:]]
+            if words[:2] == ["steerkit", "serve"]:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, **extra, "STEERKIT_SERVER__PORT": str(port)},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                try:
+                    body = None
+                    for _ in range(240):
+                        try:
+                            body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+                            break
+                        except httpx.HTTPError:
+                            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                            time.sleep(0.5)
+                    assert body is not None, "steerkit serve did not come up"
+                    assert body["upstream"]["url"] == "http://127.0.0.1:8000/v1"  # checked and named at start-up
+                finally:
+                    proc.terminate()
+                    out, _ = proc.communicate(timeout=60)
+                assert proc.returncode == 0, out
+            else:
+                res = subprocess.run(cmd, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=600)
+                assert res.returncode == 0, f"`{part.strip()}` exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+            ran.append(" ".join(words[:3]))
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "wrap_openai.py")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "<|im_" not in res.stdout  # an instruction-tuned chat model: no chat-template tokens in answers
+    assert len(ran) >= 8, ran
