@@ -346,8 +346,7 @@ class ExampleSets:
         """A finished search the store could not write: keep it in memory (served by `get`),
         count it, back off the persona, and raise a `StoreWriteError` that says so."""
         self._unstored[digest] = es
-        self._provisional.pop(digest, None)
-        self.metrics.inc("store_write_failures")
+        self._provisional.pop(digest, None)  # (`put` counted the failure)
         detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
         self._failed[persona_id] = (time.monotonic(), f"store write failed: {detail}")
         log.error("search for %s finished but could not be stored (%s); the result is kept in memory "

@@ -341,7 +341,9 @@ class Steerer:
         if not sets:
             errors = [e for e in (self.last_error(m.persona_id) for m in matches) if e]
             limited = [m.persona_id for m in matches if self.example_sets.rate_limited(m.persona_id)]
-            if errors:
+            if limited:
+                info.note, info.reason = "cache miss; request searches are rate-limited", "search_rate_limited"
+            elif errors:
                 info.note, info.reason = f"search failed: {mask_credentials(errors[0])[:200]}", "search_failed"
             elif info.cache == "off" and not any(self.may_search(m.persona_id) for m in matches):
                 info.note, info.reason = "cache miss; requests may not start a search for this persona", "search_not_allowed"
@@ -349,8 +351,6 @@ class Steerer:
                 info.note, info.reason = "cache miss; miss policy off", "miss_policy_off"
             elif self.backend is None:
                 info.note, info.reason = "cache miss; no backend to compute with", "no_backend"
-            elif limited:
-                info.note, info.reason = "cache miss; request searches are rate-limited", "search_rate_limited"
             else:
                 info.note, info.reason = "cache miss; example set being computed", "computing"
             return done(info)
