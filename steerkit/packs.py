@@ -514,6 +514,8 @@ def _parse(raw: bytes, suffix: str, source: str, base_dir: Path | None) -> Perso
         raise PackError(f"{source}: invalid TOML: {e}") from None
     except json.JSONDecodeError as e:
         raise PackError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise PackError(f"{source}: nested too deeply to parse (a pack is a few levels deep)") from None
     return pack_from_data(data, source=source, base_dir=base_dir)
 
 
