@@ -417,7 +417,7 @@ class ProxyApp:
                 resp = await http.get("models", headers=self._upstream_headers(request))
             except httpx.HTTPError as e:
                 raise self._upstream_error(e, "connect") from None
-        return Response(resp.content, resp.status_code, headers=_header_dict(_relay_headers(resp)))
+        return self._upstream_response(resp.content, resp, [])
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.server.max_body_bytes
@@ -515,7 +515,17 @@ class ProxyApp:
         finally:
             await resp.aclose()
             release()
-        return Response(content, resp.status_code, headers=_header_dict(_relay_headers(resp) + extra))
+        return self._upstream_response(content, resp, extra)
+
+    def _upstream_response(self, content: bytes, resp: httpx.Response, extra: list[tuple[bytes, bytes]]) -> Response:
+        """The upstream's answer as it came; an error without a body gets one saying which upstream
+        answered what (an empty 404 would leave the client with no detail at all)."""
+        headers = _relay_headers(resp) + extra
+        if resp.status_code >= 400 and not content.strip():
+            content = _error_body(f"the upstream model server {public_url(self._upstream_base_url)} answered "
+                                  f"{resp.status_code} {resp.reason_phrase} with an empty body", "upstream_error", resp.status_code)
+            headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+        return Response(content, resp.status_code, headers=_header_dict(headers))
 
     def _relay_stream(self, resp: httpx.Response, release: Callable[[], None], extra: list[tuple[bytes, bytes]]) -> Response:
         metrics = self.metrics

@@ -262,8 +262,10 @@ class CountingSteerer:
         self.calls = 0
 
     async def prepare(self, messages: list[dict], options: Any = None) -> tuple[list[dict], Any]:
+        from steerkit import SteerInfo
+
         self.calls += 1
-        return messages, None
+        return messages, SteerInfo()
 
 
 async def test_proxy_reports_a_down_upstream_names_it_without_credentials_and_steers_nothing(tmp_path: Path) -> None:
@@ -393,3 +395,24 @@ def test_config_show_has_no_empty_section(tmp_path: Path) -> None:
             body = [x for x in lines[i + 1:] if not x.startswith("[")][:1]
             assert body and body[0].strip(), f"{ln} has nothing under it"
     assert "{  }" not in text and 'mode = "sparse"' in text
+
+
+async def test_an_upstream_error_without_a_body_gets_a_detail_naming_the_upstream(tmp_path: Path) -> None:
+    from steerkit._server import create_app
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, content=b"")  # e.g. a server without this route
+
+    settings = Settings.load(env={"XDG_CONFIG_HOME": str(tmp_path), "STEERKIT_CACHE_DIR": str(tmp_path / "c")})
+    app = create_app(settings, steerer=CountingSteerer(), upstream_base_url="http://127.0.0.1:9/v1",
+                     transport=httpx.MockTransport(upstream))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as h:
+            for r in (await h.get("/v1/models"),
+                      await h.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})):
+                assert r.status_code == 404
+                msg = r.json()["error"]["message"]
+                assert "http://127.0.0.1:9/v1" in msg and "404" in msg
+    finally:
+        await app.shutdown()
