@@ -444,7 +444,7 @@ async def run_eval(
 
                 if "zero_shot_base" in cfg.conditions:
                     add("zero_shot_base", [await predict(None)])
-                if chat_pred is not None:
+                if chat_pred is not None and "zero_shot_chat" in cfg.conditions:
                     try:
                         probs = await asyncio.gather(*(chat_pred.predict(persona, [], q) for q in test_qs))
                     except BackendError as e:
