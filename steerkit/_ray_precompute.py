@@ -117,11 +117,15 @@ def _has_shared_checkpoints(store: Any) -> bool:
     return all(callable(getattr(store, n, None)) for n in ("save_checkpoint", "load_checkpoint", "drop_checkpoint"))
 
 
-async def _mirror(store: Any, key: Any, path: Path, every: float = 0.2) -> None:
-    """Copy the search's checkpoint file into the store whenever it changes."""
+async def _mirror(store: Any, key: Any, path: Path, stop: asyncio.Event, every: float = 0.2) -> None:
+    """Copy the search's checkpoint file into the store whenever it changes, until ``stop`` is set
+    (it is stopped between writes, never cancelled in the middle of one)."""
     seen: float | None = None
-    while True:
-        await asyncio.sleep(every)
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
         try:
             mtime = path.stat().st_mtime_ns
         except FileNotFoundError:
@@ -146,6 +150,17 @@ async def _search_one(factory: ExampleSetsFactory, pid: str, force: bool, fresh:
             hub.report.remote(p, "progress", pr)
 
     mirror: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+
+    async def stop_mirror() -> None:
+        nonlocal mirror
+        if mirror is not None:
+            stop.set()
+            done, _ = await asyncio.wait({mirror}, timeout=60)
+            if not done:
+                log.warning("the checkpoint copy of %s did not stop; leaving it", pid)
+            mirror = None
+
     try:
         key = sets.cache_key(pid)
         store = sets.store
@@ -163,20 +178,15 @@ async def _search_one(factory: ExampleSetsFactory, pid: str, force: bool, fresh:
                     tmp.write_bytes(data)
                     os.replace(tmp, path)
                     log.info("resuming %s from the store's checkpoint", pid)
-            mirror = asyncio.ensure_future(_mirror(store, key, path))
+            mirror = asyncio.ensure_future(_mirror(store, key, path, stop))
         [result] = await sets.precompute([pid], force=force, fresh=fresh, on_progress=progress, on_status=status)
         if mirror is not None:
-            mirror.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await mirror
-            mirror = None
+            await stop_mirror()
             await store.drop_checkpoint(key)
         return result
     finally:
-        if mirror is not None:
-            mirror.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await mirror
+        with contextlib.suppress(Exception):
+            await stop_mirror()
         if stack is not None:
             await stack.aclose()
 

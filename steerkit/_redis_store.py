@@ -342,9 +342,14 @@ class RedisStore:
     async def _leased(self, lock: Any, key: CacheKey, compute: Callable[[], Awaitable[ExampleSet]]) -> ExampleSet:
         from redis.exceptions import LockError, RedisError
 
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
+        stop = asyncio.Event()
+
+        async def renew() -> None:  # stopped between renewals, never cancelled in the middle of one
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease_s / 3)
+                if stop.is_set():
+                    return
                 try:
                     await lock.reacquire()
                 except LockError:
@@ -362,9 +367,10 @@ class RedisStore:
                                   px=max(1, int(self.failure_ttl_s * 1000)))
             raise
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            stop.set()
+            done, _ = await asyncio.wait({renewer}, timeout=self.lease_s)
+            if not done:
+                renewer.cancel()
 
     # search checkpoints, shared (`steerkit precompute --ray` resumes a persona on any machine) --------
     def _k_ckpt(self, digest: str) -> str:
