@@ -131,13 +131,14 @@ stored_values = (json_values.map(json.dumps) | st.binary(max_size=100) | st.text
 
 
 @FAST
-@given(stored_values, stored_values, st.text(min_size=1, max_size=8))
-def test_store_reader_on_any_record(meta: Any, blob: Any, version: str) -> None:
+@given(stored_values, json_values, json_values, stored_values, st.text(min_size=1, max_size=8), st.integers(0, 2))
+def test_store_reader_on_any_record(meta: Any, current: Any, versions: Any, blob: Any, version: str, shape: int) -> None:
     d = _KEY.digest()
-    if isinstance(meta, str) and meta.startswith("{"):
-        pass
-    elif meta is not None and not isinstance(meta, (bytes, str)) or isinstance(meta, dict):
-        meta = json.dumps({"current": version, "versions": [version], "key": meta})
+    if shape == 1:  # an index record of the right shape with fields of any type
+        meta = json.dumps({"key": _KEY.model_dump(), "current": current, "versions": versions})
+    elif shape == 2:
+        meta = json.dumps({"key": meta if not isinstance(meta, bytes) else None, "current": version,
+                           "versions": [version, current]})
     _STORE._memory.clear()
     _STORE._cache.set(f"meta:{d}", meta)
     if blob is None:
