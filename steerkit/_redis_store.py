@@ -289,7 +289,10 @@ class RedisStore:
 
     async def delete(self, key: CacheKey) -> bool:
         digest = key.digest()
-        blobs = [k async for k in self._r.scan_iter(match=self._k_blob(digest) + "*", count=100)]
+        async def blob_keys() -> list[Any]:
+            return [k async for k in self._r.scan_iter(match=self._k_blob(digest) + "*", count=100)]
+
+        blobs = await self._call("deleting an entry", blob_keys())
         n = await self._call("deleting an entry", self._r.delete(self._k_meta(digest), *blobs))
         await self._call("deleting an entry", self._r.srem(self._k_keys(), digest))
         for mk in [mk for mk in self._memory if mk[0] == digest]:
