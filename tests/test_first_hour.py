@@ -131,8 +131,8 @@ def test_eta_is_a_measured_figure_from_the_first_labelled_unit_then_an_upper_bou
     eta = Eta(patience=40, clock=clock)
     assert eta.update(progress("init", 16, 0)) == "estimating…"  # nothing measured: no figure invented
     clock.t = 4.0
-    # 4 items labelled in 4 s: 80 left at 1 s each
-    assert eta.update(progress("complete", 20, 1)) == "first labelling in ~1:20, then refining"
+    # 4 items labelled in 4 s: 80 left and the 16 seed items (scored last) at 1 s each
+    assert eta.update(progress("complete", 20, 1)) == "first labelling in ~1:36, then refining"
     clock.t = 84.0
     assert eta.update(progress("anneal", 100, 50, accepted=5)) == "refining, estimating…"
     clock.t = 94.0  # 10 s per anneal iteration; 40 iterations of patience left (< 149 of budget)

@@ -107,8 +107,9 @@ class Eta:
     item), then anneals (phase ``anneal``: at most ``max_iterations`` in all, and it stops after
     ``patience`` iterations without an accepted change or when no label is contradicted). So:
 
-    - while completing: the time to the first complete labelling is (items left) × (seconds per
-      item labelled so far); known after the first labelled unit, then annealing follows;
+    - while completing: the time to the first complete labelling is (items left + seed items, which
+      are scored last) × (seconds per item labelled so far); known after the first labelled unit,
+      then annealing follows;
     - while annealing: at most min(budget left, patience left) × (seconds per anneal iteration
       so far): an upper bound, since the search may converge sooner;
     - figures before that are unknown ("estimating…"), never invented.
@@ -134,7 +135,7 @@ class Eta:
             left = pr.total - pr.labelled
             if pr.labelled <= l0 or now <= t0:
                 return "estimating…"
-            eta = left * (now - t0) / (pr.labelled - l0)
+            eta = (left + l0) * (now - t0) / (pr.labelled - l0)  # the seed items are scored at the end
             return f"first labelling in ~{_clock(eta)}, then refining"
         # anneal
         if self.last_accepted is not None and pr.accepted == self.last_accepted:
