@@ -190,8 +190,9 @@ async def _compute_missing(rt: Any, messages: list[dict], options: Any, *, quiet
         return
     if not quiet:
         print(
-            f"steerkit: no cached example set for {', '.join(missing)}; computing it now "
-            "(`steerkit precompute` does this ahead of time; Ctrl-C stops, a re-run resumes)",
+            f"steerkit: no cached example set for {', '.join(missing)}; computing it now, answering after {budget:g}s "
+            "from its first complete labelling if it has not finished (`steerkit precompute` does this ahead of time; "
+            "Ctrl-C stops, a re-run resumes)",
             file=sys.stderr,
         )
     view = _ProgressView(missing, steerer.config.search, enabled=not quiet and sys.stderr.isatty(), checkpoint_of=checkpoint_of(rt))
