@@ -384,7 +384,7 @@ def test_demo_tiny_real_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("STEERKIT_SEARCH_MODEL__N_THREADS", "1")  # polite on a shared 2-core machine
     argv = ["demo", "--cache-dir", str(tmp_path / "c"), "--items", "4", "--max-iterations", "2", "--max-tokens", "8", "--json"]
-    argv += ["--model-path", str(gguf_path)]
+    argv += ["--model-path", str(gguf_path), "--no-probe"]  # the verdict: tests/test_first_hour.py
     out = run_json(capsys, argv)
     assert out["persona"] == "polparty/republican"
     assert out["example_set"]["items"] >= 2 and not out["example_set"]["cached"]
