@@ -143,15 +143,18 @@ class SearchModelSettings(_Section):
     api_key: SecretStr | None = None
     model_path: Path | None = None
     """Embedded model: path of a GGUF file (None → `steerkit.backends.default_model_path()`)."""
-    n_ctx: int = Field(8192, ge=256)
-    n_parallel: int = Field(4, ge=1)
-    n_threads: int | None = Field(None, ge=1)
+    n_ctx: int = Field(8192, ge=256, le=1_048_576)
+    """Embedded model: context tokens per slot."""
+    n_parallel: int = Field(4, ge=1, le=256)
+    """Embedded model: requests decoded in parallel."""
+    n_threads: int | None = Field(None, ge=1, le=1024)
     top_logprobs: int = Field(20, ge=1, le=100)
-    max_concurrency: int = Field(16, ge=1)
-    rate_limit: float | None = Field(None, gt=0)
+    max_concurrency: int = Field(16, ge=1, le=1024)
+    """Scoring requests in flight to the search server."""
+    rate_limit: float | None = Field(None, gt=0, le=100_000)
     """Requests per second to the server (None: no limit)."""
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0)
+    timeout: float = Field(60.0, gt=0, le=3600)
+    max_retries: int = Field(5, ge=0, le=20)
 
     @field_validator("base_url")
     @classmethod
@@ -189,8 +192,8 @@ class ChatModelSettings(_Section):
     api_key: SecretStr | None = None
     model_path: Path | None = None
     """Embedded chat model (an instruction-tuned GGUF), used when ``base_url`` is unset."""
-    timeout: float = Field(600.0, gt=0)
-    max_tokens: int | None = Field(CHAT_MAX_TOKENS, ge=1)
+    timeout: float = Field(600.0, gt=0, le=86_400)
+    max_tokens: int | None = Field(CHAT_MAX_TOKENS, ge=1, le=1_000_000)
     """Default ``max_tokens`` for `steerkit chat` answers (bounded, so a small model that repeats
     itself stops; the proxy never adds it). Unset (None) means no limit."""
 

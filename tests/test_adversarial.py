@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from fake_upstream import FakeUpstream
 from steerkit._compute import ExampleSets
-from steerkit._config import ServerSettings, Settings, SteerConfig, SteerOptions
+from steerkit._config import SearchModelSettings, ServerSettings, Settings, SteerConfig, SteerOptions
 from steerkit._http_guard import uvicorn_limits
 from steerkit._middleware import Steerer
 from steerkit._runtime import make_registry
@@ -423,6 +423,9 @@ def test_config_show_masks_url_credentials() -> None:
     (ServerSettings, "max_body_bytes", 10**12),
     (ServerSettings, "max_client_connections", 10**9),
     (ServerSettings, "body_timeout", 1e9),
+    (SearchModelSettings, "max_concurrency", 10**9),
+    (SearchModelSettings, "max_retries", 10**6),
+    (SearchModelSettings, "n_parallel", 10**6),
 ])
 def test_cost_bearing_settings_are_bounded(model: Any, field: str, value: Any) -> None:
     assert field in model.model_fields  # a documented setting with a default
