@@ -121,9 +121,10 @@ async def _probe(port: int, rate: float, duration: float) -> list[float]:
     return out
 
 
-async def _attack(port: int, rate: float, duration: float, max_attacks: int, hold: float) -> dict[str, dict[str, int]]:
+async def _attack(port: int, rate: float, duration: float, max_attacks: int, hold: float,
+                  kinds: tuple[str, ...] = KINDS) -> dict[str, dict[str, int]]:
     bodies = _bodies()
-    results: dict[str, Counter[str]] = {k: Counter() for k in KINDS}
+    results: dict[str, Counter[str]] = {k: Counter() for k in kinds}
     tasks = []
 
     async def one(kind: str) -> None:
@@ -143,7 +144,7 @@ async def _attack(port: int, rate: float, duration: float, max_attacks: int, hol
     i = 0
     while next_at < t_end and i < max_attacks:
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        tasks.append(asyncio.create_task(one(KINDS[i % len(KINDS)])))
+        tasks.append(asyncio.create_task(one(kinds[i % len(kinds)])))
         i += 1
         next_at += 1 / rate
     await asyncio.gather(*tasks)
@@ -158,7 +159,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
 async def _bench(args: argparse.Namespace, port: int) -> dict:
     idle = await _probe(port, args.probe_rate, args.duration)
     probe = asyncio.create_task(_probe(port, args.probe_rate, args.duration))
-    attacks = await _attack(port, args.rate, args.duration, args.max_attacks, args.hold)
+    attacks = await _attack(port, args.rate, args.duration, args.max_attacks, args.hold, tuple(args.kinds))
     busy = await probe
     return {"healthz_idle": _stats(idle), "healthz_under_attack": _stats(busy),
             "p99_ratio": round(_stats(busy)["p99_ms"] / max(_stats(idle)["p99_ms"], 1e-9), 2), "attacks": attacks}
@@ -171,6 +172,7 @@ def main() -> None:
     ap.add_argument("--probe-rate", type=float, default=20.0, help="/healthz probes per second (default 20)")
     ap.add_argument("--max-attacks", type=int, default=2000, help="attack request cap (default 2000)")
     ap.add_argument("--hold", type=float, default=15.0, help="longest a slow connection is held, seconds (default 15)")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="attacks to send (default: all)")
     ap.add_argument("--header-timeout", type=float, default=2.0, help="the proxy's server.header_timeout (default 2)")
     ap.add_argument("--body-timeout", type=float, default=2.0, help="the proxy's server.body_timeout (default 2)")
     args = ap.parse_args()
@@ -195,7 +197,7 @@ def main() -> None:
     out = {
         "benchmark": "adversarial_load",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"duration_s": args.duration, "attack_rate_per_s": args.rate, "probe_rate_per_s": args.probe_rate,
+        "settings": {"duration_s": args.duration, "kinds": args.kinds, "attack_rate_per_s": args.rate, "probe_rate_per_s": args.probe_rate,
                      "header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout},
         "note": "healthz latency on one kept-alive connection, idle and while the attacks run; attack outcomes by "
         "HTTP status, or closed_by_proxy / still_open for the slow clients; client, proxy and stub share this machine",

@@ -354,7 +354,7 @@ class Steerer:
             else:
                 info.note, info.reason = "cache miss; example set being computed", "computing"
             return done(info)
-        query = _last_user_text(msgs)
+        query = _last_user_text(msgs)[-_QUERY_CHARS:]  # relevance needs the question, not a whole upload
         per = _split_k(k, len(sets))
         blocks = []
         for (m, es), kk in zip(sets, per):
@@ -395,6 +395,10 @@ class Steerer:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+
+#: Characters of the last user message that rank the examples (its end: where the question is);
+#: bounds the selection's cost on the event loop whatever the message's length.
+_QUERY_CHARS = 4096
 
 #: How much work a miss policy allows: a request may choose a policy of the same rank or lower.
 #: ``wait`` and ``background`` start the same search (``wait`` only makes that request wait for it).

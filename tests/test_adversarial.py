@@ -447,3 +447,23 @@ async def test_steering_failure_never_leaks_backend_details(tmp_path: Path, upst
             r = await h.post("/v1/chat/completions", json={"model": "m", "messages": chat("hi")})
         assert r.status_code == (502 if policy == "fail" else 200)
         assert "s3cret" not in r.text + str(r.headers) and "Bad Gateway" not in r.text + str(r.headers)
+
+
+async def test_example_selection_reads_a_bounded_query_whatever_the_message(registry: PackRegistry,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1 MB message once held the event loop ~0.5 s in BM25 tokenisation (benchmarks/adversarial_load.py)."""
+    import steerkit._middleware as mw
+
+    seen: list[int] = []
+    real = mw.select_examples
+
+    def spy(es: Any, query: str, k: int, mode: Any) -> Any:
+        seen.append(len(query))
+        return real(es, query, k, mode)
+
+    monkeypatch.setattr(mw, "select_examples", spy)
+    st = steerer(registry)
+    await st.compute("polparty/democrat")
+    text = "I'm a Democrat. " + "Tell me more about wages and taxes. " * 30_000 + "What about the minimum wage?"
+    _, info = await st.prepare(chat(text))
+    assert info.examples_used > 0 and seen and max(seen) <= 4096
