@@ -150,5 +150,42 @@ def stub_openai(tmp: Path, delay: float = 0.0) -> Iterator[str]:
         stop(proc)
 
 
+# --- a llama.cpp server in its own process (the embedded model), for tests that kill it ------------
+
+
+async def _llama_main(url_file: str) -> None:
+    from steerkit.backends import EmbeddedBackend
+
+    backend = EmbeddedBackend(n_ctx=4096, n_parallel=2, n_threads=1)
+    await backend.start()
+    tmp = url_file + ".tmp"
+    Path(tmp).write_text(json.dumps({"base_url": backend.base_url, "model": backend.chat_model}))
+    os.replace(tmp, url_file)
+    await asyncio.Event().wait()  # until killed
+
+
+@contextlib.contextmanager
+def llama_server_process(tmp: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
+    """(base_url, model, process) of llama.cpp's OpenAI-compatible server with the embedded model,
+    in a process of its own (so a test can kill it while requests are in flight)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    url_file = tmp / f"llama-{time.monotonic_ns()}.json"
+    proc = subprocess.Popen([sys.executable, __file__, "llama", str(url_file)])
+    try:
+        t0 = time.monotonic()
+        while not url_file.exists():
+            if proc.poll() is not None or time.monotonic() - t0 > 180:
+                raise RuntimeError("the llama.cpp server process did not start")
+            time.sleep(0.05)
+        info = json.loads(url_file.read_text())
+        yield info["base_url"], info["model"], proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 if __name__ == "__main__" and sys.argv[1] == "stub":
     asyncio.run(_stub_main(sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))
+if __name__ == "__main__" and sys.argv[1] == "llama":
+    asyncio.run(_llama_main(sys.argv[2]))

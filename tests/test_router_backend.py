@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from services import stub_openai
+from services import llama_server_process, stub_openai
 from steerkit import ExampleSets, MemoryStore, PackRegistry, SearchConfig, Settings, SteerConfig
 from steerkit._runtime import make_backend, make_registry, make_steerer, make_store
 from steerkit.backends import OpenAIBackend
@@ -136,39 +136,31 @@ def test_settings_with_several_search_urls_build_a_router(tmp_path: Path) -> Non
 
 @pytest.mark.llama
 @ASYNC
-async def test_two_llama_servers_one_stopped_mid_search(gguf_path: Path) -> None:
-    from steerkit.backends import EmbeddedBackend
+async def test_two_llama_servers_one_killed_mid_search(tmp_path: Path) -> None:
+    with llama_server_process(tmp_path / "l1") as (url1, model, _), llama_server_process(tmp_path / "l2") as (url2, _, proc2):
+        router = RouterBackend([url1, url2], model, backoff_initial=30)
+        try:
+            registry = PackRegistry.default()
+            sets = ExampleSets(registry, MemoryStore(), router,
+                               SteerConfig(max_pool_items=8, search=SearchConfig(mode="sparse", max_iterations=16, restarts=1)))
+            router.bind_metrics(sets.metrics.registry)
+            at_kill: dict[str, Any] = {}
 
-    servers = [EmbeddedBackend(gguf_path, n_ctx=4096, n_parallel=2, n_threads=1) for _ in range(2)]
-    for s in servers:
-        await s.start()
-    router = RouterBackend([s.base_url for s in servers], servers[0].chat_model, backoff_initial=30)
-    try:
-        registry = PackRegistry.default()
-        sets = ExampleSets(registry, MemoryStore(), router,
-                           SteerConfig(max_pool_items=8, search=SearchConfig(mode="sparse", max_iterations=16, restarts=1)))
-        router.bind_metrics(sets.metrics.registry)
-        stopped = asyncio.Event()
-        at_stop: dict[str, Any] = {}
+            def progress(pr: Any) -> None:
+                st = router.endpoint_stats()
+                if not at_kill and all(v["requests"] >= 2 for v in st.values()):
+                    at_kill.update(st[url1])
+                    proc2.kill()  # the second server dies mid-search
 
-        def progress(pr: Any) -> None:
+            es = await sets.compute("polparty/democrat", progress=progress)
+            assert at_kill, "the search ended before both servers had served it"
             st = router.endpoint_stats()
-            if not stopped.is_set() and all(v["requests"] >= 2 for v in st.values()):
-                stopped.set()
-                at_stop.update(st[servers[0].base_url])
-                asyncio.ensure_future(servers[1].aclose())  # the second server goes away mid-search
-
-        es = await sets.compute("polparty/democrat", progress=progress)
-        assert stopped.is_set(), "the search ended before both servers had served it"
-        st = router.endpoint_stats()
-        dead, live = st[servers[1].base_url], st[servers[0].base_url]
-        assert dead["failures"] >= 1 and dead["up"] is False
-        assert live["failures"] == 0 and live["requests"] > at_stop["requests"]  # the live server took over
-        pool = registry.pool("polparty/democrat", max_items=8)
-        assert set(es.labels) == {it.id for it in pool.items} and es.stats.model_calls > 0
-        text = generate_latest(sets.metrics.registry).decode()
-        assert f'steerkit_search_endpoint_failures_total{{endpoint="{servers[1].base_url}"}} {float(dead["failures"])}' in text
-    finally:
-        await router.aclose()
-        for s in servers:
-            await s.aclose()
+            dead, live = st[url2], st[url1]
+            assert dead["failures"] >= 1 and dead["up"] is False
+            assert live["failures"] == 0 and live["requests"] > at_kill["requests"]  # the live server took over
+            pool = registry.pool("polparty/democrat", max_items=8)
+            assert set(es.labels) == {it.id for it in pool.items} and es.stats.model_calls > 0
+            text = generate_latest(sets.metrics.registry).decode()
+            assert f'steerkit_search_endpoint_failures_total{{endpoint="{url2}"}} {float(dead["failures"])}' in text
+        finally:
+            await router.aclose()

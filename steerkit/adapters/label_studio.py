@@ -23,7 +23,6 @@ raises `FeedbackError`. Needs ``pip install 'steerkit[labelstudio]'`` (label-stu
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
