@@ -59,7 +59,7 @@ class Factory:
         backend: Any
         if self.kind == "fake":
             backend = FakeScorer(lambda p: 0.15 + 0.7 * unit_rand(p), model="fake-bench", delay=self.delay)
-            search = SearchConfig(max_iterations=self.max_iterations, patience=1000, restarts=1)
+            search = SearchConfig(mode="exact", max_iterations=self.max_iterations, patience=1000, restarts=1)
         else:
             from steerkit.backends import EmbeddedBackend
 

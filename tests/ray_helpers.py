@@ -59,7 +59,7 @@ class FakeFactory:
     async def __call__(self) -> AsyncIterator[ExampleSets]:
         store = _store(self.store_url)
         config = SteerConfig(max_pool_items=self.max_items,
-                             search=SearchConfig(max_iterations=self.max_iterations, patience=1000, restarts=1))
+                             search=SearchConfig(mode="exact", max_iterations=self.max_iterations, patience=1000, restarts=1))
         sets = ExampleSets(PackRegistry.default(), store, PidScorer(self.root, self.delay), config,
                            checkpoints_dir=Path(self.root) / f"ckpt-{os.getpid()}")
         try:

@@ -256,7 +256,7 @@ def _serve(tmp: Path, name: str, store_url: str, upstream: str, **env_extra: str
         STEERKIT_CACHE_DIR=str(tmp / name), XDG_CONFIG_HOME=str(tmp / "xdg"),
         STEERKIT_SEARCH_MODEL__MODEL="stub", STEERKIT_SERVER__LOG_LEVEL="warning",
         STEERKIT_STEER__MAX_POOL_ITEMS="20", STEERKIT_SEARCH__RESTARTS="1", STEERKIT_SEARCH__MAX_ITERATIONS="100",
-        STEERKIT_SEARCH__PATIENCE="1000",
+        STEERKIT_SEARCH__PATIENCE="1000", STEERKIT_SEARCH__MODE="exact",  # the exact search's cost: a search of seconds
         **env_extra,
     )
     cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--store", store_url,
