@@ -173,6 +173,7 @@ NOT_RUN = {
     ". .venv/bin/activate": "set-up: this test runs in the activated environment",
     "gpu-box": "a remote model server", "vllm-": "a remote model server", "ray://": "a remote Ray cluster",
     "redis://": "a Redis server", "--workers": "N worker processes each loading the model",
+    "http://gpu:": "a remote model server", "steerkit eval": "a dataset downloaded by the user",
 }
 
 
@@ -183,7 +184,7 @@ def readme_commands() -> list[list[str]]:
             continue
         for raw in code.splitlines():
             line = raw.split("  #", 1)[0].strip()
-            if line.startswith("#") or any(k in line for k in ("gpu-box", "vllm-", "ray://", "redis://", "--workers")):
+            if line.startswith("#") or any(k in line for k in ("gpu-box", "vllm-", "ray://", "redis://", "--workers", "http://gpu:")):
                 continue
             out += [p.strip() for p in line.split("&&") if p.strip() and not any(k in p for k in NOT_RUN)]
     return out
