@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -41,7 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from steerkit._store import CacheEntryInfo, CacheKey, _check_put
+from steerkit._store import CacheEntryInfo, CacheKey, _check_put, decode_blob, encode_blob
 from steerkit.errors import CacheCorruptionWarning, ConfigError, SearchError, StoreError
 from steerkit.models import ExampleSet
 
@@ -208,11 +207,7 @@ class RedisStore:
         if raw is None:
             return None
         try:
-            rec = json.loads(raw)
-            text = rec["json"]
-            if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
-                raise ValueError("checksum mismatch")
-            es = ExampleSet.from_json(text)
+            es = decode_blob(raw)
         except Exception as e:
             _warn(f"steerkit cache: corrupt entry {digest}/{version} in Redis ({self.where}) "
                   f"({type(e).__name__}: {str(e)[:120]}); treating it as a miss")
@@ -253,7 +248,7 @@ class RedisStore:
         digest = key.digest()
         version = es.version
         text = es.to_json()
-        blob = json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
+        blob = encode_blob(text)
         meta = {"key": key.model_dump(), "current": version, "updated_at": datetime.now(timezone.utc).isoformat(),
                 "n_items": len(es.items), "score": es.score, "violations": es.violations}
         await self._call("writing an example set", self._r.set(self._k_blob(digest, version), blob))

@@ -60,6 +60,20 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+
+def encode_blob(text: str) -> str:
+    """An example set's stored form (every store): its JSON with a SHA-256 checksum."""
+    return json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
+
+
+def decode_blob(raw: str | bytes) -> ExampleSet:
+    """The example set in a stored blob; raises on a checksum mismatch or malformed data."""
+    rec = json.loads(raw)
+    text = rec["json"]
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
+        raise ValueError("checksum mismatch")
+    return ExampleSet.from_json(text)
+
 class CacheKey(BaseModel):
     """What an example set depends on. Deliberately has no field for credentials or URLs."""
 
@@ -283,11 +297,7 @@ class DiskStore:
                   f"{self.directory}; treating it as a miss (precompute the persona again)")
             return None
         try:
-            rec = json.loads(raw)
-            text = rec["json"]
-            if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
-                raise ValueError("checksum mismatch")
-            es = ExampleSet.from_json(text)
+            es = decode_blob(raw)
         except Exception as e:
             _warn(f"steerkit cache: corrupt entry {digest}/{version} in {self.directory} ({type(e).__name__}: "
                   f"{str(e)[:120]}); treating it as a miss")
@@ -315,7 +325,7 @@ class DiskStore:
         digest = key.digest()
         version = es.version
         text = es.to_json()
-        blob = json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
+        blob = encode_blob(text)
         try:
             self._cache.set(f"es:{digest}:{version}", blob)
             with self._cache.transact():

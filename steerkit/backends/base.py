@@ -8,8 +8,9 @@ logprobs shapes lives here so both backends share it.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -135,3 +136,18 @@ def parse_top_logprobs(logprobs: Mapping | None) -> list[tuple[str, float]]:
     if tokens and lps and lps[0] is not None:
         return [(tokens[0], float(lps[0]))]
     return []
+
+
+async def score_each(score_one: Callable[[str], Awaitable[LabelScore]], prompts: Sequence[str]) -> list[LabelScore]:
+    """``score_one`` over every prompt concurrently, in order; the first error cancels the rest
+    (the shared body of the HTTP backends' ``score``)."""
+    if isinstance(prompts, str):
+        raise TypeError("score() takes a sequence of prompts, not one string")
+    tasks = [asyncio.ensure_future(score_one(p)) for p in prompts]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -36,7 +36,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base, wait_random_exponential
 
 from steerkit.backends import _response as R
-from steerkit.backends.base import BackendStats, LabelScore
+from steerkit.backends.base import BackendStats, LabelScore, score_each
 from steerkit.errors import (
     BackendError,
     BackendRequestError,
@@ -222,16 +222,7 @@ class OpenAIBackend:
 
     async def score(self, prompts: Sequence[str]) -> list[LabelScore]:
         """Score every prompt concurrently (bounded by ``max_concurrency``), in order."""
-        if isinstance(prompts, str):
-            raise TypeError("score() takes a sequence of prompts, not one string")
-        tasks = [asyncio.ensure_future(self._score_one(p)) for p in prompts]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await score_each(self._score_one, prompts)
 
     # --- one prompt ---------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from steerkit.backends.base import BackendStats, LabelScore
+from steerkit.backends.base import BackendStats, LabelScore, score_each
 from steerkit.backends.openai_compat import OpenAIBackend
 from steerkit.errors import BackendUnavailableError, ConfigError
 
@@ -211,16 +211,7 @@ class RouterBackend:
         log.warning("search server %s failed (%s); out of rotation for %.1fs", ep.label, type(err).__name__, backoff)
 
     async def score(self, prompts: Sequence[str]) -> list[LabelScore]:
-        if isinstance(prompts, str):
-            raise TypeError("score() takes a sequence of prompts, not one string")
-        tasks = [asyncio.ensure_future(self._score_one(p)) for p in prompts]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await score_each(self._score_one, prompts)
 
     async def _score_one(self, prompt: str) -> LabelScore:
         order = self.order(prompt)
