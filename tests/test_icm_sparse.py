@@ -84,7 +84,7 @@ async def test_sparse_cost_per_accepted_change_is_flat_in_the_pool_size() -> Non
 async def test_sparse_spends_far_fewer_tokens_than_exact() -> None:
     pool, fake_a = planted_fake(32)
     _, fake_b = planted_fake(32)
-    exact = await search(pool, fake_a, SearchConfig(seed=3, max_iterations=32, patience=16))
+    exact = await search(pool, fake_a, SearchConfig(mode="exact", seed=3, max_iterations=32, patience=16))
     sparse = await search(pool, fake_b, SPARSE.model_copy(update={"max_iterations": 128, "patience": 32}))
     assert sparse.stats.prompt_tokens * 10 <= exact.stats.prompt_tokens
     assert recovered(pool, sparse) >= recovered(pool, exact) - 0.05
