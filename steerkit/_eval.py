@@ -33,7 +33,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +91,22 @@ def _sample(qs: list[list[Item]], n: int | None, seed: int | str) -> list[list[I
     return qs if n is None else qs[:n]
 
 
+
+def _common_questions(
+    items_by_group: dict[str, Iterable[Item]], seed: int, questions: int | None
+) -> tuple[dict[str, dict[str, list[Item]]], list[str]]:
+    """Each group's questions (by id) that have exactly one gold answer, and the ids every group
+    has, shuffled by ``seed`` and cut to ``questions``."""
+    by_group: dict[str, dict[str, list[Item]]] = {}
+    for g, items in items_by_group.items():
+        qs: dict[str, list[Item]] = {}
+        for it in items:
+            qs.setdefault(str(it.group), []).append(it)
+        by_group[g] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
+    common = sorted(set.intersection(*(set(v) for v in by_group.values())))
+    random.Random(seed).shuffle(common)
+    return by_group, common if questions is None else common[:questions]
+
 def load_dataset(
     kind: DatasetKind,
     path: str | Path,
@@ -120,30 +136,21 @@ def load_dataset(
     if kind == "opinionqa":
         wave_dir = p if (p / "info.csv").is_file() else p / wave
         groups = list(personas or OQA_PARTIES)
-        by_group = {}
-        for g in groups:
-            qs: dict[str, list[Item]] = {}
-            for it in importers.import_opinionqa(wave_dir, "POLPARTY", g, allowed_options=tuple(options)):
-                qs.setdefault(str(it.group), []).append(it)
-            by_group[g] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
-        common = sorted(set.intersection(*(set(v) for v in by_group.values())))
-        random.Random(seed).shuffle(common)
-        keep = common if questions is None else common[:questions]
+        by_group, keep = _common_questions(
+            {g: importers.import_opinionqa(wave_dir, "POLPARTY", g, allowed_options=tuple(options)) for g in groups},
+            seed, questions,
+        )
         for g in groups:
             name = OQA_PARTIES.get(g, g)
             persona = Persona(id=f"polparty/{g.lower()}", name=name, dimension="political_affiliation")
             out.append(EvalPersona(persona, [[it for it in by_group[g][k]] for k in keep], g))
     elif kind == "globalopinionqa":
         countries = list(personas or GQA_COUNTRIES)
-        per: dict[str, dict[str, list[Item]]] = {}
-        for c in countries:
-            qs = {}
-            for it in importers.import_globalopinionqa_csv(p, c, allowed_options=tuple(options), require_countries=countries):
-                qs.setdefault(str(it.group), []).append(it)
-            per[c] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
-        common = sorted(set.intersection(*(set(v) for v in per.values())))
-        random.Random(seed).shuffle(common)
-        keep = common if questions is None else common[:questions]
+        per, keep = _common_questions(
+            {c: importers.import_globalopinionqa_csv(p, c, allowed_options=tuple(options), require_countries=countries)
+             for c in countries},
+            seed, questions,
+        )
         for c in countries:
             persona = Persona(id=f"country/{c.lower()}", name=f"people from {c}", dimension="country")
             out.append(EvalPersona(persona, [per[c][k] for k in keep], c))
