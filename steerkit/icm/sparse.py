@@ -150,8 +150,11 @@ class SparseRestart:
             ctx.report(self, ctx.temperature(1, 0), "init")
         while self.phase == "complete":
             await self._complete_one()
-        while not self.done and not self._finished():
-            await self._anneal_one()
+        while not self.done:
+            contradicted = self._proposable()
+            if not contradicted:
+                break
+            await self._anneal_one(contradicted)
         if not self.done:
             self.done = True
             self.commit()
@@ -222,16 +225,17 @@ class SparseRestart:
             if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
         ]
 
-    def _finished(self) -> bool:
+    def _proposable(self) -> list[str]:
+        """The labels a proposal may change now; empty once the budget or the patience is spent,
+        or at a fixed point (no label contradicted by its context): the search is finished."""
         cfg = self.ctx.config
         if self.iteration >= cfg.max_iterations or self.since_accept >= cfg.patience:
-            return True
-        return not self._contradicted()
+            return []
+        return self._contradicted()
 
-    async def _anneal_one(self) -> None:
+    async def _anneal_one(self, contradicted: list[str]) -> None:
         ctx, st, cfg = self.ctx, self.state, self.ctx.config
         await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
-        contradicted = self._contradicted()
         # the more confidently the context contradicts a label, the likelier its proposal is drawn
         # (uniform draws, as in the paper, waste calls on the weakest proposals, mostly rejected)
         x = self.rng.choices(contradicted, [abs(self.scores[i].logodds()) + 0.05 for i in contradicted])[0]
