@@ -117,6 +117,8 @@ def _guarded_h11() -> type[asyncio.Protocol]:
 def _arm(proto: Any) -> None:
     if proto._header_deadline is None:
         proto._header_deadline = proto.loop.call_later(header_timeout, _expire, proto, header_timeout)
+
+
 def _disarm(proto: Any) -> None:
     if proto._header_deadline is not None:
         proto._header_deadline.cancel()

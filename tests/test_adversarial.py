@@ -72,9 +72,14 @@ async def failing_search(*args: Any, **kwargs: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, server: ServerSettings) -> AsyncIterator[int]:
+async def serving(app: Any, server: ServerSettings, http: str | None = None) -> AsyncIterator[int]:
+    """The app under uvicorn with the proxy's connection limits; ``http`` picks the guarded protocol
+    class (default: httptools where installed, as `steerkit serve` does)."""
+    limits = uvicorn_limits(server)
+    if http is not None:
+        limits["http"] = f"steerkit._http_guard:{http}"
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=5, **uvicorn_limits(server))
+                            timeout_graceful_shutdown=5, **limits)
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     for _ in range(1000):
@@ -163,11 +168,14 @@ def test_cache_import_of_pathological_json_exits_2(tmp_path: Path, monkeypatch: 
 # --- availability: slow clients -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("http", ["GuardedHttpTools", "GuardedH11"])
 async def test_half_sent_requests_are_closed_and_connections_capped(tmp_path: Path, registry: PackRegistry,
-                                                                    upstream: FakeUpstream) -> None:
+                                                                    upstream: FakeUpstream, http: str) -> None:
+    """Both guarded protocols (httptools where installed, else uvicorn's h11 fallback) close a
+    connection whose headers stall, and the proxy's body deadline answers 408."""
     settings = settings_for(tmp_path, header_timeout=0.5, body_timeout=0.5, max_client_connections=64)
     app = create_app(settings, steerer=steerer(registry), upstream_base_url=upstream.base_url)
-    async with serving(app, settings.server) as port:
+    async with serving(app, settings.server, http=http) as port:
         conns = []
         for i in range(30):
             r, w = await asyncio.open_connection("127.0.0.1", port)
