@@ -11,15 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import steerkit._runtime as runtime_mod
+from cli_helpers import cli_env, run_json, threaded_upstream
 from fake_upstream import FakeUpstream
+
 from steerkit.cli import main
 from steerkit.testing import FakeScorer
 
@@ -44,31 +43,7 @@ class InterruptingFakeScorer(FakeScorer):
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Isolated config/cache, small searches, and the fake scorer as the search backend."""
-    for k in list(os.environ):
-        if k.startswith("STEERKIT_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("STEERKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("STEERKIT_SEARCH__MAX_ITERATIONS", "12")
-    monkeypatch.setenv("STEERKIT_SEARCH__PATIENCE", "6")
-    state: dict[str, Any] = {"backends": [], "factory": lambda: FakeScorer(lambda p: 0.7, model="fake-scorer")}
-
-    def fake_make_backend(settings: Any) -> Any:
-        b = state["factory"]()
-        state["backends"].append(b)
-        return b
-
-    monkeypatch.setattr(runtime_mod, "make_backend", fake_make_backend)
-    state["cache"] = tmp_path / "cache"
-    return state
-
-
-def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
-    capsys.readouterr()
-    rc = main(argv)
-    out = capsys.readouterr()
-    assert rc == 0, out.err
-    return json.loads(out.out)
+    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6")
 
 
 # --- basics -------------------------------------------------------------------------------------
@@ -198,24 +173,8 @@ def test_cache_ls_show_rm_export_import(env: dict[str, Any], capsys: pytest.Capt
 
 @pytest.fixture
 def threaded_fake_upstream() -> Iterator[FakeUpstream]:
-    """The fake upstream on its own loop in a thread (main() runs its own asyncio.run)."""
-    loop = asyncio.new_event_loop()
-    up = FakeUpstream()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(up.start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    yield up
-    asyncio.run_coroutine_threadsafe(up.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+    with threaded_upstream() as up:
+        yield up
 
 
 def test_chat_steered_and_unsteered(env: dict[str, Any], capsys: pytest.CaptureFixture[str], threaded_fake_upstream: FakeUpstream) -> None:

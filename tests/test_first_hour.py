@@ -10,16 +10,15 @@ import argparse
 import asyncio
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-import steerkit._runtime as runtime_mod
+from cli_helpers import cli_env, run_json, threaded_upstream
 from fake_upstream import FakeUpstream
+
 from steerkit import PackRegistry
 from steerkit._config import Settings
 from steerkit.cli import build_parser, main
@@ -34,53 +33,13 @@ NIGERIA = "I'm from Nigeria. Should women have equal rights?"
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Isolated config and cache; the search backend is ``state["factory"]()`` (a fake)."""
-    for k in list(os.environ):
-        if k.startswith("STEERKIT_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("STEERKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("STEERKIT_STEER__MAX_POOL_ITEMS", "20")
-    state: dict[str, Any] = {"backends": [], "factory": lambda: FakeScorer(lambda p: 0.7, model="fake-scorer")}
-
-    def fake_make_backend(settings: Any) -> Any:
-        state["settings"] = settings
-        b = state["factory"]()
-        state["backends"].append(b)
-        return b
-
-    monkeypatch.setattr(runtime_mod, "make_backend", fake_make_backend)
-    state["cache"] = tmp_path / "cache"
-    return state
+    return cli_env(tmp_path, monkeypatch, STEERKIT_STEER__MAX_POOL_ITEMS="20")
 
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    """The fake chat upstream on its own loop in a thread (main() runs its own asyncio.run)."""
-    loop = asyncio.new_event_loop()
-    up = FakeUpstream()
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(up.start())
-        ready.set()
-        loop.run_forever()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert ready.wait(10)
-    yield up
-    asyncio.run_coroutine_threadsafe(up.stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
-
-
-def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
-    capsys.readouterr()
-    rc = main(argv)
-    out = capsys.readouterr()
-    assert rc == 0, out.err
-    return json.loads(out.out)
+    with threaded_upstream() as up:
+        yield up
 
 
 # --- 1. the fast search on the command's first-run paths, an honest ETA, resumed figures -------
