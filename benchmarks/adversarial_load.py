@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from proxy_load import QUERY, _fill_cache, _free_port, _spawn, _wait_healthy  # noqa: E402
+from _loadgen import free_port, machine, stop  # noqa: E402
+from proxy_load import QUERY, _fill_cache, _spawn, _wait_healthy  # noqa: E402
 
 HOST = "127.0.0.1"
 KINDS = ("deep_json", "lone_surrogate", "huge_text", "forced_persona_wait", "oversized", "half_headers", "half_body")
@@ -60,7 +60,7 @@ def _bodies() -> dict[str, bytes]:
 
 def _start_proxy(upstream: str, cache_dir: str, header_timeout: float, body_timeout: float) -> tuple[subprocess.Popen, int]:
     asyncio.run(_fill_cache(cache_dir))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
     env.update(STEERKIT_CACHE_DIR=cache_dir, STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL="fake-bench", STEERKIT_STEER__MISS_POLICY="off",
@@ -187,16 +187,10 @@ def main() -> None:
             t0 = time.perf_counter()
             result = asyncio.run(_bench(args, port))
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
     out = {
         "benchmark": "adversarial_load",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "settings": {"duration_s": args.duration, "kinds": args.kinds, "attack_rate_per_s": args.rate, "probe_rate_per_s": args.probe_rate,
                      "header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout},
         "note": "healthz latency on one kept-alive connection, idle and while the attacks run; attack outcomes by "

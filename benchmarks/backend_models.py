@@ -35,7 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from steerkit.backends import EmbeddedBackend, LabelScore, gemma3_270m_path, smollm2_path
+from steerkit.backends import (
+    EmbeddedBackend,
+    LabelScore,
+    gemma3_270m_path,
+    smollm2_path,
+)
 
 FACTS = [
     ("France", "Paris", "Rome"),

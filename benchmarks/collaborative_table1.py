@@ -57,7 +57,14 @@ from steerkit.escalation import (
     SelectionPolicy,
     question_confidence,
 )
-from steerkit.evaluation import ChatPredictor, ClaimPredictor, Predictor, coherence, label_accuracy, test_accuracy
+from steerkit.evaluation import (
+    ChatPredictor,
+    ClaimPredictor,
+    Predictor,
+    coherence,
+    label_accuracy,
+    test_accuracy,
+)
 from steerkit.importers import import_opinionqa
 from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
 

@@ -94,9 +94,9 @@ def _summary(xs: list[float]) -> dict[str, float]:
 async def _warm_steerer(model: str, cache_dir: str) -> Any:
     """A Steerer on a DiskStore whose cache already holds the persona's example set."""
     from steerkit._middleware import SteerConfig, Steerer
+    from steerkit._store import DiskStore
     from steerkit.models import SearchConfig
     from steerkit.packs import PackRegistry
-    from steerkit._store import DiskStore
     from steerkit.testing import FakeScorer, last_claim
 
     fake = FakeScorer(lambda p: 0.8 if "'Favor" in last_claim(p) else 0.35)  # fake search backend
@@ -217,9 +217,9 @@ async def _embedded(n: int) -> dict[str, Any]:
 
 async def _single_flight(n: int = 100) -> dict[str, Any]:
     from steerkit._middleware import SteerConfig, Steerer
+    from steerkit._store import DiskStore
     from steerkit.models import SearchConfig
     from steerkit.packs import PackRegistry
-    from steerkit._store import DiskStore
     from steerkit.testing import FakeScorer, last_claim
 
     out: dict[str, Any] = {"concurrent_requests": n, "persona": "country/brazil"}

@@ -29,14 +29,15 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop  # noqa: E402
 
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 
@@ -152,12 +153,6 @@ def relay_app() -> object:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_healthy(proc: subprocess.Popen, port: int, path: str, timeout: float = 120) -> None:
     import httpx
 
@@ -200,7 +195,7 @@ def _relay_main(port: int, workers: int) -> None:
 
 
 def _start_relay(upstream: str, workers: int) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, BENCH_UPSTREAM=upstream, PYTHONPATH=str(Path(__file__).parent))
     cmd = [sys.executable, __file__, "--_relay", str(port), str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
@@ -227,7 +222,7 @@ async def _fill_cache(cache_dir: str) -> None:
 
 def _start_proxy(upstream: str, cache_dir: str, workers: int) -> tuple[subprocess.Popen, int]:
     asyncio.run(_fill_cache(cache_dir))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
     env.update(STEERKIT_CACHE_DIR=cache_dir, STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL="fake-bench", STEERKIT_STEER__MISS_POLICY="off",
@@ -259,74 +254,16 @@ def _spawn(args: list[str], port_file: Path, timeout: float = 60) -> tuple[subpr
     raise RuntimeError(f"helper process {args[0]} did not start")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    low = head.lower()
-    i = low.find(b"content-length:")
-    if i >= 0:
-        await reader.readexactly(int(low[i + 15 : low.find(b"\r\n", i)]))
-    elif b"transfer-encoding: chunked" in low:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    return status
-
-
 async def _load(port: int, body: dict, *, concurrency: int, duration: float, max_requests: int) -> dict:
-    """``concurrency`` keep-alive connections, each sending requests back to back for ``duration`` s.
-
-    A minimal raw HTTP/1.1 client: a general-purpose client's own overhead at 128 connections
-    would otherwise dominate what is measured.
-    """
-    payload = json.dumps(body).encode()
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
-    )
-    lat: list[float] = []
-    errors = 0
-    sent = 0
+    """``concurrency`` keep-alive connections, each sending requests back to back for ``duration`` s
+    after one warm-up request."""
+    request = chat_request(body)
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
     for r, w in conns:  # warm-up request per connection
         w.write(request)
         await w.drain()
-        await _read_response(r)
-    stop_at = time.perf_counter() + duration
-
-    async def worker(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        nonlocal errors, sent
-        while time.perf_counter() < stop_at and sent < max_requests:
-            sent += 1
-            t = time.perf_counter()
-            w.write(request)
-            await w.drain()
-            status = await _read_response(r)
-            if status == 200:
-                lat.append(time.perf_counter() - t)
-            else:
-                errors += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(r, w) for r, w in conns))
-    wall = time.perf_counter() - t0
-    for _, w in conns:
-        w.close()
-    lat.sort()
-
-    def pct(p: float) -> float:
-        return round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else float("nan")
-
-    return {
-        "requests": len(lat),
-        "errors": errors,
-        "rps": round(len(lat) / wall, 1),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": round(1000 * statistics.fmean(lat), 3) if lat else float("nan"),
-    }
+        await read_response(r)
+    return await closed_loop(conns, request, duration=duration, max_requests=max_requests)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -428,16 +365,10 @@ def main() -> None:
             t0 = time.perf_counter()
             result = asyncio.run(_bench(args, up_port, relay_port, px_port, relay.pid, proxy.pid))
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
     out = {
         "benchmark": "proxy_load",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "settings": {"duration_s": args.duration, "concurrency": args.concurrency, "sse_chunks": args.chunks,
                      "workers": args.workers},
         "note": "latency is to the last byte; added = relay/proxy minus direct at the same concurrency; "

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -33,14 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop  # noqa: E402
+
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 MODEL = "fake-bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -54,16 +50,6 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {port}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # --- stub upstream (run as ``--_stub PORT``) ------------------------------------------------------
@@ -162,59 +148,24 @@ async def _extract() -> list:
 # --- proxy load -------------------------------------------------------------------------------------
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    low = head.lower()
-    i = low.find(b"content-length:")
-    if i >= 0:
-        await reader.readexactly(int(low[i + 15: low.find(b"\r\n", i)]))
-    return int(head[9:12]), low
-
-
 async def _load(port: int, concurrency: int, duration: float, max_requests: int) -> dict:
-    payload = json.dumps({"model": "stub", "messages": [{"role": "user", "content": QUERY}]}).encode()
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-               b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+    request = chat_request({"model": "stub", "messages": [{"role": "user", "content": QUERY}]})
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
     hits = 0
     for r, w in conns:  # warm-up, and check the proxy steers from the cache
         w.write(request)
         await w.drain()
-        status, head = await _read_response(r)
+        status, head = await read_response(r)
         if status != 200:
             raise RuntimeError(f"proxy answered {status}")
         hits += b"x-steerkit-cache: hit" in head
     if not hits:
         raise RuntimeError("the proxy did not steer from the cache (no X-Steerkit-Cache: hit)")
-    lat: list[float] = []
-    errors = sent = 0
-    stop_at = time.perf_counter() + duration
-
-    async def worker(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        nonlocal errors, sent
-        while time.perf_counter() < stop_at and sent < max_requests:
-            sent += 1
-            t = time.perf_counter()
-            w.write(request)
-            await w.drain()
-            status, _ = await _read_response(r)
-            if status == 200:
-                lat.append(time.perf_counter() - t)
-            else:
-                errors += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(r, w) for r, w in conns))
-    wall = time.perf_counter() - t0
-    for _, w in conns:
-        w.close()
-    lat.sort()
-    return {"requests": len(lat), "errors": errors, "rps": round(len(lat) / wall, 1),
-            "p50_ms": round(1000 * lat[len(lat) // 2], 2), "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2)}
+    return await closed_loop(conns, request, duration=duration, max_requests=max_requests)
 
 
 def _serve(upstream: str, cache_dir: Path, workers: int, store_url: str | None) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
     env.update(STEERKIT_CACHE_DIR=str(cache_dir), STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL=MODEL, STEERKIT_STEER__MISS_POLICY="off", STEERKIT_SERVER__LOG_LEVEL="warning",
@@ -228,7 +179,7 @@ def _serve(upstream: str, cache_dir: Path, workers: int, store_url: str | None) 
         _wait_port(port, proc)
         time.sleep(1.0 + 0.5 * workers)  # let every worker finish starting
     except BaseException:
-        _stop(proc)
+        stop(proc)
         raise
     return proc, port
 
@@ -251,10 +202,10 @@ def main() -> None:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="steerkit-store-bench-") as tmp:
         t = Path(tmp)
-        rport = _free_port()
+        rport = free_port()
         redis = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                   "--dir", tmp], stdout=subprocess.DEVNULL)
-        sport = _free_port()
+        sport = free_port()
         stub = subprocess.Popen([sys.executable, __file__, "--_stub", str(sport)])
         try:
             _wait_port(rport, redis)
@@ -283,14 +234,14 @@ def main() -> None:
                     try:
                         proxy[kind][str(workers)] = asyncio.run(_load(port, args.concurrency, args.duration, args.max_requests))
                     finally:
-                        _stop(proc)
+                        stop(proc)
         finally:
-            _stop(stub)
-            _stop(redis)
+            stop(stub)
+            stop(redis)
     disk = hit["disk"]
     out = {
         "benchmark": "store_shared",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "settings": {"gets": args.gets, "workers": args.workers, "duration_s": args.duration, "concurrency": args.concurrency},
         "note": "hit latency is one store.get of a cached example set; proxy figures are cache hits through "
         "`steerkit serve --workers N` to a stub upstream; client, proxy, Redis and stub share this machine's cores",
