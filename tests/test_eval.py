@@ -217,6 +217,53 @@ def test_the_eval_command_end_to_end_on_the_embedded_model(tmp_path: Path, gguf_
     assert (out / "accuracy_by_condition.png").stat().st_size > 0
 
 
+def _globalopinionqa_csv(path: Path, countries: list[str], n: int) -> Path:
+    """A CSV in GlobalOpinionQA's format (its columns; ``selections`` as the release's
+    ``defaultdict`` repr, ``options`` as a list literal, a refusal option), with questions this test
+    writes: country i's plurality answer to question q is "Should" when q + i is even."""
+    import csv
+
+    rows = []
+    for q in range(n):
+        sel = {c: [0.6, 0.3, 0.1] if (q + i) % 2 == 0 else [0.3, 0.6, 0.1] for i, c in enumerate(countries)}
+        rows.append({"question": f"Should your country's government fund public project number {q}?",
+                     "selections": f"defaultdict(<class 'list'>, {sel!r})",
+                     "options": repr(["Should", "Should not", "DK/Refused"]), "source": "GAS"})
+    rows.append({"question": "Asked in one country only?", "selections": "defaultdict(<class 'list'>, {'Brazil': [0.5, 0.5]})",
+                 "options": repr(["Yes", "No"]), "source": "GAS"})
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["question", "selections", "options", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_the_eval_command_on_a_globalopinionqa_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`steerkit eval --dataset globalopinionqa` end to end (the search and predictions on the
+    fake scorer): countries are personas, only questions every country answered are kept, and each
+    country's gold is its own plurality answer."""
+    from cli_helpers import cli_env
+    from steerkit.cli import main
+
+    cli_env(tmp_path, monkeypatch)
+    data = _globalopinionqa_csv(tmp_path / "gqa.csv", ["Brazil", "Nigeria"], 6)
+    out = tmp_path / "out"
+    rc = main(["eval", "--dataset", "globalopinionqa", "--data", str(data), "--persona", "Brazil", "--persona", "Nigeria",
+               "--questions", "6", "--folds", "2", "--conditions", "zero_shot_base,icm,gold,inverted", "--n-sweep", "1",
+               "--coherence-folds", "1", "--max-iterations", "6", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    d = json.loads((out / "report.json").read_text())
+    assert d["personas"] == ["country/brazil", "country/nigeria"] and d["provenance"]["dataset"] == "globalopinionqa"
+    for pid in d["personas"]:
+        assert d["summary"]["gold"]["per_persona"][pid]["n"] == 6  # the one-country question is not among them
+        assert 0.0 <= d["icm_label_accuracy"][pid] <= 1.0
+    assert d["summary"]["gold"]["u"] is not None
+    eps = load_dataset("globalopinionqa", data, personas=["Brazil", "Nigeria"], questions=6)
+    gold = {ep.label: {q[0].question: next(it.option for it in q if it.gold) for q in ep.questions} for ep in eps}
+    assert set(gold["Brazil"]) == set(gold["Nigeria"]) and len(gold["Brazil"]) == 6
+    assert all(gold["Brazil"][q] != gold["Nigeria"][q] for q in gold["Brazil"])  # the countries disagree on each
+
+
 async def test_the_chat_predictor_needs_a_chat_model(tmp_path: Path) -> None:
     personas, gold = _planted()
     with pytest.raises(UserError, match="needs a chat model"):
