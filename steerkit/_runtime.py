@@ -98,6 +98,10 @@ def _packaged_instruct_model() -> Any:
         return None
 
 
+#: ``frequency_penalty`` of an embedded chat model's answers (see ``ChatModelSettings.frequency_penalty``).
+EMBEDDED_FREQUENCY_PENALTY = 0.5
+
+
 @dataclass
 class Runtime:
     """Everything a command needs, opened from settings; `aclose()` (or ``async with``) releases it."""
@@ -110,6 +114,7 @@ class Runtime:
     chat_base_url: str | None = None
     chat_model: str | None = None
     chat_api_key: str | None = None
+    chat_embedded: bool = False
     _closers: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -143,6 +148,10 @@ class Runtime:
                 chat_server = EmbeddedBackend(chat_path, n_ctx=sm.n_ctx, n_parallel=2, n_threads=sm.n_threads)
                 await chat_server.start()
                 rt._closers.append(chat_server)
+            if not cm.base_url and chat_server is not None:
+                from steerkit.backends import EmbeddedBackend
+
+                rt.chat_embedded = isinstance(chat_server, EmbeddedBackend)
             rt.chat_base_url = cm.base_url or getattr(chat_server, "base_url", None)
             rt.chat_model = cm.model or (None if cm.base_url else getattr(chat_server, "chat_model", None))
         except BaseException:
@@ -159,6 +168,14 @@ class Runtime:
         if not self.chat_model:
             raise ConfigError("no chat model name: set chat_model.model (STEERKIT_CHAT_MODEL__MODEL or --chat-model)")
         return self.chat_base_url, self.chat_model
+
+    def chat_defaults(self) -> dict[str, Any]:
+        """The sampling settings `steerkit chat` and the demo add to their answers' requests
+        (``chat_model.frequency_penalty``; 0.5 for an embedded chat model when unset)."""
+        fp = self.settings.chat_model.frequency_penalty
+        if fp is None and self.chat_embedded:
+            fp = EMBEDDED_FREQUENCY_PENALTY
+        return {} if fp is None else {"frequency_penalty": fp}
 
     def chat_client(self) -> openai.AsyncOpenAI:
         """An `openai.AsyncOpenAI` client for the chat model."""

@@ -4,6 +4,7 @@ The request's ``model`` picks the behaviour, so one fake serves every case:
 
 - ``fake-echo``: a normal completion (JSON, or SSE when ``stream`` is true) whose text is
   ``ok``; the request body is recorded in ``FakeUpstream.requests``.
+- ``fake-cut``: an answer cut by the token limit (``finish_reason: length``) mid-sentence.
 - ``fake-fail-midstream``: SSE headers and two chunks, then the connection is cut (no final
   chunk, no ``[DONE]``).
 - ``fake-slow-headers``: waits ``slow_s`` seconds before answering (upstream timeout).
@@ -38,14 +39,14 @@ def _chunk(i: int, text: str, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-def _completion(text: str = "ok") -> bytes:
+def _completion(text: str = "ok", finish_reason: str = "stop") -> bytes:
     return json.dumps(
         {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
             "model": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
     ).encode()
@@ -130,6 +131,10 @@ class FakeUpstream:
         stream = bool(req.get("stream"))
         if model == "fake-429":
             self._plain(w, 429, json.dumps(ERROR_429).encode(), extra=b"retry-after: 7\r\n")
+            await w.drain()
+            return True
+        if model == "fake-cut":
+            self._plain(w, 200, _completion("A whole sentence. Then one cut mi", "length"))
             await w.drain()
             return True
         if model == "fake-slow-headers":

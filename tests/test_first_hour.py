@@ -155,6 +155,27 @@ def test_chat_asks_for_a_bounded_answer_by_default(env: dict[str, Any], capsys: 
     assert upstream.requests[-1]["max_tokens"] == 17
 
 
+def test_chat_trims_an_answer_cut_by_the_limit_and_leaves_a_servers_sampling_alone(
+        env: dict[str, Any], capsys: pytest.CaptureFixture[str], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = ["--chat-base-url", upstream.base_url, "--json", "--no-steer"]
+    out = run_json(capsys, ["chat", "Say hi.", *flags, "--chat-model", "fake-cut", "--max-tokens", "9"])
+    assert out["answer"] == "A whole sentence. [trimmed: the answer hit --max-tokens 9]" and out["trimmed"] is True
+    assert "frequency_penalty" not in upstream.requests[-1] and "note" not in out  # a server: its own defaults
+    monkeypatch.setenv("STEERKIT_CHAT_MODEL__FREQUENCY_PENALTY", "0.3")
+    out = run_json(capsys, ["chat", "Say hi.", *flags, "--chat-model", "fake-echo"])
+    assert upstream.requests[-1]["frequency_penalty"] == 0.3 and out["answer"] == "ok" and out["trimmed"] is False
+
+
+def test_an_embedded_chat_model_answers_with_a_frequency_penalty_unless_configured() -> None:
+    from steerkit._runtime import EMBEDDED_FREQUENCY_PENALTY, Runtime
+
+    s = Settings.load(env={})
+    assert Runtime(s, chat_embedded=True).chat_defaults() == {"frequency_penalty": EMBEDDED_FREQUENCY_PENALTY}
+    assert Runtime(s, chat_embedded=False).chat_defaults() == {}
+    s2 = Settings.load(env={"STEERKIT_CHAT_MODEL__FREQUENCY_PENALTY": "0"})
+    assert Runtime(s2, chat_embedded=True).chat_defaults() == {"frequency_penalty": 0.0}
+
+
 # --- 3. the example chats with the instruction-tuned model --------------------------------------
 
 
@@ -173,7 +194,7 @@ def test_wrap_openai_example_chats_with_the_instruction_tuned_smollm2() -> None:
 
 
 def test_complete_answer_trims_a_cut_answer_to_its_last_sentence_and_says_so() -> None:
-    from steerkit.cli.demo import complete_answer
+    from steerkit.cli.chat_cmd import complete_answer
 
     assert complete_answer("Yes. It is fine. And then", "length", 9) == ("Yes. It is fine. [trimmed: the answer hit --max-tokens 9]", True)
     assert complete_answer("Done", "stop", 9) == ("Done", False)
@@ -195,6 +216,7 @@ def test_demo_shows_the_verdict_the_injected_examples_and_the_real_model_line_an
     assert out["injected_examples"] and all("→" in e for e in out["injected_examples"])
     assert len(out["injected_examples"]) == out["steering"]["examples_used"]
     assert "--search-base-url" in out["real_model"] and "--search-model" in out["real_model"]
+    assert out["sampling"] == {"max_tokens": 24, "temperature": 0, "frequency_penalty": 0.5}  # the embedded chat model's
     for side in ("unsteered", "steered"):  # complete: ends a sentence, or says it was trimmed
         text = out[side].rstrip()
         assert text.endswith((".", "!", "?", '"', ")")) or "[trimmed" in text or "…" in text

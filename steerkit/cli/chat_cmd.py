@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any
 
-__all__ = ["add_arguments", "injected_messages", "run", "steered_answer"]
+__all__ = ["add_arguments", "complete_answer", "injected_messages", "run", "steered_answer"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 CHAT_WAIT_S = 120.0
 
 
+def complete_answer(text: str, finish_reason: str | None, max_tokens: int | None) -> tuple[str, bool]:
+    """An answer that ends where a sentence ends: one cut by the token limit (``finish_reason ==
+    "length"``) is trimmed to its last full sentence and marked; returns (text, trimmed).
+
+    >>> complete_answer("One. Two is cut mid", "length", 8)
+    ('One. [trimmed: the answer hit --max-tokens 8]', True)
+    >>> complete_answer("All done.", "stop", 8)
+    ('All done.', False)
+    """
+    text = text.strip()
+    if finish_reason != "length":
+        return text, False
+    import re
+
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    body = text[: ends[-1]] if ends else text + "…"
+    return f"{body} [trimmed: the answer hit --max-tokens {max_tokens}]", True
+
+
 def injected_messages(original: list[dict], steered: list[dict]) -> list[dict]:
     """The messages steering added or changed (what the chat model sees beyond the user's)."""
     return [m for m in steered if m not in original]
@@ -62,7 +81,7 @@ async def steered_answer(
         await before_answer()
     client = runtime.chat_client()
     try:
-        kw: dict[str, Any] = {"temperature": temperature}
+        kw: dict[str, Any] = {"temperature": temperature, **runtime.chat_defaults()}
         if max_tokens is not None:
             kw["max_tokens"] = max_tokens
         resp = await client.chat.completions.create(model=model, messages=steered, **kw)
@@ -78,8 +97,10 @@ async def steered_answer(
         raise
     finally:
         await client.close()
+    answer, trimmed = complete_answer(resp.choices[0].message.content or "", resp.choices[0].finish_reason, max_tokens)
     return {
-        "answer": resp.choices[0].message.content or "",
+        "answer": answer,
+        "trimmed": trimmed,
         "model": model,
         "personas": [_match_dict(m) for m in info.personas],
         "example_set_version": info.example_set_version,
@@ -134,6 +155,11 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
         finally:
             if running is not None:
                 await _stop(running, rt)
+    if rt.chat_embedded:  # tell the truth about what answered
+        from steerkit.cli.demo import REAL_MODEL
+
+        result["note"] = ("the embedded models are tiny (labels near chance; a 135M chat model): the answer shows the "
+                          "flow, not steering that works. On a real model: " + REAL_MODEL.format(query=args.message))
     if running is not None and not args.json:
         import sys
 
@@ -236,3 +262,5 @@ def render(result: dict[str, Any]) -> None:
     for m in result["injected"]:
         console.print(Panel(str(m.get("content", "")), title=f"injected {m.get('role')} message", border_style="dim"))
     console.print(Panel(result["answer"], title=f"answer ({result['model']})", border_style="green"))
+    if result.get("note"):
+        console.print(f"[yellow]note:[/] {result['note']}", soft_wrap=True)

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from steerkit.cli import probe_cmd
+from steerkit.cli.chat_cmd import complete_answer
 from steerkit.errors import UserError
 
 __all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
@@ -152,8 +153,9 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 160, show: bo
         try:
             console.print("[bold]5. answers[/bold] (embedded chat model, temperature 0)")
             with console.status("answering…"):
-                plain = await client.chat.completions.create(model=model, messages=base, max_tokens=max_tokens, temperature=0)
-                steered = await client.chat.completions.create(model=model, messages=steered_messages, max_tokens=max_tokens, temperature=0)
+                sampling = {"max_tokens": max_tokens, "temperature": 0, **rt.chat_defaults()}
+                plain = await client.chat.completions.create(model=model, messages=base, **sampling)
+                steered = await client.chat.completions.create(model=model, messages=steered_messages, **sampling)
         finally:
             await client.close()
         a_plain, cut_plain = complete_answer(plain.choices[0].message.content or "", plain.choices[0].finish_reason, max_tokens)
@@ -196,6 +198,7 @@ async def run_demo(settings: Any, query: str, *, max_tokens: int = 160, show: bo
             "unsteered": a_plain,
             "steered": a_steered,
             "trimmed": {"unsteered": cut_plain, "steered": cut_steered},
+            "sampling": sampling,
             "real_model": real,
         }
     finally:
@@ -212,25 +215,6 @@ def _print_labels(console: Any, es: Any, limit: int = 8) -> None:
         q = " ".join(it.question.split())
         t.add_row(f"{q[:50]}{'…' if len(q) > 50 else ''} → {text}", "[green]True[/green]" if lab.value else "[red]False[/red]", f"{lab.confidence:.2f}")
     console.print(t)
-
-
-def complete_answer(text: str, finish_reason: str | None, max_tokens: int) -> tuple[str, bool]:
-    """An answer that ends where a sentence ends: one cut by the token limit (``finish_reason ==
-    "length"``) is trimmed to its last full sentence and marked; returns (text, trimmed).
-
-    >>> complete_answer("One. Two is cut mid", "length", 8)
-    ('One. [trimmed: the answer hit --max-tokens 8]', True)
-    >>> complete_answer("All done.", "stop", 8)
-    ('All done.', False)
-    """
-    text = text.strip()
-    if finish_reason != "length":
-        return text, False
-    import re
-
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    body = text[: ends[-1]] if ends else text + "…"
-    return f"{body} [trimmed: the answer hit --max-tokens {max_tokens}]", True
 
 
 def _injected_examples(es: Any, steered: list[dict], original: list[dict]) -> list[str]:
