@@ -166,13 +166,18 @@ class SparseRestart:
         prompts = [self.state.prompt(i, labels) for i in ids]
         return dict(zip(ids, await self.ctx.objective.score_prompts(prompts)))
 
+    def _has_labels(self, u: int) -> bool:
+        """Whether unit ``u`` shows any labelled item as a demonstration (a unit with a fixed, human
+        label can be labelled in part before the complete phase reaches it)."""
+        return any(m in self.labels for m in self.state.units[u].item_ids)
+
     def _pick(self) -> int | None:
         st = self.state
         best, best_key = None, None
         for u, unit in enumerate(st.units):
             if all(m in self.labels for m in unit.item_ids):
                 continue
-            informed = sum(1 for v in st.graph.context[u] if st.units[v].item_ids[0] in self.labels)
+            informed = sum(1 for v in st.graph.context[u] if self._has_labels(v))
             key = (informed, self.rng.random())
             if best_key is None or key > best_key:
                 best, best_key = u, key
@@ -209,9 +214,7 @@ class SparseRestart:
         best = max(cands, key=lambda a: sum(st.contribution(scores[m], a[m]) for m in unit.item_ids))
         self.labels.update(best)
         self.scores.update(scores)
-        for r in st.graph.readers[u]:
-            if any(m in self.labels for m in st.units[r].item_ids):
-                self.stale.add(r)
+        self.stale.update(r for r in st.graph.readers[u] if self._has_labels(r))
         self.stale.discard(u)
         self.accepted += 1
         self.commit()
@@ -250,7 +253,7 @@ class SparseRestart:
         accepted = False
         calls_before = ctx.objective.counters.model_calls
         if cands:
-            readers = [r for r in st.graph.readers[u] if st.units[r].item_ids[0] in self.labels]
+            readers = [r for r in st.graph.readers[u] if self._has_labels(r)]
             reader_ids = [i for r in readers for i in st.units[r].item_ids]
             # every candidate's reader prompts in one backend batch
             prompts = [st.prompt(i, {**self.labels, **a}) for a in cands for i in reader_ids]
