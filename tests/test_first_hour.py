@@ -347,7 +347,7 @@ def test_the_first_readme_command_installs_what_serve_needs() -> None:
 
 
 def test_the_serve_hint_names_the_clone_form() -> None:
-    from steerkit.cli import server_install_hint
+    from steerkit.cli.serve_cmd import server_install_hint
 
     assert server_install_hint().endswith('pip install -e ".[server]"')  # tests run from a clone
 

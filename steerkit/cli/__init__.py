@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from steerkit._version import __version__
-from steerkit.errors import BackendUnavailableError, SteerkitError, UserError
+from steerkit.errors import SteerkitError, UserError
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "load_settings", "main"]
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from steerkit.cli import cache_cmd, chat_cmd, demo, precompute
+    from steerkit.cli import cache_cmd, chat_cmd, demo, precompute, serve_cmd
 
     p = sub.add_parser("precompute", help="compute example sets for personas (resumable, idempotent)")
     _common(p)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1; server.workers)")
     p.add_argument("--store", metavar="URL", help="shared example-set store, redis://host:port/db (default: the disk cache)")
-    p.set_defaults(func=_serve)
+    p.set_defaults(func=serve_cmd.run)
 
     p = sub.add_parser("demo", help="the whole flow on the embedded model, in a few minutes")
     _common(p)
@@ -195,170 +195,6 @@ def _config_show(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(settings.show())
     return EXIT_OK
-
-
-def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        from steerkit.errors import ConfigError
-
-        raise ConfigError("`steerkit serve` needs the server extra (starlette, uvicorn)", hint=server_install_hint()) from None
-    if settings.server.workers > 1:
-        return _serve_workers(settings)
-    import asyncio
-
-    return asyncio.run(_serve_async(settings))
-
-
-def server_install_hint() -> str:
-    """How to install the server extra: the clone's form when steerkit runs from a source checkout
-    (an editable install), else the PyPI form."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent.parent
-    if (root / "pyproject.toml").exists() and (root / "steerkit").is_dir():
-        return f'in {root}: pip install -e ".[server]"'
-    return "pip install 'steerkit[server]'"
-
-
-def _serve_workers(settings: Any) -> int:
-    """``serve --workers N``: uvicorn's process supervisor, each worker building its own runtime
-    from the same settings (handed over in the environment, never on a command line)."""
-    import os
-
-    import uvicorn
-
-    import inspect
-    import socket
-
-    from steerkit.errors import ConfigError
-    from steerkit._http_guard import uvicorn_limits
-    from steerkit._server import SETTINGS_ENV
-
-    s = settings.server
-    if not settings.chat_model.base_url:
-        raise ConfigError("--workers needs an upstream chat server: set chat_model.base_url",
-                          hint="each worker would otherwise start its own embedded chat model")
-    if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_keys:
-        print(f"steerkit: warning: binding {s.host} without server.api_keys: anyone who can reach it can use the proxy",
-              file=sys.stderr)
-    os.environ[SETTINGS_ENV] = settings.to_json()
-    config = uvicorn.Config(
-        "steerkit._server:worker_app",
-        factory=True,
-        workers=s.workers,
-        host=s.host,
-        port=s.port,
-        lifespan="on",
-        log_level=s.log_level,
-        timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
-        proxy_headers=False,
-        server_header=False,
-        **uvicorn_limits(s),
-    )
-    # The listening socket is made here as an explicit TCP socket: asyncio sets TCP_NODELAY on
-    # accepted connections only when the listener's protocol is IPPROTO_TCP, and uvicorn's own
-    # (protocol 0) would leave Nagle on: ~40 ms stalls per response at low concurrency.
-    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((s.host, s.port))
-    except OSError as e:
-        raise BackendUnavailableError(f"the proxy could not bind {s.host}:{s.port}: {e.strerror or e}") from None
-    sock.set_inheritable(True)
-    print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
-          file=sys.stderr)
-    from uvicorn.supervisors import Multiprocess
-
-    try:
-        if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn versions differ here
-            Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
-        else:
-            Multiprocess(config, sockets=[sock]).run()
-    finally:
-        sock.close()
-    return EXIT_OK
-
-
-async def _serve_async(settings: Any) -> int:
-    """Open the runtime first (so configuration and backend errors exit 1/2 with one line), then
-    serve until SIGINT/SIGTERM; uvicorn lets in-flight requests finish (``server.shutdown_timeout``)."""
-    import uvicorn
-
-    from steerkit._runtime import Runtime
-    from steerkit.errors import ConfigError
-    from steerkit._http_guard import uvicorn_limits
-    from steerkit._server import create_app
-
-    s = settings.server
-    if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_keys:
-        print(
-            f"steerkit: warning: binding {s.host} without server.api_keys: anyone who can reach it can use the proxy",
-            file=sys.stderr,
-        )
-    async with await Runtime.open(settings) as rt:
-        if not rt.chat_base_url:
-            raise ConfigError("no upstream chat model: set chat_model.base_url (STEERKIT_CHAT_MODEL__BASE_URL or --chat-base-url)")
-        app = create_app(settings, steerer=rt.steerer, upstream_base_url=rt.chat_base_url)
-        config = uvicorn.Config(
-            app,
-            host=s.host,
-            port=s.port,
-            lifespan="on",
-            log_level=s.log_level,
-            timeout_graceful_shutdown=int(s.shutdown_timeout) or None,
-            proxy_headers=False,
-            server_header=False,
-            **uvicorn_limits(s),
-        )
-        server = _proxy_server_class()(config)
-        print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {rt.chat_base_url}", file=sys.stderr)
-        await server.serve()
-        if not server.started:
-            raise BackendUnavailableError(f"the proxy could not start on {s.host}:{s.port} (see the log above)")
-    import signal
-
-    if signal.SIGINT in server.signals:
-        print("steerkit: interrupted; in-flight requests were finished", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK  # SIGTERM: a requested, clean shutdown
-
-
-def _proxy_server_class() -> Any:
-    import contextlib
-    import signal
-    import threading
-
-    import uvicorn
-
-    class ProxyServer(uvicorn.Server):
-        """uvicorn's server, minus re-raising the stop signal after the graceful shutdown, so the
-        command can return its documented exit code (0 after SIGTERM, 130 after Ctrl-C)."""
-
-        signals: list[int]
-
-        @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def]
-            self.signals = []
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-
-            def handler(sig: int, frame: Any) -> None:
-                self.signals.append(sig)
-                self.handle_exit(sig, frame)
-
-            original = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, h in original.items():
-                    signal.signal(sig, h)
-
-    return ProxyServer
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steerkit.errors import UserError
 
 __all__ = ["add_arguments", "register", "render", "run"]
 
