@@ -54,3 +54,18 @@ async def embedded_backend(gguf_path: Path) -> AsyncIterator[EmbeddedBackend]:
 @pytest.fixture(scope="session")
 def llama_server_url(embedded_backend: EmbeddedBackend) -> str:
     return embedded_backend.base_url
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_as_found(request: pytest.FixtureRequest):
+    """A test must leave SIGINT/SIGTERM handled as it found them: an in-process uvicorn server (or
+    anything else) that leaks its handler makes a later Ctrl-C do nothing, and the tests of
+    interrupted commands then fail at random."""
+    import signal
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in sigs}
+    yield
+    # (no gc.collect(): a leaked server task would restore the handler only when collected, at random)
+    after = {s: signal.getsignal(s) for s in sigs}
+    assert after == before, f"{request.node.nodeid} left signal handlers {after} (found {before})"

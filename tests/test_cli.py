@@ -27,15 +27,22 @@ QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 
 
 class InterruptingFakeScorer(FakeScorer):
-    """A fake scorer that presses Ctrl-C (SIGINT to this process) after ``limit`` calls."""
+    """A fake scorer that presses Ctrl-C once, after ``limit`` calls.
+
+    ``signal.raise_signal`` delivers SIGINT to this (the main) thread at once: ``os.kill(getpid())``
+    may be delivered to any thread of the process (the test process has many), and the main
+    thread then learns of it only when its ``select`` times out. ``handler`` records who handled
+    SIGINT at that moment (asyncio.run's handler, which cancels the main task)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(lambda p: 0.7, model="fake-scorer")
         self.limit = limit
+        self.handler: object = None
 
     async def score(self, prompts):  # type: ignore[no-untyped-def]
-        if self.stats.calls + len(prompts) > self.limit:
-            os.kill(os.getpid(), signal.SIGINT)  # asyncio.run turns it into cancellation + KeyboardInterrupt
+        if self.stats.calls + len(prompts) > self.limit and self.handler is None:
+            self.handler = signal.getsignal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # asyncio.run turns it into cancellation + KeyboardInterrupt
             await asyncio.sleep(30)
         return await super().score(prompts)
 
@@ -109,7 +116,8 @@ def test_precompute_resumes_after_interrupt(env: dict[str, Any], capsys: pytest.
     full_calls = env["backends"][-1].stats.calls
 
     env["factory"] = lambda: InterruptingFakeScorer(limit=max(1, full_calls * 2 // 3))
-    assert main(["precompute", "--persona", PERSONA]) == 130
+    rc = main(["precompute", "--persona", PERSONA])
+    assert rc == 130, f"SIGINT was handled by {env['backends'][-1].handler!r}"
     err = capsys.readouterr().err
     assert "resume" in err
     checkpoints = list((env["cache"] / "checkpoints").glob("*.json"))
