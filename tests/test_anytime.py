@@ -19,11 +19,6 @@ PERSONA = "polparty/democrat"
 MSG = [{"role": "user", "content": "I'm a Democrat. Do you favor raising the minimum wage?"}]
 
 
-def slow_fake(delay: float) -> FakeScorer:
-    """A *fake* scorer (no model): pseudo-random P(True) per claim and context, ``delay`` s per prompt."""
-    return FakeScorer(lambda p: 0.1 + 0.8 * unit_rand(p + last_claim(p)), delay=delay)
-
-
 class HeldFake(FakeScorer):
     """A *fake* scorer that stops answering once told to ``hold`` until ``release``: the test, not
     the clock, decides that the search outlasts the request's budget."""
@@ -99,10 +94,14 @@ async def test_background_policy_also_serves_the_anytime_labelling() -> None:
 
 
 async def test_a_search_without_an_anytime_result_gives_a_plain_miss_on_timeout() -> None:
-    # exact ICM has no complete labelling until its completion phase ends
-    st = steerer(slow_fake(0.05), 0.3, SearchConfig(mode="exact", max_iterations=30, num_seed=2, seed=5))
+    # the scorer answers nothing before the budget ends (the test holds it, not a clock), so the
+    # search has no complete labelling to offer: the request gets a plain, unsteered miss
+    fake = HeldFake()
+    fake.gate.clear()
+    st = steerer(fake, 0.3, SearchConfig(mode="exact", max_iterations=30, num_seed=2, seed=5))
     _, info = await st.prepare(MSG)
     assert info.cache == "miss" and info.examples_used == 0
+    assert st.example_sets.provisional(PERSONA) is None and st.background_tasks == 1
     await st.example_sets.aclose()
 
 
