@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import glob
 import inspect
 import logging
@@ -115,7 +114,8 @@ class ExampleSets:
         self._provisional: dict[str, ExampleSet] = {}  # key digest -> latest any-time snapshot
         self._unstored: dict[str, ExampleSet] = {}  # key digest -> a finished search the store refused
         self._rate_limited: set[str] = set()  # personas whose last request search was refused
-        self._limit_ns = f"{id(self)}-{time.monotonic_ns()}"
+        self._local_limiter: Any = None  # this instance's request search limits (no shared store)
+        self._start_locks: dict[str, asyncio.Lock] = {}  # persona -> lock of the start decision
 
     # keys and pools ----------------------------------------------------------------------------
     @property
@@ -179,23 +179,13 @@ class ExampleSets:
         return f is not None and time.monotonic() - f[0] < self.config.search_retry_s
 
     # computing ---------------------------------------------------------------------------------
-    def ensure(self, persona_id: str, *, from_request: bool = False) -> asyncio.Task[ExampleSet | None] | None:
+    def ensure(self, persona_id: str) -> asyncio.Task[ExampleSet | None] | None:
         """Start (or join) the single-flight search of a persona's current key; None when there is
-        no backend, the persona is backing off after a failure, or (``from_request``: a search a
-        request asked for) a new search would exceed the request search rate limits. The task
-        re-checks the store first."""
+        no backend or the persona is backing off after a failure. The task re-checks the store
+        first. (A search a request asks for goes through `ensure_for_request`.)"""
         if self.backend is None or self.backing_off(persona_id):
             return None
         key = self.cache_key(persona_id)
-        if from_request and key.digest() not in self._flight:
-            if not self._take_search_token(persona_id):
-                self._rate_limited.add(persona_id)
-                self.metrics.inc("searches_rate_limited")
-                log.warning("search for %s not started: request search rate limit reached "
-                            "(searches_per_persona_per_hour=%d, searches_per_hour=%d)", persona_id,
-                            self.config.searches_per_persona_per_hour, self.config.searches_per_hour)
-                return None
-            self._rate_limited.discard(persona_id)
 
         async def run() -> ExampleSet | None:
             es = await self.store.get(key)
@@ -212,18 +202,52 @@ class ExampleSets:
         task = self._flight.start(key.digest(), run)
         return task
 
-    def _take_search_token(self, persona_id: str) -> bool:
-        """One request-started search against both moving-window limits (both or neither taken)."""
+    async def ensure_for_request(self, persona_id: str) -> asyncio.Task[ExampleSet | None] | None:
+        """`ensure` for a search that a request asks for: None also when starting it would exceed
+        the request search rate limits (joining a search already running takes nothing)."""
+        if self.backend is None or self.backing_off(persona_id):
+            return None
+        # one request at a time decides whether to start: the others then join its search
+        # instead of each taking a token while the first is still asking the limiter
+        async with self._start_locks.setdefault(persona_id, asyncio.Lock()):
+            if self.cache_key(persona_id).digest() not in self._flight:
+                if not await self._take_search_token(persona_id):
+                    self._rate_limited.add(persona_id)
+                    self.metrics.inc("searches_rate_limited")
+                    log.warning("search for %s not started: request search rate limit reached "
+                                "(searches_per_persona_per_hour=%d, searches_per_hour=%d)", persona_id,
+                                self.config.searches_per_persona_per_hour, self.config.searches_per_hour)
+                    return None
+                self._rate_limited.discard(persona_id)
+            return self.ensure(persona_id)
+
+    def _memory_limiter(self) -> Any:
+        if self._local_limiter is None:
+            from limits.aio import storage, strategies
+
+            self._local_limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        return self._local_limiter
+
+    async def _take_search_token(self, persona_id: str) -> bool:
+        """One request-started search against both moving-window limits. The counts are the
+        store's when it shares them (`RedisStore.rate_limiter`: across replicas), else this
+        process's. A limiter that cannot be reached refuses (no work the operator did not allow)."""
         from limits import RateLimitItemPerHour
 
         cfg = self.config
         per, total = RateLimitItemPerHour(cfg.searches_per_persona_per_hour), RateLimitItemPerHour(cfg.searches_per_hour)
         if per.amount == 0 or total.amount == 0:
             return False
-        limiter = _limiter()
-        if not (limiter.test(per, self._limit_ns, persona_id) and limiter.test(total, self._limit_ns)):
+        shared = getattr(self.store, "rate_limiter", None)
+        limiter, ns = (shared(), "steerkit") if shared is not None else (self._memory_limiter(), "local")
+        try:
+            if not (await limiter.test(per, ns, persona_id) and await limiter.test(total, ns)):
+                return False
+            return await limiter.hit(per, ns, persona_id) and await limiter.hit(total, ns)
+        except Exception as e:  # noqa: BLE001 - e.g. Redis unreachable: refuse, and say why
+            log.error("the request search rate limiter failed (%s); refusing the search",
+                      mask_credentials(f"{type(e).__name__}: {e}"))
             return False
-        return limiter.hit(per, self._limit_ns, persona_id) and limiter.hit(total, self._limit_ns)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task (cancelled by `aclose`, awaited by `drain`)."""
@@ -472,14 +496,6 @@ def remove_stale_temp_files(target: Path) -> int:
     if n:
         log.info("removed %d leftover temporary file(s) of %s", n, target)
     return n
-
-
-@functools.lru_cache(maxsize=1)
-def _limiter() -> Any:
-    """One moving-window rate limiter (in memory) for every `ExampleSets` of this process."""
-    from limits import storage, strategies
-
-    return strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
 
 def _accepts(fn: Any, name: str) -> bool:

@@ -292,7 +292,8 @@ class SteerConfig(BaseModel):
     request's ``steerkit.persona`` outside this list is served from the cache only."""
     searches_per_persona_per_hour: int = Field(2, ge=0, le=10_000)
     """Searches that requests may start for one persona per (moving) hour; beyond, misses are
-    served unsteered with reason ``search_rate_limited``. ``precompute`` is not limited."""
+    served unsteered with reason ``search_rate_limited``. ``precompute`` is not limited. The
+    counts are per process, or shared by every replica and worker on a Redis store (``--store``)."""
     searches_per_hour: int = Field(10, ge=0, le=100_000)
     """Searches that requests may start in total per (moving) hour."""
     scan: Literal["last_user", "all_user"] = "all_user"

@@ -230,7 +230,7 @@ class Steerer:
         if policy == "off" or not self.may_search(persona_id):
             return None, "off"
         # None: no backend, backing off after a failed search, or over the request search rate
-        task = sets.ensure(persona_id, from_request=True)
+        task = await sets.ensure_for_request(persona_id)
         if task is None:
             return self._provisional(persona_id)
         if policy == "background":

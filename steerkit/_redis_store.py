@@ -138,6 +138,7 @@ class RedisStore:
         self._put_script = self._r.register_script(_PUT_LUA)
         self._memory: OrderedDict[tuple[str, str], ExampleSet] = OrderedDict()
         self._memory_items = memory_items
+        self._limiter: Any = None
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisStore:
@@ -161,6 +162,20 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.where!r}, prefix={self.prefix!r})"
+
+    def rate_limiter(self) -> Any:
+        """A moving-window rate limiter (`limits`, redis-py storage on this store's connection
+        pool) whose counts live in this Redis under ``<prefix>:limits``: the request search limits
+        (``searches_per_persona_per_hour``, ``searches_per_hour``) then hold across every replica
+        and worker that shares the store, not per process."""
+        if self._limiter is None:
+            from limits.aio.storage import RedisStorage
+            from limits.aio.strategies import MovingWindowRateLimiter
+
+            storage = RedisStorage("async+redis://", implementation="redispy", connection_pool=self._r.connection_pool,
+                                   key_prefix=f"{self.prefix}:limits")
+            self._limiter = MovingWindowRateLimiter(storage)
+        return self._limiter
 
     # keys ----------------------------------------------------------------------------------------
     def _k_meta(self, digest: str) -> str:

@@ -408,6 +408,14 @@ async def test_request_searches_are_rate_limited_per_persona_and_in_total(regist
     assert st.counters.searches_started == 4
 
 
+async def test_concurrent_requests_for_one_persona_take_one_token_and_join_one_search(registry: PackRegistry) -> None:
+    st = steerer(registry, searches_per_persona_per_hour=1, searches_per_hour=1)
+    infos = await asyncio.gather(*(st.prepare(chat(DEMOCRAT)) for _ in range(20)))
+    assert st.counters.searches_started == 1
+    assert [i.reason for _, i in infos].count("search_rate_limited") == 0
+    assert {i.cache for _, i in infos} == {"computed"}
+
+
 async def test_notes_and_logs_never_carry_credentials(registry: PackRegistry, caplog: pytest.LogCaptureFixture) -> None:
     st = steerer(registry, search=failing_search, search_retry_s=0)
     _, info = await st.prepare(chat(DEMOCRAT))

@@ -370,3 +370,56 @@ async def test_proxy_with_redis_down_answers_unsteered_with_the_error_named(tmp_
             stop(proc)
         log = (tmp_path / "down.log").read_text()
         assert f"Redis example-set store at {dead}" in log  # says which store failed
+
+
+# --- request search limits shared by the replicas ------------------------------------------------
+
+
+async def test_request_search_limits_hold_across_replicas_sharing_the_store(redis_url: str,
+                                                                           request: pytest.FixtureRequest) -> None:
+    """Two replicas (each its own `Steerer` and `RedisStore` on one Redis) share the request
+    search limits: 2 per persona and 3 in all per hour, not 2 and 3 per replica. Searches fail
+    at once (a search function that raises), so every request is a new attempt."""
+    from steerkit import MemoryStore, SteerConfig, SteerOptions, Steerer
+    from steerkit.testing import FakeScorer
+
+    async def failing_search(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("upstream down")
+
+    def replica(store: Any) -> Steerer:
+        config = SteerConfig(search=SearchConfig(max_iterations=4, num_seed=2, patience=2), max_pool_items=10, k=4,
+                             miss_policy="wait", search_retry_s=0, searches_per_persona_per_hour=2, searches_per_hour=3)
+        return Steerer(PackRegistry.default(), store, FakeScorer(lambda p: 0.7, model="fake-scorer"), config,
+                       search=failing_search)
+
+    url = f"{redis_url}?prefix=t-{request.node.name}&failure_ttl_s=0.001"  # no shared failure back-off
+    stores = [RedisStore.from_url(url), RedisStore.from_url(url)]
+    a, b = replica(stores[0]), replica(stores[1])
+    chat = [{"role": "user", "content": "hi"}]
+    try:
+        order = [(a, "polparty/democrat"), (b, "polparty/democrat"), (a, "polparty/democrat"),
+                 (b, "polparty/republican"), (a, "polparty/republican")]
+        reasons = [(await st.prepare(chat, SteerOptions(persona=p)))[1].reason for st, p in order]
+        assert reasons == ["search_failed", "search_failed", "search_rate_limited", "search_failed", "search_rate_limited"]
+        assert a.counters.searches_started + b.counters.searches_started == 3
+        # a replica on its own (in-memory) limits would have started the third Democrat search
+        alone = replica(MemoryStore())
+        for _ in range(2):
+            await alone.prepare(chat, SteerOptions(persona="polparty/democrat"))
+        assert alone.counters.searches_started == 2
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_an_unreachable_shared_limiter_refuses_request_searches() -> None:
+    from steerkit import SteerConfig, Steerer
+    from steerkit.testing import FakeScorer
+
+    dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    st = Steerer(PackRegistry.default(), dead, FakeScorer(lambda p: 0.7), SteerConfig(miss_policy="wait"))
+    try:
+        assert await st.example_sets.ensure_for_request("polparty/democrat") is None
+        assert st.metrics.value("searches_rate_limited") == 1 and st.counters.searches_started == 0
+    finally:
+        await dead.close()
