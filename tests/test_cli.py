@@ -32,7 +32,8 @@ class InterruptingFakeScorer(FakeScorer):
     ``signal.raise_signal`` delivers SIGINT to this (the main) thread at once: ``os.kill(getpid())``
     may be delivered to any thread of the process (the test process has many), and the main
     thread then learns of it only when its ``select`` times out. ``handler`` records who handled
-    SIGINT at that moment (asyncio.run's handler, which cancels the main task)."""
+    SIGINT at that moment (asyncio.run's handler, which cancels the main task, unless the process
+    inherited SIGINT ignored)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(lambda p: 0.7, model="fake-scorer")
@@ -116,7 +117,13 @@ def test_precompute_resumes_after_interrupt(env: dict[str, Any], capsys: pytest.
     full_calls = env["backends"][-1].stats.calls
 
     env["factory"] = lambda: InterruptingFakeScorer(limit=max(1, full_calls * 2 // 3))
-    rc = main(["precompute", "--persona", PERSONA])
+    # Ctrl-C as a terminal delivers it: a test runner started in the background by a shell
+    # without job control inherits SIGINT *ignored*, and then Ctrl-C rightly does nothing
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc = main(["precompute", "--persona", PERSONA])
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert rc == 130, f"SIGINT was handled by {env['backends'][-1].handler!r}"
     err = capsys.readouterr().err
     assert "resume" in err
