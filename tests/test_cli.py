@@ -207,6 +207,10 @@ def test_chat_steered_and_unsteered(env: dict[str, Any], capsys: pytest.CaptureF
 
     out = run_json(capsys, ["chat", QUERY, *flags, "--no-steer", "--json"])
     assert out["injected"] == [] and up.requests[-1]["messages"] == [{"role": "user", "content": QUERY}]
+    assert out["steered"] is False
+    capsys.readouterr()
+    assert main(["chat", QUERY, *flags, "--no-steer"]) == 0
+    assert "steering off (--no-steer)" in capsys.readouterr().out  # not "none found"
 
     assert main(["chat", QUERY, *flags]) == 0  # the rich rendering
     assert "ok" in capsys.readouterr().out

@@ -101,6 +101,7 @@ async def steered_answer(
     return {
         "answer": answer,
         "trimmed": trimmed,
+        "steered": bool(getattr(options, "enabled", True)),
         "model": model,
         "personas": [_match_dict(m) for m in info.personas],
         "example_set_version": info.example_set_version,
@@ -247,7 +248,9 @@ def render(result: dict[str, Any]) -> None:
     from rich.panel import Panel
 
     console = Console()
-    if result["personas"]:
+    if result.get("steered") is False:
+        console.print("[bold]persona[/bold] steering off (--no-steer)")
+    elif result["personas"]:
         for p in result["personas"]:
             console.print(
                 f"[bold]persona[/bold] {p.get('persona_id')} ({p.get('dimension')}) "
