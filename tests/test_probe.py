@@ -246,3 +246,31 @@ def test_the_probe_command_builds_a_persona_pool_from_a_dataset() -> None:
     args = build_parser().parse_args(["probe", "--dataset", "opinionqa"])
     with pytest.raises(UserError, match="needs --data"):
         _pool(args)
+
+
+@pytest.mark.llama
+def test_the_probe_command_against_an_openai_compatible_server(llama_server_url: str, embedded_backend, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's server line (`--search-base-url … --search-model …`, as for vLLM), against
+    llama.cpp's OpenAI-compatible server on loopback: the probe scores through `OpenAIBackend`."""
+    import json
+    import os
+
+    from steerkit.cli import main
+
+    for k in list(os.environ):
+        if k.startswith("STEERKIT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    rc = main(["probe", "--search-base-url", llama_server_url, "--search-model", embedded_backend.chat_model,
+               "--n-test", "6", "--n-demos", "2", "--random-seeds", "1", "--json", "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    report = json.loads(out.out)
+    assert report["model"] == embedded_backend.chat_model and report["verdict"] in (
+        "follows_labels", "format_only", "ignores_demonstrations")
+    assert set(report["conditions"]) == {"zero_shot", "gold", "inverted", "random_0"}
+    # 6 questions × 2 options × 4 conditions, less the prompts two conditions share (a random
+    # labelling can equal the gold one), scored by the server
+    assert 6 * 2 * 2 <= report["usage"]["model_calls"] <= 6 * 2 * 4 and report["usage"]["prompt_tokens"] > 0
