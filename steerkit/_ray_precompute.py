@@ -226,8 +226,8 @@ async def precompute_on_ray(
     """Search each persona as a Ray task (see the module docstring); results in ``persona_ids``' order.
 
     Ray: the running instance when ``ray.init`` was called already; else ``address`` (a cluster,
-    e.g. ``ray://head:10001`` or ``auto``), else a local instance with ``num_cpus`` CPUs, shut down
-    at the end. ``max_retries``: how often a task whose worker died is retried (it resumes from its
+    e.g. ``ray://head:10001`` or ``auto``), else a new local instance with ``num_cpus`` CPUs (not
+    another Ray that happens to run on this machine), shut down at the end. ``max_retries``: how often a task whose worker died is retried (it resumes from its
     checkpoint). A persona whose search failed is reported with status ``failed``; with
     ``raise_on_failure`` a `SearchError` names them after every task has finished.
     """
@@ -239,8 +239,8 @@ async def precompute_on_ray(
         try:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            else:  # "local": a new instance of our own, never another Ray found running on this machine
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         except Exception as e:
             raise ConfigError(f"could not start or reach Ray{f' at {address}' if address else ''}: {type(e).__name__}: {e}",
                               hint="check the address (ray://host:10001 or auto) and that the cluster runs") from None

@@ -43,7 +43,7 @@ def local_ray() -> Iterator[None]:
     # the workers import the test factories from this folder
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), saved or ""]).rstrip(os.pathsep)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # our own instance
     try:
         yield
     finally:
