@@ -251,6 +251,12 @@ class Pool(_Frozen):
 # --- search configuration -----------------------------------------------------------------------
 
 
+_MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sparse": {"schedule": "greedy", "restarts": 4, "restart_choice": "consensus", "max_iterations": 1000, "patience": 200},
+    "exact": {"schedule": "paper", "restarts": 1, "restart_choice": "u", "max_iterations": 200, "patience": 40},
+}
+
+
 class SearchConfig(_Frozen):
     """Hyperparameters of the ICM search. Defaults are the seed paper's (α=50, num_seed=8, …).
 
@@ -279,13 +285,29 @@ class SearchConfig(_Frozen):
     beta: float = Field(0.99, gt=0, le=1e3)
     t0: float = Field(10.0, gt=0, le=1e6)
     t_min: float = Field(0.01, gt=0, le=1e6)
-    schedule: Literal["paper", "reference"] = "paper"
-    """``paper``: T = max(T_min, T₀/(1+β·ln n)), n = iteration; ``reference``: T₀/(1+2·ln(1+accepted))."""
-    max_iterations: int = Field(200, ge=0, le=1_000_000)
-    patience: int = Field(40, ge=1, le=1_000_000)
-    """Stop early after this many iterations without an accepted change (once every item is labelled)."""
-    restarts: int = Field(1, ge=1, le=64)
-    """Independent searches from different seeds, run concurrently; the highest U is kept."""
+    schedule: Literal["paper", "reference", "greedy"] = None  # type: ignore[assignment]
+    """``paper``: T = max(T_min, T₀/(1+β·ln n)), n = iteration; ``reference``: T₀/(1+2·ln(1+accepted));
+    ``greedy``: T = 0, only changes that raise U are accepted. Default: ``greedy`` sparse (its
+    restarts explore; annealing on a weak model's rugged objective only adds seed-to-seed spread),
+    ``paper`` exact."""
+    max_iterations: int = Field(None, ge=0, le=1_000_000)  # type: ignore[assignment]
+    """Most proposals per restart (default: 1000 sparse, 200 exact). A sparse search normally
+    stops long before, at a fixed point or once no single change raises U (``SearchStats.ended``)."""
+    patience: int = Field(None, ge=1, le=1_000_000)  # type: ignore[assignment]
+    """Stop early after this many iterations without an accepted change (once every item is
+    labelled; default: 200 sparse, 40 exact)."""
+    restarts: int = Field(None, ge=1, le=64)  # type: ignore[assignment]
+    """Independent searches from seeds ``seed, seed+1, …``, run concurrently (default: 4 sparse,
+    1 exact); ``restart_choice`` makes them one labelling."""
+    polarity_move: bool = True
+    """``sparse`` mode: once no single change raises U, try the whole labelling's mirror (every
+    two-way unit inverted at once; one pass) and keep it if U rises."""
+    restart_choice: Literal["u", "consensus"] = None  # type: ignore[assignment]
+    """How ``restarts`` > 1 become one labelling: ``u`` keeps the restart of highest U;
+    ``consensus`` takes each unit's most frequent assignment across the restarts and settles it
+    (sparse; exact keeps the restart that agrees most with the others). Default: ``consensus``
+    sparse, ``u`` exact. U alone does not rank seeds by accuracy on a weak model; agreement does
+    better (benchmarks/label_quality.py)."""
     group_priority: float = Field(100.0, ge=1, le=1e9)
     seed: int = 27565976
     template: Literal["natural", "reference"] = "natural"
@@ -300,6 +322,13 @@ class SearchConfig(_Frozen):
         # so stored configs and old call sites keep loading; it no longer feeds the cache key.
         if isinstance(data, dict) and "fix_rounds" in data:
             data = {k: v for k, v in data.items() if k != "fix_rounds"}
+        # The settings left unset follow the mode: exact is the paper's search, sparse the one
+        # tuned on knowledge pools (benchmarks/label_quality.py).
+        if isinstance(data, dict):
+            mode = data.get("mode", "sparse")
+            for key, value in (_MODE_DEFAULTS.get(mode) or {}).items():
+                if data.get(key) is None:
+                    data = {**data, key: value}
         return data
 
     def config_hash(self) -> str:
@@ -343,6 +372,17 @@ class SearchStats(BaseModel):
     """Iterations restored from a checkpoint (not redone) when the search resumed."""
     provisional: bool = False
     """An any-time snapshot of a search still running (complete and consistent, not final)."""
+    ended: str | None = None
+    """How the kept search ended: ``fixed_point`` (no label contradicted by its context),
+    ``converged`` (no single change raises U), ``patience`` or ``max_iterations`` (stopped by its
+    budget, not settled); None for a provisional set or an older cache entry."""
+    restarts_ended: list[str | None] = Field(default_factory=list)
+    restart_agreement: float | None = None
+    """Mean over questions of the share of restarts that gave the result's answer (1.0: every
+    restart agreed; None with one restart). Low agreement means a different seed would give other
+    labels: the set may be a bad draw."""
+    unit_agreement: dict[str, float] = Field(default_factory=dict)
+    """Per question (group id, or item id of an ungrouped item): that share."""
 
 
 class Provenance(BaseModel):

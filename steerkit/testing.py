@@ -82,7 +82,15 @@ def planted_pool(n_questions: int = 16, *, options: int = 2) -> tuple[Pool, dict
     return Pool.from_items(PLANTED_PERSONA, items), gold
 
 
-def planted_fn(gold: dict[str, bool], *, k: float = 2.0, prior: float = 0.3, noise: float = 1.5) -> Callable[[str], float]:
+def planted_fn(
+    gold: dict[str, bool],
+    *,
+    k: float = 2.0,
+    prior: float = 0.3,
+    noise: float = 1.5,
+    context_noise: float = 0.0,
+    bias: float = 0.0,
+) -> Callable[[str], float]:
     """P(True) of a *fake* model with a planted coherent labelling (``gold``):
 
     - a weak zero-shot prior: a pseudo-random logit per claim (``noise``) plus a small push
@@ -90,7 +98,13 @@ def planted_fn(gold: dict[str, bool], *, k: float = 2.0, prior: float = 0.3, noi
     - a strong mutual-predictability signal (``k``): the more demonstrations in the prompt are
       labelled the way the hidden truth says, the more the target follows its own hidden truth.
 
-    The coherent optimum is the gold labelling (its mirror scores lower through the prior).
+    - ``context_noise``: a pseudo-random logit per whole prompt (the same claim moves with every
+      change of its context, as a small model's answer does: the landscape is rugged);
+    - ``bias``: a constant push towards "True" (small models favour one label word).
+
+    The coherent optimum is the gold labelling (its mirror scores lower through the prior). With
+    ``k`` small against ``noise + context_noise`` the fake is *weak*, like the packaged models
+    (`weak_planted_claims`): a labelling's coherence then says little about its accuracy.
     """
 
     def fn(prompt: str) -> float:
@@ -107,14 +121,31 @@ def planted_fn(gold: dict[str, bool], *, k: float = 2.0, prior: float = 0.3, noi
             agree += 1 if b.endswith(" True") == gold[m.group(1)] else -1
         a = agree / n if n else 0.0
         sign = 1 if gold[target.group(1)] else -1
-        z = (2 * unit_rand("z" + target.group(1)) - 1) * noise + prior * sign
+        z = (2 * unit_rand("z" + target.group(1)) - 1) * noise + prior * sign + bias
+        if context_noise:
+            z += (2 * unit_rand("c" + prompt) - 1) * context_noise
         return 1 / (1 + math.exp(-(z + k * a * sign)))
 
     return fn
 
 
-def planted_claims(n_questions: int = 16, *, delay: float = 0.0, **kw: float) -> tuple[Pool, FakeScorer]:
+def planted_claims(n_questions: int = 16, *, options: int = 2, delay: float = 0.0, **kw: float) -> tuple[Pool, FakeScorer]:
     """A planted claim pool and the *fake* scorer that plants its coherent labelling (the items'
     ``gold``): for testing and benchmarking the search's logic without a model."""
-    pool, gold = planted_pool(n_questions)
+    pool, gold = planted_pool(n_questions, options=options)
     return pool, FakeScorer(planted_fn(gold, **kw), delay=delay)
+
+
+WEAK_SIGNAL = {"k": 0.5, "prior": 0.15, "noise": 1.0, "context_noise": 0.8, "bias": 0.8}
+"""`planted_fn` parameters of a fake as weak as the packaged 135M-270M models on easy facts: alone
+it gets 60-70% of two-option questions right, it follows its demonstrations' labels only
+weakly, and every change of context moves its answer (benchmarks/label_quality.py compares it with
+the models)."""
+
+
+def weak_planted_claims(
+    n_questions: int = 16, *, options: int = 2, delay: float = 0.0, **kw: float
+) -> tuple[Pool, FakeScorer]:
+    """`planted_claims` with a *weak, noisy* fake scorer (`WEAK_SIGNAL`, overridable): for testing
+    that the search gets labels right when the signal is as faint as a small model's."""
+    return planted_claims(n_questions, options=options, delay=delay, **{**WEAK_SIGNAL, **kw})

@@ -121,6 +121,8 @@ class SearchProgress:
 
 
 def temperature(config: SearchConfig, iteration: int, accepted: int) -> float:
+    if config.schedule == "greedy":
+        return 0.0
     if config.schedule == "reference":
         t = config.t0 / (1.0 + 2.0 * math.log(1 + accepted))
     else:
@@ -165,6 +167,10 @@ class _Search:
             {"fixed": sorted(fixed.items()), "warm_start": sorted(warm.items()), "model": backend.model}
         )
         self.restarts: list[Any] = []
+        self.kept: Any = None
+        """The restart whose labels are the result (set at the end)."""
+        self.agreement: dict[str, float] = {}
+        """Per unit: the share of restarts that agree with the result (set at the end)."""
         self.started_at = datetime.now(timezone.utc)
 
     def temperature(self, iteration: int, accepted: int) -> float:
@@ -256,7 +262,13 @@ class _Search:
             memo_hits=c.memo_hits,
             wall_seconds=time.monotonic() - self.t0,
             label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
-            restarts_u=[r.cur.u for r in self.restarts if r.cur is not None],
+            restarts_u=[r.cur.u for r in self.restarts[: self.config.restarts] if r.cur is not None],
+            ended=getattr(self.kept, "ended", None) if not provisional else None,
+            restarts_ended=[r.ended for r in self.restarts[: self.config.restarts]] if not provisional else [],
+            restart_agreement=(
+                sum(self.agreement.values()) / len(self.agreement) if self.agreement and not provisional else None
+            ),
+            unit_agreement=dict(self.agreement) if not provisional else {},
             resumed_iterations=sum(r.resumed_iterations for r in self.restarts),
             provisional=provisional,
         )
@@ -332,6 +344,7 @@ class _Restart:
         self.accepted = 0
         self.since_accept = 0
         self.done = False
+        self.ended: str | None = None
         self.resumed_iterations = 0
         self.snapshot: dict[str, Any] | None = None
 
@@ -388,7 +401,19 @@ class _Restart:
         if self.unlabelled_units():
             return False
         cfg = self.ctx.config
-        return not self.ctx.free_items or self.iteration >= cfg.max_iterations or self.since_accept >= cfg.patience
+        if not self.ctx.free_items or not self.contradicted():
+            self.ended = "fixed_point"
+        elif self.iteration >= cfg.max_iterations:
+            self.ended = "max_iterations"
+        elif self.since_accept >= cfg.patience:
+            self.ended = "patience"
+        return self.ended is not None
+
+    def contradicted(self) -> list[str]:
+        """The free items whose leave-one-out score favours the other label (a fixed point of ICM's
+        moves has none: every proposal would be a no-op)."""
+        assert self.cur is not None
+        return [i for i in self.ctx.free_items if (self.cur.scores[i].logodds() > 0) != self.labels[i]]
 
     def sample(self, only_unlabelled: bool) -> str:
         ctx = self.ctx
@@ -438,7 +463,7 @@ class _Restart:
                 if cands:
                     best = await ctx.fix.best(self.labels, cands)
                     delta = best.u - self.cur.u
-                    accepted = delta > 0 or self.rng.random() < math.exp(delta / temp)
+                    accepted = delta > 0 or (temp > 0 and self.rng.random() < math.exp(delta / temp))
         if accepted:
             assert best is not None
             self.cur = best
@@ -571,5 +596,55 @@ async def search(
         assert r.cur is not None and best.cur is not None
         if r.cur.u > best.cur.u:
             best = r
+    finals = list(ctx.restarts)
+    if len(finals) > 1 and config.restart_choice == "consensus":
+        best = await _settle_consensus(ctx, finals)
     assert best.cur is not None
+    ctx.agreement = agreement_of(ctx.units, [r.cur.labels for r in finals if r.cur is not None], best.cur.labels)
+    ctx.kept = best
     return ctx.result(best.cur)
+
+
+def _unit_key(unit: Unit, labels: Mapping[str, bool]) -> tuple[bool, ...]:
+    return tuple(labels[m] for m in unit.item_ids)
+
+
+def consensus_labels(units: list[Unit], runs: list[Mapping[str, bool]], weights: list[float]) -> dict[str, bool]:
+    """Each unit's most frequent assignment across ``runs`` (ties: the larger summed weight)."""
+    out: dict[str, bool] = {}
+    for u in units:
+        votes: dict[tuple[bool, ...], list[float]] = {}
+        for labels, w in zip(runs, weights):
+            v = votes.setdefault(_unit_key(u, labels), [0.0, 0.0])
+            v[0] += 1
+            v[1] += w
+        top = max(votes, key=lambda k: (votes[k][0], votes[k][1]))
+        out.update(zip(u.item_ids, top))
+    return out
+
+
+def agreement_of(units: list[Unit], runs: list[Mapping[str, bool]], final: Mapping[str, bool]) -> dict[str, float]:
+    """Per unit (its group id, or its item id), the share of ``runs`` that gave it ``final``'s assignment."""
+    out: dict[str, float] = {}
+    for u in units:
+        key = u.group.id if u.group is not None else u.item_ids[0]
+        want = _unit_key(u, final)
+        out[key] = sum(1 for r in runs if _unit_key(u, r) == want) / len(runs) if runs else 1.0
+    return out
+
+
+async def _settle_consensus(ctx: _Search, finals: list[Any]) -> Any:
+    """The restarts' consensus, settled: sparse searches start one more (greedy) restart from it and
+    run it to a fixed point; exact searches keep the restart that agrees most with it."""
+    runs = [r.cur.labels for r in finals]
+    ranks = sorted(r.cur.u for r in finals)
+    weights = [ranks.index(r.cur.u) / max(1, len(ranks) - 1) for r in finals]  # U rank breaks ties
+    consensus = consensus_labels(ctx.units, runs, weights)
+    if ctx.config.mode != "sparse":
+        return max(finals, key=lambda r: (sum(r.cur.labels[i] == consensus[i] for i in consensus), r.cur.u))
+    from steerkit.icm.sparse import SparseRestart
+
+    settle = SparseRestart(ctx, len(finals), finals[0].state, start=consensus, greedy=True)
+    ctx.restarts.append(settle)
+    await settle.run()
+    return settle

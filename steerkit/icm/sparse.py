@@ -97,7 +97,15 @@ class SparseState:
 class SparseRestart:
     """One restart of the sparse search (same interface as the exact search's restarts)."""
 
-    def __init__(self, ctx: _Search, index: int, state: SparseState) -> None:
+    def __init__(
+        self,
+        ctx: _Search,
+        index: int,
+        state: SparseState,
+        *,
+        start: Mapping[str, bool] | None = None,
+        greedy: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.state = state
         self.index = index
@@ -113,6 +121,15 @@ class SparseRestart:
         self.since_accept = 0
         self.phase = "init"
         self.done = False
+        self.ended: str | None = None
+        """How the restart ended: ``fixed_point``, ``converged``, ``patience`` or ``max_iterations``."""
+        self.rejected: set[str] = set()
+        """Items whose proposal was rejected at the current labelling (cleared by an accepted change):
+        a proposal is deterministic for a labelling, so it is drawn at most once per labelling."""
+        self.mirror_tried = -1
+        self.start = dict(start) if start is not None else None
+        """A complete starting labelling (the restarts' consensus) instead of seeding."""
+        self.greedy = greedy or ctx.config.schedule == "greedy"
         self.resumed_iterations = 0
         self.snapshot: dict[str, Any] | None = None
 
@@ -143,7 +160,7 @@ class SparseRestart:
     async def run(self) -> None:
         ctx = self.ctx
         if self.phase == "init":
-            self.labels = ctx.initial_labels(self.rng, repair=False)
+            self.labels = dict(self.start) if self.start is not None else ctx.initial_labels(self.rng, repair=False)
             self.phase = "complete"
             self.commit()
             ctx.save()
@@ -152,6 +169,11 @@ class SparseRestart:
             await self._complete_one()
         while not self.done:
             contradicted = self._proposable()
+            if not contradicted and ctx.config.polarity_move and self.ended in ("fixed_point", "converged") and self.mirror_tried != self.accepted:
+                self.mirror_tried = self.accepted
+                if await self._try_mirror():
+                    self.ended = None
+                    continue
             if not contradicted:
                 break
             await self._anneal_one(contradicted)
@@ -229,12 +251,25 @@ class SparseRestart:
         ]
 
     def _proposable(self) -> list[str]:
-        """The labels a proposal may change now; empty once the budget or the patience is spent,
-        or at a fixed point (no label contradicted by its context): the search is finished."""
+        """The labels a proposal may change now; empty once the search is finished, with the
+        reason in ``ended``: ``fixed_point`` (no label contradicted by its context), ``converged``
+        (every contradicted label was proposed at this labelling and rejected: no move improves U),
+        ``patience`` or ``max_iterations`` (the budget ran out first)."""
         cfg = self.ctx.config
-        if self.iteration >= cfg.max_iterations or self.since_accept >= cfg.patience:
+        contradicted = self._contradicted()
+        if not contradicted:
+            self.ended = "fixed_point"
             return []
-        return self._contradicted()
+        untried = [i for i in contradicted if i not in self.rejected]
+        if not untried:
+            self.ended = "converged"
+        elif self.iteration >= cfg.max_iterations:
+            self.ended = "max_iterations"
+        elif self.since_accept >= cfg.patience:
+            self.ended = "patience"
+        else:
+            return untried
+        return []
 
     async def _anneal_one(self, contradicted: list[str]) -> None:
         ctx, st, cfg = self.ctx, self.state, self.ctx.config
@@ -271,22 +306,54 @@ class SparseRestart:
                     best_delta, best_k = d, k
             scale = cfg.alpha if cfg.objective == "sum_logprob" else cfg.alpha / len(self.labels)
             delta_u = scale * best_delta
-            accepted = delta_u > 0 or self.rng.random() < math.exp(delta_u / temp)
+            accepted = delta_u > 0 or (not self.greedy and self.rng.random() < math.exp(delta_u / temp))
             if accepted:
                 self.labels.update(cands[best_k])
                 self.scores.update(zip(reader_ids, flat[best_k * n : (best_k + 1) * n]))
         if accepted:
             self.accepted += 1
             self.since_accept = 0
+            self.rejected.clear()
             self._set_current()
         else:
             self.since_accept += 1
+            self.rejected.add(x)
         if accepted or ctx.objective.counters.model_calls != calls_before:
             self.commit()
             ctx.save()
         if accepted:
             ctx.offer(self)
         ctx.report(self, temp, "anneal")
+
+    async def _try_mirror(self) -> bool:
+        """The polarity move: every free two-way unit takes its other assignment at once (to a weak
+        model a wholly inverted labelling can look as coherent as the right one, and no single
+        change leads from one to the other). Costs one pass over the units; kept if U rises."""
+        ctx, st = self.ctx, self.state
+        flipped: dict[str, bool] = {}
+        for unit in st.units:
+            options = consistent_assignments(unit, ctx.fixed)
+            if len(options) == 2:
+                current = {m: self.labels[m] for m in unit.item_ids}
+                flipped.update(options[1] if options[0] == current else options[0])
+        if not flipped or self.cur is None:
+            return False
+        labels = {**self.labels, **flipped}
+        scores = await self._score_units(list(range(len(st.units))), labels)
+        u, mp, inc = st.utility({i: labels[i] for i in ctx.objective.order}, scores)
+        self.iteration += 1
+        if u <= self.cur.u:
+            self.since_accept += 1
+            return False
+        self.labels, self.scores = labels, scores
+        self.accepted += 1
+        self.since_accept = 0
+        self.rejected.clear()
+        self._set_current()
+        self.commit()
+        ctx.save()
+        ctx.offer(self)
+        return True
 
     def _set_current(self) -> None:
         labels = {i: self.labels[i] for i in self.ctx.objective.order}
