@@ -252,8 +252,9 @@ class Pool(_Frozen):
 
 
 _MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sparse": {"schedule": "greedy", "restarts": 4, "restart_choice": "consensus", "max_iterations": 1000, "patience": 200},
-    "exact": {"schedule": "paper", "restarts": 1, "restart_choice": "u", "max_iterations": 200, "patience": 40},
+    "sparse": {"schedule": "greedy", "restarts": 4, "restart_choice": "consensus", "max_iterations": 1000, "patience": 200,
+               "num_seed": 0},
+    "exact": {"schedule": "paper", "restarts": 1, "restart_choice": "u", "max_iterations": 200, "patience": 40, "num_seed": 8},
 }
 
 
@@ -281,7 +282,10 @@ class SearchConfig(_Frozen):
     objective: Literal["mean_logodds", "sum_logprob"] = "mean_logodds"
     """``mean_logodds``: U = α·mean signed log-odds − I (reference code, what the seed paper ran);
     ``sum_logprob``: U = α·Σ log P(yᵢ | xᵢ, D∖i) − I (Wen et al. paper)."""
-    num_seed: int = Field(8, ge=0, le=10_000)
+    num_seed: int = Field(None, ge=0, le=10_000)  # type: ignore[assignment]
+    """Items labelled at random before the search starts (default: 8 exact, the paper's; 0 sparse,
+    whose completion phase labels each question from its context, the first from the model alone:
+    random seed labels were the largest source of seed-to-seed spread on knowledge pools)."""
     beta: float = Field(0.99, gt=0, le=1e3)
     t0: float = Field(10.0, gt=0, le=1e6)
     t_min: float = Field(0.01, gt=0, le=1e6)

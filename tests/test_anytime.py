@@ -67,7 +67,9 @@ async def test_cold_persona_is_answered_within_the_budget_from_the_anytime_label
     await st.drain(timeout=300)
     final = await st.example_set(PERSONA, miss_policy="off")
     assert final is not None and not final.stats.provisional
-    assert final.version != provisional.version and final.score >= provisional.score
+    # the final set is the restarts' settled consensus: not necessarily the highest U offered, but
+    # a search that ended by itself (a provisional snapshot is one restart's labelling so far)
+    assert final.version != provisional.version and final.stats.ended in ("fixed_point", "converged")
     assert st.example_sets.provisional(PERSONA) is None  # the stored version superseded it
     _, info2 = await st.prepare(MSG)
     assert info2.cache == "hit" and info2.example_set_version == final.version

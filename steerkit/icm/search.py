@@ -22,8 +22,9 @@ Items are grouped into *units*: a consistency group, or an item in no group.
      unit (concurrently) and the best by U is *always* accepted: "unlabelled" is not one of the
      options an addition competes with.
 
-3. **Stop** when every item is labelled and either ``max_iterations`` is reached or nothing was
-   accepted for ``patience`` iterations.
+3. **Stop** when every item is labelled and either no label is contradicted by its leave-one-out
+   score (a fixed point: every proposal would be a no-op), ``max_iterations`` is reached, or
+   nothing was accepted for ``patience`` iterations.
 
 How the result is always complete and consistent
 ------------------------------------------------
@@ -54,7 +55,14 @@ Differences from the reference code (shared/reference/icm-reference-implementati
 - Early stop after ``patience`` iterations without an accepted change (the reference runs all K).
 
 Restarts run concurrently from seeds ``seed, seed+1, …`` (``random.Random`` per restart, no global
-random state) and share one score memo; the highest final U is kept. Confidence of a label is
+random state) and share one score memo. ``restart_choice="u"`` keeps the highest final U;
+``"consensus"`` (the sparse default) takes each question's most frequent answer across the restarts
+and settles it greedily to a fixed point (exact: keeps the restart closest to the consensus). Why:
+on knowledge pools with a weak model, U does not rank seeds by accuracy (a seed's U and its label
+accuracy are barely correlated), while the restarts' errors are partly independent, so their vote
+is right more often and from every seed (benchmarks/label_quality.py). ``SearchStats`` records
+how the kept search ended (``ended``) and how far the restarts agreed, per question
+(``unit_agreement``) and on average (``restart_agreement``). Confidence of a label is
 P(assigned label) (two-way normalised) in the final LOO pass of the kept assignment, which the
 search already holds (no extra calls).
 """

@@ -15,7 +15,8 @@ O(k²) tokens whatever N is, and a search of O(N) proposals O(N·k²).
 
 The search, per restart:
 
-1. **Seed** as exact ICM does (fixed, warm-start, ``num_seed`` random units).
+1. **Seed**: fixed, then warm-start labels, then ``num_seed`` random units (0 by default: random
+   seed labels were the largest source of seed-to-seed spread on knowledge pools).
 2. **Complete**: label every remaining unit once, most-informed first (the unit with the most
    labelled units in its context; ties by the restart's RNG). Its items are scored with their
    current context (one prompt each; siblings share the context, so the prompt cache serves it)
@@ -29,9 +30,17 @@ The search, per restart:
    first: it is the likeliest to be accepted). The candidates are the unit's consistent assignments
    that take the predicted label; each is scored by re-scoring the unit's readers (all
    candidates in one backend batch), ΔU is exact for the sparse objective, and the best is
-   accepted by the Metropolis rule at the schedule's temperature.
-4. **Stop** when no label is contradicted by its context (a fixed point of ICM's moves: it has
-   converged), after ``patience`` draws without an accepted change, or at ``max_iterations``.
+   accepted if it raises U (``schedule="greedy"``, the default) or by the Metropolis rule at the
+   schedule's temperature. A proposal is deterministic for a labelling, so a rejected one is not
+   drawn again until a change is accepted.
+4. **Polarity move**: once no single change raises U, the mirror of the labelling (every free
+   two-way unit inverted at once) is scored in one pass and kept if U rises: to a weak model a
+   wholly inverted labelling is locally as coherent as the right one, and no single change
+   leads out of it (``polarity_move``).
+5. **Stop** (``ended``) at a ``fixed_point`` (no label contradicted by its context), once
+   ``converged`` (every contradicted label proposed and rejected at this labelling, the mirror
+   too: no move raises U), after ``patience`` draws without an accepted change, or at
+   ``max_iterations``. The first two are the search settling by itself.
 
 Everything is deterministic for a seed (sorted candidate sets, the restart's own RNG). Warm-start
 labels that violate their unit's constraint are dropped (the unit is labelled in step 2).

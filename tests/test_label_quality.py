@@ -1,0 +1,98 @@
+"""Labels right from every seed: the polarity move, the convergence stop and the restarts'
+consensus, on planted fake scorers (FakeScorer: no model runs here; the models are measured by
+benchmarks/label_quality.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+from icm_fakes import accuracy, planted_fake
+
+from steerkit.icm import search
+from steerkit.icm.consistency import units_of
+from steerkit.icm.objective import fixed_order
+from steerkit.icm.search import agreement_of, consensus_labels
+from steerkit.models import SearchConfig
+from steerkit.testing import weak_planted_claims
+
+ONE = {"restarts": 1, "restart_choice": "u"}
+
+
+def question_accuracy(pool, labels) -> float:  # type: ignore[no-untyped-def]
+    ok: dict[str, bool] = {}
+    for it in pool.items:
+        ok[it.group] = ok.get(it.group, True) and labels[it.id] == it.gold
+    return sum(ok.values()) / len(ok)
+
+
+async def test_an_inverted_start_is_recovered_by_the_polarity_move() -> None:
+    pool, fake = planted_fake(16)
+    inverted = {it.id: not it.gold for it in pool.items}
+    stuck = await search(pool, fake, SearchConfig(seed=1, polarity_move=False, **ONE), warm_start=inverted)
+    # every context is wholly inverted, so every label is predicted as it is: a fixed point ...
+    assert accuracy(pool, stuck.label_values()) == 0.0
+    assert stuck.stats.ended == "fixed_point"
+    fixed = await search(pool, fake, SearchConfig(seed=1, **ONE), warm_start=inverted)
+    # ... which only a move of the whole labelling leaves: its mirror scores higher (the prior)
+    assert accuracy(pool, fixed.label_values()) == 1.0
+    assert fixed.score > stuck.score
+    assert fixed.stats.ended == "fixed_point"
+
+
+async def test_the_sparse_search_stops_at_a_fixed_point_long_before_its_budget() -> None:
+    pool, fake = planted_fake(32)
+    for seed in (1, 2, 3):
+        es = await search(pool, fake, SearchConfig(seed=seed))
+        assert es.stats.ended == "fixed_point"
+        assert set(es.stats.restarts_ended) <= {"fixed_point", "converged"}
+        assert es.stats.iterations < SearchConfig().max_iterations
+        assert accuracy(pool, es.label_values()) == 1.0
+        assert es.stats.restart_agreement == 1.0
+
+
+async def test_the_exact_search_stops_at_a_fixed_point() -> None:
+    pool, fake = planted_fake(6)
+    es = await search(pool, fake, SearchConfig(mode="exact", seed=1, max_iterations=500, patience=400))
+    assert es.stats.ended == "fixed_point"
+    assert es.stats.iterations < 500
+
+
+async def test_the_weak_fakes_search_settles_by_itself() -> None:
+    pool, fake = weak_planted_claims(30)
+    es = await search(pool, fake, SearchConfig(seed=1))
+    assert es.stats.ended in ("fixed_point", "converged")
+    assert es.stats.iterations < es.provenance.config.max_iterations * es.provenance.config.restarts
+
+
+def test_consensus_takes_each_units_most_frequent_assignment() -> None:
+    pool, _ = planted_fake(3)
+    units, _ = units_of(pool, fixed_order(pool))
+    a = {"q0.0": True, "q0.1": False, "q1.0": True, "q1.1": False, "q2.0": True, "q2.1": False}
+    b = {**a, "q1.0": False, "q1.1": True}
+    c = {**a, "q2.0": False, "q2.1": True}
+    d = {**c, "q1.0": False, "q1.1": True}
+    out = consensus_labels(units, [a, b, c, d], [0.0, 0.2, 0.9, 0.1])
+    assert out["q0.0"] is True  # 4 of 4
+    assert out["q1.0"] is True  # 2-2 tie: a + c weigh 0.9, b + d 0.3
+    assert out["q2.0"] is False  # 2-2 tie: c + d weigh 1.0, a + b 0.2
+    agree = agreement_of(units, [a, b, c, d], out)
+    assert agree == {"q0": 1.0, "q1": 0.5, "q2": 0.5}
+
+
+async def test_the_right_labelling_is_chosen_among_restarts_that_disagree() -> None:
+    """On the weak fake, single restarts land anywhere from half wrong to right; the consensus
+    of four lands near the best of them from every seed."""
+    pool, _ = weak_planted_claims(10)
+    singles, settled = [], []
+    for seed in range(1, 9):
+        _, fake = weak_planted_claims(10)
+        one = await search(pool, fake, SearchConfig(seed=seed, schedule="paper", polarity_move=False, max_iterations=200, patience=40, **ONE))
+        singles.append(question_accuracy(pool, one.label_values()))
+        _, fake = weak_planted_claims(10)
+        es = await search(pool, fake, SearchConfig(seed=seed))
+        settled.append(question_accuracy(pool, es.label_values()))
+        assert es.stats.restart_agreement is not None and 0 < es.stats.restart_agreement <= 1
+        assert set(es.stats.unit_agreement) == {g.id for g in pool.groups}
+    assert max(singles) - min(singles) >= 0.3  # the restarts disagree ...
+    assert max(settled) - min(settled) <= 0.1  # ... the consensus does not depend on the seed
+    assert statistics.fmean(settled) >= max(singles) - 0.05
