@@ -207,6 +207,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--pools", nargs="*", default=["two-10", "two-30", "two-100", "multi-10", "multi-30", "multi-100"])
     ap.add_argument("--configs", nargs="*", default=["default", "single", "exact"], choices=list(CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="*", default=list(range(1, 9)))
+    ap.add_argument("--exact-seeds", type=int, nargs="*", default=None, help="seeds of the exact configuration (default: --seeds)")
     ap.add_argument("--exact-max", type=int, default=60, help="run the exact configuration on pools of at most this many claims")
     ap.add_argument("--exact-u-max", type=int, default=40, help="score results under exact LOO on pools of at most this many claims")
     ap.add_argument("--fake-k", type=float, default=WEAK_SIGNAL["k"], help="the fake's coherence signal")
@@ -244,7 +245,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     if conf == "exact" and len(pool.items) > args.exact_max:
                         continue
                     runs = []
-                    for seed in args.seeds:
+                    for seed in (args.exact_seeds or args.seeds) if conf == "exact" else args.seeds:
                         extra = dict(CONFIGS[conf])
                         if conf == "exact":
                             extra.update(max_iterations=2 * len(pool.groups), patience=len(pool.groups))

@@ -63,7 +63,10 @@ from steerkit.icm.objective import Evaluation, log_sigmoid
 if TYPE_CHECKING:  # pragma: no cover
     from steerkit.icm.search import _Search
 
-__all__ = ["SparseRestart", "SparseState"]
+__all__ = ["SETTLED", "SparseRestart", "SparseState"]
+
+SETTLED = ("fixed_point", "converged")
+"""The ways a search ends by itself (the others, ``patience`` and ``max_iterations``, are its budget)."""
 
 
 def _signed(score: LabelScore, value: bool) -> float:
@@ -177,15 +180,12 @@ class SparseRestart:
         while self.phase == "complete":
             await self._complete_one()
         while not self.done:
-            contradicted = self._proposable()
-            if not contradicted and ctx.config.polarity_move and self.ended in ("fixed_point", "converged") and self.mirror_tried != self.accepted:
-                self.mirror_tried = self.accepted
-                if await self._try_mirror():
-                    self.ended = None
-                    continue
-            if not contradicted:
+            await self._settle()
+            if not (ctx.config.polarity_move and self.ended in SETTLED and self.mirror_tried != self.accepted):
                 break
-            await self._anneal_one(contradicted)
+            self.mirror_tried = self.accepted
+            if not await self._try_mirror():
+                break
         if not self.done:
             self.done = True
             self.commit()
@@ -334,10 +334,21 @@ class SparseRestart:
             ctx.offer(self)
         ctx.report(self, temp, "anneal")
 
+    async def _settle(self) -> None:
+        """Propose until the search ends (``ended`` says how)."""
+        while True:
+            contradicted = self._proposable()
+            if not contradicted:
+                return
+            await self._anneal_one(contradicted)
+
     async def _try_mirror(self) -> bool:
-        """The polarity move: every free two-way unit takes its other assignment at once (to a weak
-        model a wholly inverted labelling can look as coherent as the right one, and no single
-        change leads from one to the other). Costs one pass over the units; kept if U rises."""
+        """The polarity move: every free two-way unit takes its other assignment at once, and the
+        mirror is settled like any labelling; it is kept if it then has the higher U (else the
+        settled labelling is restored). To a weak model a wholly inverted labelling can look as
+        coherent as the right one, and no single change leads from one to the other; the mirror is
+        compared *settled* because the settled labelling has already taken whatever noise favours
+        it, which its raw mirror pays back. Costs about one more restart; two-way units only."""
         ctx, st = self.ctx, self.state
         flipped: dict[str, bool] = {}
         for unit in st.units:
@@ -347,22 +358,26 @@ class SparseRestart:
                 flipped.update(options[1] if options[0] == current else options[0])
         if not flipped or self.cur is None:
             return False
-        labels = {**self.labels, **flipped}
-        scores = await self._score_units(list(range(len(st.units))), labels)
-        u, mp, inc = st.utility({i: labels[i] for i in ctx.objective.order}, scores)
+        saved = (dict(self.labels), dict(self.scores), self.cur, self.ended)
+        self.labels = {**self.labels, **flipped}
+        self.scores = await self._score_units(list(range(len(st.units))), self.labels)
         self.iteration += 1
-        if u <= self.cur.u:
-            self.since_accept += 1
-            return False
-        self.labels, self.scores = labels, scores
-        self.accepted += 1
-        self.since_accept = 0
         self.rejected.clear()
         self._set_current()
+        await self._settle()
+        if self.cur.u > saved[2].u:
+            self.accepted += 1
+            self.since_accept = 0
+            self.commit()
+            ctx.save()
+            ctx.offer(self)
+            return True
+        self.labels, self.scores, self.cur, self.ended = saved
+        self.rejected = set(self._contradicted())  # the restored labelling was settled: nothing to propose
+        self.mirror_tried = self.accepted
         self.commit()
         ctx.save()
-        ctx.offer(self)
-        return True
+        return False
 
     def _set_current(self) -> None:
         labels = {i: self.labels[i] for i in self.ctx.objective.order}
