@@ -252,7 +252,7 @@ class Pool(_Frozen):
 
 
 _MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sparse": {"schedule": "greedy", "restarts": 4, "restart_choice": "consensus", "max_iterations": 1000, "patience": 200,
+    "sparse": {"schedule": "greedy", "restarts": 8, "restart_choice": "consensus", "max_iterations": 1000, "patience": 200,
                "num_seed": 0},
     "exact": {"schedule": "paper", "restarts": 1, "restart_choice": "u", "max_iterations": 200, "patience": 40, "num_seed": 8},
 }
@@ -301,7 +301,7 @@ class SearchConfig(_Frozen):
     """Stop early after this many iterations without an accepted change (once every item is
     labelled; default: 200 sparse, 40 exact)."""
     restarts: int = Field(None, ge=1, le=64)  # type: ignore[assignment]
-    """Independent searches from seeds ``seed, seed+1, …``, run concurrently (default: 4 sparse,
+    """Independent searches from seeds ``seed, seed+1, …``, run concurrently (default: 8 sparse,
     1 exact); ``restart_choice`` makes them one labelling."""
     polarity_move: bool = True
     """``sparse`` mode: once no single change raises U, try the whole labelling's mirror (every
