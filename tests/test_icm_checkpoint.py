@@ -22,7 +22,7 @@ from steerkit.models import SearchConfig
 CFG = SearchConfig(mode="exact", seed=7, restarts=2, max_iterations=60, patience=15)
 TESTS = Path(__file__).resolve().parent
 # the module (steerkit.icm re-exports the function `search` under the same name)
-search_mod = importlib.import_module("steerkit.icm.search")
+search_mod = importlib.import_module("steerkit.icm.context")  # where the checkpoint is written
 
 
 async def reference_run():

@@ -70,422 +70,21 @@ search already holds (no extra calls).
 from __future__ import annotations
 
 import asyncio
-import math
-import random
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import InvalidPoolError, SearchError
-from steerkit.icm.checkpoint import (
-    CHECKPOINT_FORMAT,
-    check_compatible,
-    read_checkpoint,
-    restart_snapshot,
-    restore_restart,
-    write_checkpoint,
-)
-from steerkit.icm.consistency import ConsistencyFix, Unit, consistent_assignments, units_of
-from steerkit.icm.objective import Evaluation, Objective
-from steerkit.models import (
-    ExampleSet,
-    Label,
-    LabelSource,
-    Pool,
-    Provenance,
-    SearchConfig,
-    SearchStats,
-    stable_hash,
-)
+from steerkit.icm.checkpoint import check_compatible, read_checkpoint
+from steerkit.icm.consistency import Unit, consistent_assignments, units_of
+from steerkit.icm.context import SNAPSHOT_INTERVAL_S, SearchContext, SearchProgress, temperature
+from steerkit.icm.exact import ExactRestart
+from steerkit.icm.sparse import SparseRestart, SparseState
+from steerkit.models import ExampleSet, LabelSource, Pool, SearchConfig
 
-__all__ = ["SNAPSHOT_INTERVAL_S", "SearchProgress", "search"]
-
-SNAPSHOT_INTERVAL_S = 1.0
-"""Least time between two any-time snapshots of one search (the first is never delayed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchProgress:
-    """One progress report (after initialisation and after every iteration of a restart)."""
-
-    restart: int
-    iteration: int
-    max_iterations: int
-    accepted: int
-    u: float
-    calls: int
-    """Model calls (prompts sent) so far by the whole search (all restarts)."""
-    memo_hits: int
-    labelled: int
-    total: int
-    temperature: float
-    elapsed_s: float
-    phase: str = "anneal"
-    """``init``, ``anneal``, ``complete`` (only unlabelled items are drawn) or ``done``."""
-
-
-def temperature(config: SearchConfig, iteration: int, accepted: int) -> float:
-    if config.schedule == "greedy":
-        return 0.0
-    if config.schedule == "reference":
-        t = config.t0 / (1.0 + 2.0 * math.log(1 + accepted))
-    else:
-        t = config.t0 / (1.0 + config.beta * math.log(max(1, iteration)))
-    return max(config.t_min, t)
-
-
-class _Search:
-    """State shared by the restarts of one `search` call."""
-
-    def __init__(
-        self,
-        pool: Pool,
-        backend: LogprobBackend,
-        config: SearchConfig,
-        fixed: dict[str, bool],
-        warm: dict[str, bool],
-        checkpoint: Path | None,
-        progress: Callable[[SearchProgress], None] | None,
-        snapshot: Callable[[ExampleSet], None] | None = None,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        self.pool = pool
-        self.backend = backend
-        self.snapshot = snapshot
-        self.meta = meta or {}
-        self._offered_u: float | None = None
-        self._offered_at = -math.inf
-        self.config = config
-        self.fixed = fixed
-        self.warm = warm
-        self.objective = Objective(pool, backend, config)
-        self.fix = ConsistencyFix(self.objective)
-        self.units, self.unit_of = units_of(pool, self.objective.order)
-        self.free_items = [i for i in self.objective.order if i not in fixed]
-        self.checkpoint = checkpoint
-        self.progress = progress
-        self.t0 = time.monotonic()
-        self.pool_hash = pool.content_hash()
-        self.config_hash = config.config_hash()
-        self.inputs_hash = stable_hash(
-            {"fixed": sorted(fixed.items()), "warm_start": sorted(warm.items()), "model": backend.model}
-        )
-        self.restarts: list[Any] = []
-        self.kept: Any = None
-        """The restart whose labels are the result (set at the end)."""
-        self.agreement: dict[str, float] = {}
-        """Per unit: the share of restarts that agree with the result (set at the end)."""
-        self.started_at = datetime.now(timezone.utc)
-
-    def temperature(self, iteration: int, accepted: int) -> float:
-        return temperature(self.config, iteration, accepted)
-
-    def initial_labels(self, rng: random.Random, *, repair: bool) -> dict[str, bool]:
-        """Fixed, then warm-start labels, then ``num_seed`` items' worth of random whole units
-        (a group: a random consistent assignment; lone items: balanced True/False). With
-        ``repair=False`` the warm-start labels of a unit that break its constraint are dropped."""
-        labels: dict[str, bool] = dict(self.fixed)
-        for i, v in self.warm.items():
-            labels.setdefault(i, v)
-        if not repair:
-            for u in self.units:
-                part = {m: labels[m] for m in u.item_ids if m in labels}
-                if part and u.violations(part):
-                    for m in u.item_ids:
-                        if m not in self.fixed:
-                            labels.pop(m, None)
-        n_seed = self.config.num_seed
-        if len(labels) < n_seed:
-            untouched = [u for u in self.units if not any(m in labels for m in u.item_ids)]
-            rng.shuffle(untouched)
-            chosen: list[Unit] = []
-            count = len(labels)
-            for u in untouched:
-                if count >= n_seed:
-                    break
-                chosen.append(u)
-                count += len(u.item_ids)
-            singles = [u.item_ids[0] for u in chosen if u.group is None]
-            vals = [True] * (len(singles) // 2) + [False] * (len(singles) // 2)
-            if len(singles) % 2:
-                vals.append(rng.random() < 0.5)
-            rng.shuffle(vals)
-            single_vals = dict(zip(singles, vals))
-            for u in chosen:
-                if u.group is None:
-                    labels[u.item_ids[0]] = single_vals[u.item_ids[0]]
-                else:
-                    labels.update(rng.choice(consistent_assignments(u, self.fixed)))
-        return labels
-
-    def offer(self, r: Any) -> None:
-        """Hand a restart's complete, consistent labelling to the ``snapshot`` callback when it
-        beats the last one offered (the first at once, then at most every SNAPSHOT_INTERVAL_S)."""
-        if self.snapshot is None or r.cur is None or len(r.cur.labels) != len(self.pool.items):
-            return
-        now = time.monotonic()
-        if self._offered_u is not None and (r.cur.u <= self._offered_u or now - self._offered_at < SNAPSHOT_INTERVAL_S):
-            return
-        self._offered_u, self._offered_at = r.cur.u, now
-        self.snapshot(self.result(r.cur, provisional=True))
-
-    def result(self, final: Evaluation, *, provisional: bool = False) -> ExampleSet:
-        """The ExampleSet of a complete, consistent assignment."""
-        pool, config = self.pool, self.config
-        missing = [it.id for it in pool.items if it.id not in final.labels]
-        violations = pool.violations(final.labels)
-        if missing or violations:  # pragma: no cover - guarded by construction
-            raise SearchError(
-                f"internal error: incomplete or inconsistent result ({len(missing)} unlabelled, {violations} violations)"
-            )
-        now = datetime.now(timezone.utc)
-        fixed_source = self.meta.get("fixed_source", "fixed")
-        labels: dict[str, Label] = {}
-        for it in pool.items:
-            i = it.id
-            labels[i] = Label(
-                item_id=i,
-                value=final.labels[i],
-                confidence=min(1.0, max(0.0, final.confidence(i))),
-                logodds=final.scores[i].logodds(),
-                source=fixed_source if i in self.fixed else "icm",
-                labelled_at=now,
-            )
-        group_confidence: dict[str, float] = {}
-        group_of = pool.group_of()
-        for it in pool.items:
-            key = group_of[it.id].id if it.id in group_of else it.id
-            group_confidence[key] = min(group_confidence.get(key, 1.0), labels[it.id].confidence)
-        c = self.objective.counters
-        stats = SearchStats(
-            iterations=sum(r.iteration for r in self.restarts),
-            accepted=sum(r.accepted for r in self.restarts),
-            model_calls=c.model_calls,
-            prompt_tokens=c.prompt_tokens,
-            evaluated_tokens=c.evaluated_tokens if c.evaluated_known else None,
-            memo_hits=c.memo_hits,
-            wall_seconds=time.monotonic() - self.t0,
-            label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
-            restarts_u=[r.cur.u for r in self.restarts[: self.config.restarts] if r.cur is not None],
-            ended=getattr(self.kept, "ended", None) if not provisional else None,
-            restarts_ended=[r.ended for r in self.restarts[: self.config.restarts]] if not provisional else [],
-            restart_agreement=(
-                sum(self.agreement.values()) / len(self.agreement) if self.agreement and not provisional else None
-            ),
-            unit_agreement=dict(self.agreement) if not provisional else {},
-            resumed_iterations=sum(r.resumed_iterations for r in self.restarts),
-            provisional=provisional,
-        )
-        provenance = Provenance(
-            model=self.backend.model,
-            backend=self.backend.name,
-            config=config,
-            pool_hash=self.pool_hash,
-            seed=config.seed,
-            started_at=self.started_at,
-            finished_at=now,
-            parent_version=self.meta.get("parent_version"),
-            audit=list(self.meta.get("audit") or []),
-        )
-        return ExampleSet(
-            persona=pool.persona,
-            items=pool.items,
-            groups=pool.groups,
-            labels=labels,
-            score=final.u,
-            violations=violations,
-            group_confidence=group_confidence,
-            provenance=provenance,
-            stats=stats,
-        )
-
-    def save(self) -> None:
-        if self.checkpoint is None:
-            return
-        write_checkpoint(
-            self.checkpoint,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "pool_hash": self.pool_hash,
-                "config_hash": self.config_hash,
-                "inputs_hash": self.inputs_hash,
-                "started_at": self.started_at.isoformat(),
-                "restarts": [r.snapshot for r in self.restarts if r.snapshot is not None],
-            },
-        )
-
-    def report(self, r: _Restart, temp: float, phase: str) -> None:
-        if self.progress is None:
-            return
-        c = self.objective.counters
-        self.progress(
-            SearchProgress(
-                restart=r.index,
-                iteration=r.iteration,
-                max_iterations=self.config.max_iterations,
-                accepted=r.accepted,
-                u=r.cur.u if r.cur is not None else float("nan"),
-                calls=c.model_calls,
-                memo_hits=c.memo_hits,
-                labelled=len(r.labels),
-                total=len(self.pool.items),
-                temperature=temp,
-                elapsed_s=time.monotonic() - self.t0,
-                phase=phase,
-            )
-        )
-
-
-class _Restart:
-    def __init__(self, ctx: _Search, index: int) -> None:
-        self.ctx = ctx
-        self.index = index
-        self.seed = ctx.config.seed + index
-        self.rng = random.Random(self.seed)
-        self.labels: dict[str, bool] = {}
-        self.cur: Evaluation | None = None
-        self.iteration = 0
-        self.accepted = 0
-        self.since_accept = 0
-        self.done = False
-        self.ended: str | None = None
-        self.resumed_iterations = 0
-        self.snapshot: dict[str, Any] | None = None
-
-    # --- checkpoint -----------------------------------------------------------------------------
-
-    def commit(self) -> None:
-        """Record the state for the checkpoint (only at points where it is consistent)."""
-        assert self.cur is not None
-        self.snapshot = restart_snapshot(self, self.cur.scores)
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        def check(labels: dict[str, bool], scores: dict[str, Any]) -> None:
-            if set(labels) != set(scores) or not set(labels) <= set(self.ctx.objective.order):
-                raise ValueError("labels and scores do not match the pool")
-
-        labels, scores = restore_restart(self, snap, check)
-        self.labels = labels
-        self.cur = self.ctx.objective.restore(labels, scores)
-
-    # --- the search -----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        ctx = self.ctx
-        if self.cur is None:
-            await self.initialise()
-            self.commit()
-            ctx.save()
-            ctx.report(self, temperature(ctx.config, 1, 0), "init")
-        while not self.finished():
-            await self.step()
-        if not self.done:
-            self.done = True
-            self.commit()
-            ctx.save()
-        ctx.report(self, temperature(ctx.config, max(1, self.iteration), self.accepted), "done")
-
-    async def initialise(self) -> None:
-        ctx = self.ctx
-        labels = ctx.initial_labels(self.rng, repair=True)
-        # repair inconsistent units (possible with warm-start labels), one unit after another
-        for u in ctx.units:
-            if u.violations({m: labels[m] for m in u.item_ids if m in labels}):
-                best = await ctx.fix.best(labels, consistent_assignments(u, ctx.fixed))
-                labels = dict(best.labels)
-        self.cur = await ctx.objective.evaluate(labels)
-        self.labels = dict(self.cur.labels)
-
-    def unlabelled_units(self) -> int:
-        return sum(1 for u in self.ctx.units if any(m not in self.labels for m in u.item_ids))
-
-    def finished(self) -> bool:
-        if self.done:
-            return True
-        if self.unlabelled_units():
-            return False
-        cfg = self.ctx.config
-        if not self.ctx.free_items or not self.contradicted():
-            self.ended = "fixed_point"
-        elif self.iteration >= cfg.max_iterations:
-            self.ended = "max_iterations"
-        elif self.since_accept >= cfg.patience:
-            self.ended = "patience"
-        return self.ended is not None
-
-    def contradicted(self) -> list[str]:
-        """The free items whose leave-one-out score favours the other label (a fixed point of ICM's
-        moves has none: every proposal would be a no-op)."""
-        assert self.cur is not None
-        return [i for i in self.ctx.free_items if (self.cur.scores[i].logodds() > 0) != self.labels[i]]
-
-    def sample(self, only_unlabelled: bool) -> str:
-        ctx = self.ctx
-        cands: list[str] = []
-        weights: list[float] = []
-        for i in ctx.free_items:
-            if i in self.labels:
-                if only_unlabelled:
-                    continue
-                w = 1.0
-            else:
-                started = any(m in self.labels for m in ctx.unit_of[i].item_ids)
-                w = ctx.config.group_priority if started else 1.0
-            cands.append(i)
-            weights.append(w)
-        return self.rng.choices(cands, weights)[0]
-
-    async def step(self) -> None:
-        ctx = self.ctx
-        cfg = ctx.config
-        await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
-        assert self.cur is not None
-        remaining = self.unlabelled_units()
-        forced = remaining > 0 and cfg.max_iterations - self.iteration <= remaining
-        self.iteration += 1
-        temp = temperature(cfg, self.iteration, self.accepted)
-        calls_before = ctx.objective.counters.model_calls
-        x = self.sample(forced)
-        unit = ctx.unit_of[x]
-        accepted = False
-        if x not in self.labels:
-            # addition: the best consistent completion of the unit, always accepted
-            best = await ctx.fix.best(self.labels, consistent_assignments(unit, ctx.fixed))
-            accepted = True
-        else:
-            ctx.objective.counters.memo_hits += 1  # the proposal reads x's LOO score from the current pass
-            y_hat = self.cur.scores[x].logodds() > 0
-            best = None
-            if y_hat != self.labels[x]:
-                proposal = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
-                proposal[x] = y_hat
-                if unit.violations(proposal) == 0:
-                    cands = [proposal]
-                else:
-                    current = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
-                    cands = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
-                if cands:
-                    best = await ctx.fix.best(self.labels, cands)
-                    delta = best.u - self.cur.u
-                    accepted = delta > 0 or (temp > 0 and self.rng.random() < math.exp(delta / temp))
-        if accepted:
-            assert best is not None
-            self.cur = best
-            self.labels = dict(best.labels)
-            self.accepted += 1
-            self.since_accept = 0
-        else:
-            self.since_accept += 1
-        if accepted or ctx.objective.counters.model_calls != calls_before:
-            self.commit()
-            ctx.save()
-        if accepted and len(self.labels) == len(ctx.pool.items):
-            ctx.offer(self)
-        ctx.report(self, temp, "complete" if forced else "anneal")
+__all__ = ["SNAPSHOT_INTERVAL_S", "SearchProgress", "agreement_of", "consensus_labels", "search", "temperature"]
 
 
 def _check_inputs(
@@ -554,7 +153,7 @@ async def search(
     config = config or SearchConfig()
     order_units = units_of(pool, [it.id for it in pool.items])[0]
     fixed_d, warm_d = _check_inputs(pool, order_units, fixed, warm_start)
-    ctx = _Search(
+    ctx = SearchContext(
         pool,
         backend,
         config,
@@ -566,12 +165,10 @@ async def search(
         {"fixed_source": fixed_source, "parent_version": parent_version, "audit": audit},
     )
     if config.mode == "sparse":
-        from steerkit.icm.sparse import SparseRestart, SparseState
-
         state = SparseState(ctx)
         ctx.restarts = [SparseRestart(ctx, r, state) for r in range(config.restarts)]
     else:
-        ctx.restarts = [_Restart(ctx, r) for r in range(config.restarts)]
+        ctx.restarts = [ExactRestart(ctx, r) for r in range(config.restarts)]
 
     if ctx.checkpoint is not None:
         data = read_checkpoint(ctx.checkpoint)
@@ -641,7 +238,7 @@ def agreement_of(units: list[Unit], runs: list[Mapping[str, bool]], final: Mappi
     return out
 
 
-async def _settle_consensus(ctx: _Search, finals: list[Any]) -> Any:
+async def _settle_consensus(ctx: SearchContext, finals: list[Any]) -> Any:
     """The restarts' consensus, settled: sparse searches start one more (greedy) restart from it and
     run it to a fixed point; exact searches keep the restart that agrees most with it."""
     runs = [r.cur.labels for r in finals]
@@ -650,8 +247,6 @@ async def _settle_consensus(ctx: _Search, finals: list[Any]) -> Any:
     consensus = consensus_labels(ctx.units, runs, weights)
     if ctx.config.mode != "sparse":
         return max(finals, key=lambda r: (sum(r.cur.labels[i] == consensus[i] for i in consensus), r.cur.u))
-    from steerkit.icm.sparse import SparseRestart
-
     settle = SparseRestart(ctx, len(finals), finals[0].state, start=consensus, greedy=True)
     ctx.restarts.append(settle)
     await settle.run()

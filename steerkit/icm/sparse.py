@@ -61,7 +61,7 @@ from steerkit.icm.neighbours import build_graph
 from steerkit.icm.objective import Evaluation, log_sigmoid
 
 if TYPE_CHECKING:  # pragma: no cover
-    from steerkit.icm.search import _Search
+    from steerkit.icm.context import SearchContext
 
 __all__ = ["SETTLED", "SparseRestart", "SparseState"]
 
@@ -77,7 +77,7 @@ def _signed(score: LabelScore, value: bool) -> float:
 class SparseState:
     """What the restarts of one sparse search share: the graph and the prompt renderer."""
 
-    def __init__(self, ctx: _Search) -> None:
+    def __init__(self, ctx: SearchContext) -> None:
         self.ctx = ctx
         obj = ctx.objective
         items = {it.id: it for it in ctx.pool.items}
@@ -111,7 +111,7 @@ class SparseRestart:
 
     def __init__(
         self,
-        ctx: _Search,
+        ctx: SearchContext,
         index: int,
         state: SparseState,
         *,
