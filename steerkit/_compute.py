@@ -72,6 +72,19 @@ class PrecomputeResult:
     seconds: float = 0.0
     items: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    """``violations``; and how reliable the set is: ``ended``, ``restart_agreement``,
+    ``least_certain`` (questions), ``warning`` (see `ExampleSet.reliability_warning`)."""
+
+
+def reliability(es: ExampleSet) -> dict[str, Any]:
+    """What `PrecomputeResult.extra` and the CLI report about how far a set can be trusted."""
+    return {
+        "violations": es.violations,
+        "ended": es.stats.ended,
+        "restart_agreement": es.stats.restart_agreement,
+        "least_certain": [q.model_dump() for q in es.least_certain()],
+        "warning": es.reliability_warning(),
+    }
 
 
 class ExampleSets:
@@ -429,7 +442,8 @@ class ExampleSets:
                 if not force:
                     cached = await self.store.get(key)
                     if cached is not None:
-                        results[pid] = PrecomputeResult(pid, "cached", cached.version, cached.score, items=len(cached.items))
+                        results[pid] = PrecomputeResult(pid, "cached", cached.version, cached.score, items=len(cached.items),
+                                                        extra=reliability(cached))
                         if on_status:
                             on_status(pid, "cached")
                         return
@@ -456,7 +470,7 @@ class ExampleSets:
                     calls=_backend_calls(self.backend) - calls0 if calls0 is not None else es.stats.model_calls,  # type: ignore[operator]
                     seconds=time.perf_counter() - t0,
                     items=len(es.items),
-                    extra={"violations": es.violations},
+                    extra=reliability(es),
                 )
                 if on_status:
                     on_status(pid, "done")

@@ -406,6 +406,21 @@ class Provenance(BaseModel):
     """Audit trail entries, e.g. human labels: {item_id, value, annotator, adapter, at}."""
 
 
+RELIABLE_AGREEMENT = 0.8
+"""Below this mean restart agreement a set is reported as a possible bad draw."""
+
+
+class UncertainQuestion(_Frozen):
+    """A question of an example set with how sure the search was of its answer."""
+
+    id: str
+    question: str
+    agreement: float | None = None
+    """Share of the search's restarts that gave the set's answer (None: one restart)."""
+    confidence: float | None = None
+    """P(assigned label) of the question's least certain claim."""
+
+
 class ExampleSet(BaseModel):
     """The labelled result of a search: self-contained, so it can be cached and injected."""
 
@@ -442,6 +457,30 @@ class ExampleSet(BaseModel):
 
     def label_values(self) -> dict[str, bool]:
         return {k: v.value for k, v in self.labels.items()}
+
+    def least_certain(self, n: int = 3) -> list[UncertainQuestion]:
+        """The ``n`` questions a different seed would most likely answer otherwise: lowest restart
+        agreement first, then lowest confidence (what a reviewer should look at first)."""
+        questions: dict[str, str] = {}
+        for it in self.items:
+            questions.setdefault(it.group or it.id, it.question)
+        agree = self.stats.unit_agreement
+        conf = self.group_confidence
+        ranked = sorted(questions, key=lambda k: (agree.get(k, 1.0), conf.get(k, 1.0), k))
+        return [UncertainQuestion(id=k, question=questions[k], agreement=agree.get(k), confidence=conf.get(k)) for k in ranked[:n]]
+
+    def reliability_warning(self) -> str | None:
+        """Why this set may be a bad draw (a search stopped by its budget, or restarts that
+        disagreed), with what to do; None when it looks sound or nothing is known."""
+        s = self.stats
+        if s.ended in ("patience", "max_iterations"):
+            return (f"the search stopped at its {s.ended.replace('_', ' ')} before settling: its labels may change "
+                    "with more iterations (raise max_iterations/patience) or another seed")
+        if s.restart_agreement is not None and s.restart_agreement < RELIABLE_AGREEMENT:
+            return (f"its {len(s.restarts_u)} restarts agreed on only {s.restart_agreement:.0%} of the answers: "
+                    "another seed would label it differently (the model's signal is weak); review the least certain "
+                    "questions (`steerkit review`), use a stronger base model, or add restarts (--restarts)")
+        return None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=None)

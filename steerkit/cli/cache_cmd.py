@@ -23,6 +23,7 @@ from typing import Any
 
 from steerkit.errors import UserError
 from steerkit._store import EXPORT_FORMAT, export_entries, import_entries, list_entries
+from steerkit.cli._reliability import cut, reliability_lines
 
 __all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
 
@@ -114,6 +115,8 @@ def _row(info: Any, es: Any) -> dict[str, Any]:
         "mean_confidence": round(_mean_conf(es), 4),
         "min_group_confidence": round(min(es.group_confidence.values()), 4) if es.group_confidence else None,
         "violations": es.violations,
+        "ended": es.stats.ended,
+        "restart_agreement": None if es.stats.restart_agreement is None else round(es.stats.restart_agreement, 4),
         "human_labels": sum(1 for lab in es.labels.values() if lab.source == "human"),
         "size_bytes": size,
         "computed_at": es.provenance.finished_at.isoformat(),
@@ -156,7 +159,8 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("persona", "version", "model", "items", "U", "conf", "min grp", "viol", "human", "size", "age", title=str(settings.examples_dir))
+    t = Table("persona", "version", "model", "items", "U", "conf", "min grp", "agree", "ended", "viol", "human", "size", "age",
+              title=str(settings.examples_dir))
     for r in rows:
         t.add_row(
             r["persona"],
@@ -166,6 +170,8 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
             f"{r['score']:.2f}",
             f"{r['mean_confidence']:.2f}",
             "-" if r["min_group_confidence"] is None else f"{r['min_group_confidence']:.2f}",
+            "-" if r["restart_agreement"] is None else f"{r['restart_agreement']:.2f}",
+            r["ended"] or "-",
             str(r["violations"]),
             str(r["human_labels"]),
             f"{r['size_bytes'] / 1024:.1f}K",
@@ -212,16 +218,20 @@ async def _show(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         f"[bold]{es.persona.id}[/bold] ({es.persona.name}) version {es.version}  model {es.provenance.model}  "
         f"U={es.score:.3f}  violations={es.violations}  items={len(es.items)}"
     )
+    from steerkit._compute import reliability
+
+    for line in reliability_lines(reliability(es)):
+        console.print(line, markup=False, highlight=False)
     t = Table("question / option", "label", "conf", "source", "item")
     last_q = None
     for it in es.items:
         lab = es.labels.get(it.id)
         if it.question != last_q:
-            t.add_row(f"[bold]{_cut(it.question, 90)}[/bold]", "", "", "", "", end_section=False)
+            t.add_row(f"[bold]{cut(it.question, 90)}[/bold]", "", "", "", "", end_section=False)
             last_q = it.question
         option = it.option or (f"{it.choice_1} > {it.choice_2}" if it.choice_1 else "")
         t.add_row(
-            "  " + _cut(option, 88),
+            "  " + cut(option, 88),
             "-" if lab is None else ("[green]True[/green]" if lab.value else "[red]False[/red]"),
             "-" if lab is None else f"{lab.confidence:.2f}",
             "-" if lab is None else lab.source,
@@ -229,11 +239,6 @@ async def _show(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         )
     console.print(t)
     return 0
-
-
-def _cut(s: str, n: int) -> str:
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 async def _rm(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:

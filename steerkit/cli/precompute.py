@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerkit._compute import PrecomputeResult, checkpoint_path
+from steerkit.cli._reliability import reliability_lines
 from steerkit.cli import probe_cmd
 from steerkit.errors import UserError
 
@@ -307,4 +308,7 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
                 print(f"{r.persona}: cached (version {r.version}, U={r.score:.3f}); --force recomputes")
             else:
                 print(f"{r.persona}: {r.status} version {r.version} U={r.score:.3f} items={r.items} calls={r.calls} in {r.seconds:.1f}s")
+            for line in reliability_lines(r.extra):
+                print(line)
     return 0
+

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--n-demos", type=int, default=8, metavar="N", help="demonstration questions (default 8)")
     r.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random labellings (default 3)")
     r.add_argument("--seed", type=int, default=0, help="random seed of the question split and labellings (default 0)")
+    r.add_argument("--agreement-questions", type=int, default=6, metavar="N",
+                   help="held-out questions an ICM search labels to measure its seed-to-seed agreement (default 6; 0: skip)")
     r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -67,7 +69,8 @@ def settings_for(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from steerkit._probe import ProbeConfig
 
-    cfg = ProbeConfig(n_test=args.n_test, n_demos=args.n_demos, random_seeds=args.random_seeds, seed=args.seed)
+    cfg = ProbeConfig(n_test=args.n_test, n_demos=args.n_demos, random_seeds=args.random_seeds, seed=args.seed,
+                      agreement_questions=max(0, min(args.agreement_questions, args.n_test)))
     settings = settings_for(args)
     report = asyncio.run(_main(args, settings, cfg))
     if args.json:
