@@ -96,3 +96,15 @@ async def test_the_right_labelling_is_chosen_among_restarts_that_disagree() -> N
     assert max(singles) - min(singles) >= 0.3  # the restarts disagree ...
     assert max(settled) - min(settled) <= 0.1  # ... the consensus does not depend on the seed
     assert statistics.fmean(settled) >= max(singles) - 0.05
+
+
+async def test_a_finished_consensus_search_resumes_from_its_checkpoint_without_model_calls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pool, fake = weak_planted_claims(10)
+    ck = tmp_path / "ck.json"
+    first = await search(pool, fake, SearchConfig(seed=2), checkpoint=ck)
+    _, again = weak_planted_claims(10)
+    second = await search(pool, again, SearchConfig(seed=2), checkpoint=ck)
+    assert again.stats.calls == 0
+    assert second.label_values() == first.label_values()
+    assert second.stats.ended == first.stats.ended and second.stats.restarts_ended == first.stats.restarts_ended
+    assert second.stats.restart_agreement == first.stats.restart_agreement

@@ -120,6 +120,7 @@ def restart_snapshot(restart: Any, scores: dict[str, LabelScore], **extra: Any) 
         "accepted": restart.accepted,
         "since_accept": restart.since_accept,
         "done": restart.done,
+        "ended": getattr(restart, "ended", None),
         **extra,
     }
 
@@ -137,6 +138,8 @@ def restore_restart(restart: Any, snap: dict[str, Any], check: Any) -> tuple[dic
         restart.accepted = int(snap["accepted"])
         restart.since_accept = int(snap["since_accept"])
         restart.done = bool(snap["done"])
+        ended = snap.get("ended")
+        restart.ended = str(ended) if ended in ("fixed_point", "converged", "patience", "max_iterations") else None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise CheckpointError(f"search checkpoint entry for restart {restart.index} is malformed: {e}") from e
     restart.resumed_iterations = restart.iteration

@@ -106,6 +106,8 @@ class SearchContext:
             {"fixed": sorted(fixed.items()), "warm_start": sorted(warm.items()), "model": backend.model}
         )
         self.restarts: list[Any] = []
+        self.settle_snapshot: dict[str, Any] | None = None
+        """A checkpointed settling of the restarts' consensus (resumed rather than redone)."""
         self.kept: Any = None
         """The restart whose labels are the result (set at the end)."""
         self.agreement: dict[str, float] = {}

@@ -184,6 +184,8 @@ async def search(
                 idx = snap.get("index") if isinstance(snap, dict) else None
                 if isinstance(idx, int) and 0 <= idx < len(ctx.restarts):
                     ctx.restarts[idx].restore(snap)
+                elif idx == len(ctx.restarts) and config.mode == "sparse" and config.restart_choice == "consensus":
+                    ctx.settle_snapshot = snap  # the consensus was being settled: resume that too
 
     tasks = [asyncio.ensure_future(r.run()) for r in ctx.restarts]
     try:
@@ -248,6 +250,8 @@ async def _settle_consensus(ctx: SearchContext, finals: list[Any]) -> Any:
     if ctx.config.mode != "sparse":
         return max(finals, key=lambda r: (sum(r.cur.labels[i] == consensus[i] for i in consensus), r.cur.u))
     settle = SparseRestart(ctx, len(finals), finals[0].state, start=consensus, greedy=True)
+    if ctx.settle_snapshot is not None:
+        settle.restore(ctx.settle_snapshot)
     ctx.restarts.append(settle)
     await settle.run()
     return settle
