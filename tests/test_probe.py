@@ -264,7 +264,8 @@ def test_the_probe_command_against_an_openai_compatible_server(llama_server_url:
             monkeypatch.delenv(k)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     rc = main(["probe", "--search-base-url", llama_server_url, "--search-model", embedded_backend.chat_model,
-               "--n-test", "6", "--n-demos", "2", "--random-seeds", "1", "--json", "--cache-dir", str(tmp_path / "c")])
+               "--n-test", "6", "--n-demos", "2", "--random-seeds", "1", "--json", "--cache-dir", str(tmp_path / "c"),
+               "--agreement-questions", "0"])  # no seed-to-seed search: minutes (tests/test_reliability_report.py)
     out = capsys.readouterr()
     assert rc == 0, out.err
     report = json.loads(out.out)

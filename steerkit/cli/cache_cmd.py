@@ -1,7 +1,10 @@
 """``steerkit cache``: see, inspect, delete and move cached example sets.
 
-- ``cache ls [--personas] [--json]``: persona, version, model, items, coherence U, confidence, age.
-- ``cache show PERSONA [--model M] [--json]``: the labelled items as a table.
+- ``cache ls [--personas] [--json]``: persona, version, model, items, coherence U, confidence, how
+  far the search's restarts agreed (``agree``) and how it ended (``ended``), age.
+- ``cache show PERSONA [--model M] [--json]``: how reliable the set is (how its search ended, its
+  restarts' agreement, its least certain questions, a warning for a possible bad draw), then the
+  labelled items as a table.
 - ``cache rm PERSONA... | --all``: delete (every version of) the entries.
 - ``cache export [PERSONA...] -o FILE``: a JSON-lines file to copy to another machine
   (first line a header, then one ``{"key": …, "example_set": …}`` per entry).
@@ -127,6 +130,8 @@ def _row(info: Any, es: Any) -> dict[str, Any]:
 
 # --- commands ----------------------------------------------------------------------------------
 
+_LS_COLUMNS = ("persona", "version", "model", "items", "U", "conf", "min grp", "agree", "ended", "viol", "human", "size", "age")
+
 
 async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     settings, store = ctx
@@ -159,8 +164,7 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("persona", "version", "model", "items", "U", "conf", "min grp", "agree", "ended", "viol", "human", "size", "age",
-              title=str(settings.examples_dir))
+    t = Table(*_LS_COLUMNS, title=str(settings.examples_dir))
     for r in rows:
         t.add_row(
             r["persona"],
@@ -177,8 +181,19 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
             f"{r['size_bytes'] / 1024:.1f}K",
             r["age"],
         )
-    Console(width=max(120, Console().width)).print(t)
+    _print_uncut(t)
     return 0
+
+
+def _print_uncut(table: Any) -> None:
+    """``table`` at its natural width (at least the terminal's, or 120 when piped): a cut persona
+    or version could not be pasted into `cache show`."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(width=10_000)
+    need = Measurement.get(wide, wide.options, table).maximum
+    Console(width=max(120, Console().width, need)).print(table)
 
 
 async def _find(store: Any, persona: str, model: str | None, settings: Any = None) -> list[tuple[Any, Any]]:
@@ -220,7 +235,7 @@ async def _show(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     )
     from steerkit._compute import reliability
 
-    for line in reliability_lines(reliability(es)):
+    for line in reliability_lines(reliability(es), es.persona.id):
         console.print(line, markup=False, highlight=False)
     t = Table("question / option", "label", "conf", "source", "item")
     last_q = None

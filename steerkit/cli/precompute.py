@@ -4,6 +4,8 @@ Resumable: the search writes a checkpoint per persona in ``<cache_dir>/checkpoin
 accepted change; after Ctrl-C or a crash, the same command picks up finished personas from the
 cache and the unfinished one from its checkpoint. Idempotent: a persona whose example set is
 already cached (same pool, model, search config and library version) is skipped unless ``--force``.
+Each persona's result says how far its set can be trusted (how the search ended, how far its
+restarts agreed, its least certain questions) and warns, with what to do, when it may be a bad draw.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scoring: sparse (nearest-group contexts, minutes) or exact leave-one-out (hours)")
     s.add_argument("--context-k", type=int, metavar="K", help="sparse mode: demonstrations per prompt")
     s.add_argument("--max-iterations", type=int, metavar="N", help="iteration budget per restart (labelling every group counts)")
-    s.add_argument("--restarts", type=int, metavar="N", help="independent searches from different seeds; the best U is kept")
+    s.add_argument("--restarts", type=int, metavar="N",
+                   help="independent searches from different seeds (default 8 sparse: their answers are settled by consensus, "
+                        "and how far they agreed is reported; 1 exact)")
     s.add_argument("--seed", type=int, metavar="N", help="random seed (same seed, pool and model: same labels)")
     s.add_argument("--patience", type=int, metavar="N", help="stop after N iterations without an accepted change")
 
@@ -308,7 +312,7 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
                 print(f"{r.persona}: cached (version {r.version}, U={r.score:.3f}); --force recomputes")
             else:
                 print(f"{r.persona}: {r.status} version {r.version} U={r.score:.3f} items={r.items} calls={r.calls} in {r.seconds:.1f}s")
-            for line in reliability_lines(r.extra):
+            for line in reliability_lines(r.extra, r.persona):
                 print(line)
     return 0
 

@@ -207,7 +207,8 @@ async def search(
     if len(finals) > 1 and config.restart_choice == "consensus":
         best = await _settle_consensus(ctx, finals)
     assert best.cur is not None
-    ctx.agreement = agreement_of(ctx.units, [r.cur.labels for r in finals if r.cur is not None], best.cur.labels)
+    if len(finals) > 1:
+        ctx.agreement = agreement_of(ctx.units, [r.cur.labels for r in finals if r.cur is not None], best.cur.labels)
     ctx.kept = best
     return ctx.result(best.cur)
 
