@@ -475,11 +475,12 @@ class ExampleSet(BaseModel):
         s = self.stats
         if s.ended in ("patience", "max_iterations"):
             return (f"the search stopped at its {s.ended.replace('_', ' ')} before settling: its labels may change "
-                    "with more iterations (raise max_iterations/patience) or another seed")
+                    "with more iterations (raise max_iterations/patience under [search] in the configuration) or another seed")
         if s.restart_agreement is not None and s.restart_agreement < RELIABLE_AGREEMENT:
             return (f"its {len(s.restarts_u)} restarts agreed on only {s.restart_agreement:.0%} of the answers: "
-                    "another seed would label it differently (the model's signal is weak); review the least certain "
-                    "questions (`steerkit review`), use a stronger base model, or add restarts (--restarts)")
+                    "another seed would label it differently (the model's signal is weak); have the least certain "
+                    "questions reviewed (`steerkit review --escalate`), use a stronger base model, or raise restarts "
+                    "under [search] in the configuration")
         return None
 
     def to_json(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cli_helpers import cli_env, run_json
 
-import steerkit.icm as icm
+from steerkit import icm
 from steerkit.cli import main
 from steerkit.models import ExampleSet, Pool
 from steerkit.testing import FakeScorer, last_claim

@@ -51,10 +51,10 @@ def next_steps(extra: dict[str, Any], persona: str | None = None) -> list[str]:
         steps.append("raise max_iterations/patience under [search] in the configuration, then precompute again")
     agree = extra.get("restart_agreement")
     if agree is not None and agree < RELIABLE_AGREEMENT:
-        steps += [f"people answer its least confident questions: `steerkit review --escalate --persona {who}`, "
-                  "`steerkit review`, then `steerkit review --apply`",
-                  "or raise restarts under [search] in the configuration and precompute again, or use a stronger "
-                  "search model (`steerkit probe` tells whether it follows in-context labels)"]
+        steps += [(f"people answer its least confident questions: `steerkit review --escalate --persona {who}`, "
+                   "`steerkit review`, then `steerkit review --apply`"),
+                  ("or raise restarts under [search] in the configuration and precompute again, or use a stronger "
+                   "search model (`steerkit probe` tells whether it follows in-context labels)")]
     return steps
 
 

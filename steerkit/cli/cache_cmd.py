@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from steerkit.errors import UserError
 from steerkit._store import EXPORT_FORMAT, export_entries, import_entries, list_entries
 from steerkit.cli._reliability import cut, reliability_lines
+from steerkit.errors import UserError
 
 __all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
 

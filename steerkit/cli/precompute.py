@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerkit._compute import PrecomputeResult, checkpoint_path
-from steerkit.cli._reliability import reliability_lines
 from steerkit.cli import probe_cmd
+from steerkit.cli._reliability import reliability_lines
 from steerkit.errors import UserError
 
 if TYPE_CHECKING:
