@@ -135,8 +135,11 @@ async def test_the_protocol_on_a_fake_with_a_planted_coherent_labelling(tmp_path
     # the fake follows its demonstrations: gold labels teach it the truth, inverted ones the opposite
     assert s["gold"]["mean"]["accuracy"] == 1.0 and s["inverted"]["mean"]["accuracy"] == 0.0
     assert s["gold"]["per_persona"]["test/fake-testers"]["n"] == 16  # every question held out once
-    # the gold labelling is the coherent one: its U beats random and accuracy-matched labels
-    assert s["gold"]["u"] > s["random"]["u"] and s["gold"]["u"] > s["accuracy_matched"]["u"]
+    # the gold labelling is the coherent one: its U beats random labels, and accuracy-matched ones
+    # unless ICM's labels are all right (then the accuracy-matched labelling *is* gold: a tie)
+    assert s["gold"]["u"] > s["random"]["u"]
+    matched_is_gold = d["icm_label_accuracy"]["test/fake-testers"] == 1.0
+    assert s["gold"]["u"] > s["accuracy_matched"]["u"] or (matched_is_gold and abs(s["gold"]["u"] - s["accuracy_matched"]["u"]) < 1e-6)
     assert 0.0 <= d["icm_label_accuracy"]["test/fake-testers"] <= 1.0
     assert all(0.0 <= s[c]["ece"] <= 1.0 and 0.0 <= s[c]["stability"] <= 1.0 for c in d["conditions"])
     assert set(d["n_sweep"]) == {"icm", "gold"} and set(d["n_sweep"]["gold"]) == {"1", "4", "12"}

@@ -108,7 +108,7 @@ def test_a_resumed_search_shows_the_checkpoint_figures_at_once(tmp_path: Path) -
     assert checkpoint_figures(tmp_path / "missing.json") is None
     view = _ProgressView(["p"], SearchConfig(), enabled=False, checkpoint_of=lambda pid: ckpt)
     view.on_status("p", "resuming")
-    assert view.last["p"]["it"] == "37/200" and view.last["p"]["acc"] == 30 and "64 labelled" in view.last["p"]["status"]
+    assert view.last["p"]["it"] == f"37/{SearchConfig().max_iterations}" and view.last["p"]["acc"] == 30 and "64 labelled" in view.last["p"]["status"]
 
 
 class FirstLabellingThenSlow(FakeScorer):
