@@ -60,6 +60,7 @@ from typing import Any
 from scipy.stats import spearmanr
 
 from steerkit.icm import Objective, search
+from steerkit.icm.sparse import SETTLED
 from steerkit.models import Item, Persona, Pool, SearchConfig
 from steerkit.testing import WEAK_SIGNAL, FakeScorer, planted_fn
 
@@ -71,7 +72,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
                "max_iterations": 200, "patience": 40, "num_seed": 8},
     "exact": {"mode": "exact", "restarts": 1, "restart_choice": "u", "schedule": "paper"},
 }
-SETTLED = ("fixed_point", "converged")
 
 
 def knowledge_pool(name: str) -> Pool:

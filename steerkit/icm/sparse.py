@@ -34,7 +34,7 @@ The search, per restart:
    schedule's temperature. A proposal is deterministic for a labelling, so a rejected one is not
    drawn again until a change is accepted.
 4. **Polarity move**: once no single change raises U, the mirror of the labelling (every free
-   two-way unit inverted at once) is scored in one pass and kept if U rises: to a weak model a
+   two-way unit inverted at once) is settled like any labelling and kept if its U is higher: to a weak model a
    wholly inverted labelling is locally as coherent as the right one, and no single change
    leads out of it (``polarity_move``).
 5. **Stop** (``ended``) at a ``fixed_point`` (no label contradicted by its context), once
