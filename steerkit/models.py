@@ -369,6 +369,9 @@ class SearchStats(BaseModel):
     """Prompt tokens the engine actually evaluated after its prompt cache (None when unknown)."""
     memo_hits: int = 0
     wall_seconds: float = 0.0
+    first_complete_s: float | None = None
+    """Seconds from the search's start to its first complete, consistent labelling (the any-time
+    answer a waiting request can be served); None when it never had one (e.g. resumed finished)."""
     label_token_mass: float | None = None
     """Mean share of next-token probability mass on the label tokens in the final pass."""
     restarts_u: list[float] = Field(default_factory=list)

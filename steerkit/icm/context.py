@@ -90,6 +90,7 @@ class SearchContext:
         self.meta = meta or {}
         self._offered_u: float | None = None
         self._offered_at = -math.inf
+        self.first_complete_at: float | None = None
         self.config = config
         self.fixed = fixed
         self.warm = warm
@@ -158,9 +159,13 @@ class SearchContext:
     def offer(self, r: Any) -> None:
         """Hand a restart's complete, consistent labelling to the ``snapshot`` callback when it
         beats the last one offered (the first at once, then at most every SNAPSHOT_INTERVAL_S)."""
-        if self.snapshot is None or r.cur is None or len(r.cur.labels) != len(self.pool.items):
+        if r.cur is None or len(r.cur.labels) != len(self.pool.items):
             return
         now = time.monotonic()
+        if self.first_complete_at is None:  # SearchStats.first_complete_s, with or without a callback
+            self.first_complete_at = now
+        if self.snapshot is None:
+            return
         if self._offered_u is not None and (r.cur.u <= self._offered_u or now - self._offered_at < SNAPSHOT_INTERVAL_S):
             return
         self._offered_u, self._offered_at = r.cur.u, now
@@ -202,6 +207,7 @@ class SearchContext:
             evaluated_tokens=c.evaluated_tokens if c.evaluated_known else None,
             memo_hits=c.memo_hits,
             wall_seconds=time.monotonic() - self.t0,
+            first_complete_s=None if self.first_complete_at is None else self.first_complete_at - self.t0,
             label_token_mass=sum(s.label_mass for s in final.scores.values()) / len(final.scores),
             restarts_u=[r.cur.u for r in self.restarts[: self.config.restarts] if r.cur is not None],
             ended=getattr(self.kept, "ended", None) if not provisional else None,
