@@ -112,6 +112,32 @@ def signature_headers(secret: str | bytes, body: bytes, *, timestamp: int | None
     return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, body)}
 
 
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,15}")
+"""Unix seconds as ASCII digits: no sign, no ``_``, no non-ASCII digits that `int` would accept, and
+few enough digits to compare with the clock as a float (thousands of digits overflow it)."""
+_SIGNATURE_RE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+_SIGNED_HEADERS = frozenset({TIMESTAMP_HEADER.lower(), SIGNATURE_HEADER.lower()})
+_OWS = " \t"
+"""HTTP's optional whitespace around a field value: only these are stripped (not NBSP or NEL)."""
+
+
+def _signature_fields(headers: Mapping[str, Any]) -> tuple[str, str, int]:
+    """(timestamp text, signature, timestamp) from the headers, or `WebhookSignatureError` for any
+    header that is missing, not text, or not of the one shape we send: a malformed header is a 401,
+    never an exception from parsing or comparing it."""
+    h: dict[str, Any] = {}
+    for k, v in headers.items():
+        h[k.lower() if isinstance(k, str) else k] = v
+    ts, sig = h.get(TIMESTAMP_HEADER.lower()), h.get(SIGNATURE_HEADER.lower())
+    if not ts or not sig:
+        raise WebhookSignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    if not isinstance(ts, str) or not _TIMESTAMP_RE.fullmatch(ts := ts.strip(_OWS)):
+        raise WebhookSignatureError(f"malformed {TIMESTAMP_HEADER}: expected unix seconds (ASCII digits)")
+    if not isinstance(sig, str) or not _SIGNATURE_RE.fullmatch(sig := sig.strip(_OWS)):
+        raise WebhookSignatureError(f"malformed {SIGNATURE_HEADER}: expected sha256=<64 hex digits>")
+    return ts, sig.lower(), int(ts)
+
+
 def verify_signature(
     secret: str | bytes,
     headers: Mapping[str, str],
@@ -121,19 +147,19 @@ def verify_signature(
     now: float | None = None,
 ) -> None:
     """Raise `WebhookSignatureError` unless ``headers`` carry a valid, fresh signature of ``body``."""
-    h = {k.lower(): v for k, v in headers.items()}
-    ts = h.get(TIMESTAMP_HEADER.lower())
-    sig = h.get(SIGNATURE_HEADER.lower())
-    if not ts or not sig:
-        raise WebhookSignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        t = int(ts)
-    except ValueError:
-        raise WebhookSignatureError(f"malformed {TIMESTAMP_HEADER}: expected unix seconds") from None
+    _verified(secret, headers, body, tolerance_s=tolerance_s, now=now)
+
+
+def _verified(
+    secret: str | bytes, headers: Mapping[str, Any], body: bytes, *, tolerance_s: float, now: float | None = None
+) -> tuple[str, int]:
+    """`verify_signature`, returning the (normalised) signature and its timestamp."""
+    ts, sig, t = _signature_fields(headers)
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         raise WebhookSignatureError(f"signature timestamp is more than {tolerance_s:.0f}s away from now (replay?)")
-    if not hmac.compare_digest(sign(secret, ts, body), sig.strip()):
+    if not hmac.compare_digest(sign(secret, ts, body).encode("ascii"), sig.encode("ascii")):
         raise WebhookSignatureError("signature does not match the body")
+    return sig, t
 
 
 @dataclass
@@ -301,11 +327,9 @@ class WebhookAdapter(QueueAdapter):
     async def handle_callback(self, body: bytes, headers: Mapping[str, str]) -> CallbackResult:
         """Verify, parse and record answers POSTed by the annotation tool (framework-agnostic)."""
         try:
-            verify_signature(self._inbound, headers, body, tolerance_s=self.tolerance_s)
+            signature, signed_at = _verified(self._inbound, headers, body, tolerance_s=self.tolerance_s)
         except WebhookSignatureError as e:
             return CallbackResult(401, error=e.message)
-        h = {k.lower(): v for k, v in headers.items()}
-        signature, signed_at = h[SIGNATURE_HEADER.lower()].strip(), int(h[TIMESTAMP_HEADER.lower()])
         if not self._first_sighting(signature, signed_at):
             self.replays_rejected += 1
             return CallbackResult(409, error="replayed request: this exact signed request was already received; "
@@ -394,8 +418,12 @@ class WebhookAdapter(QueueAdapter):
                 chunks.append(chunk)
                 if not msg.get("more_body"):
                     break
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            res = await self.handle_callback(b"".join(chunks), headers)
+            raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+            signed = [k for k, _ in raw if k in _SIGNED_HEADERS]
+            if len(signed) != len(set(signed)):  # two signatures or timestamps: which one was meant?
+                await _send_json(send, 401, {"error": f"repeated {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"})
+                return
+            res = await self.handle_callback(b"".join(chunks), dict(raw))
             await _send_json(send, res.status, res.body())
 
         return app
@@ -523,7 +551,7 @@ def _parse_answers(doc: Any, signed_at: datetime | None = None) -> list[Answer]:
 
 def _answer_from(item: Any, signed_at: datetime | None) -> Answer:
     if not isinstance(item, dict):
-        raise ValueError(f"expected an answer object, got {type(item).__name__}")
+        raise ValueError(f"expected an answer object, got {type(item).__name__}")  # noqa: TRY004 (a 400, as bad JSON is)
     fields = dict(item)
     if not fields.get("answer_id"):
         fields["answer_id"] = "ans_" + stable_hash({"webhook_answer": item})
