@@ -1,6 +1,7 @@
 """What steering adds to a chat request, and how many searches a stampede starts. Prints JSON.
 
     python benchmarks/middleware_overhead.py [--n 300] [--n-embedded 30] [--skip-embedded]
+    python benchmarks/middleware_overhead.py --quick   # seconds: 20 pairs, 20-item pool, no embedded model (CI)
 
 1. ``stub_server``: the same chat call made directly and through `steer(client, steerer)` to a
    tiny local OpenAI-compatible stub server (separate process, answers instantly), on a cache
@@ -91,8 +92,9 @@ def _summary(xs: list[float]) -> dict[str, float]:
     return {"p50": round(_pct(xs, 0.5), 3), "p99": round(_pct(xs, 0.99), 3), "mean": round(statistics.fmean(xs), 3)}
 
 
-async def _warm_steerer(model: str, cache_dir: str) -> Any:
-    """A Steerer on a DiskStore whose cache already holds the persona's example set."""
+async def _warm_steerer(model: str, cache_dir: str, max_pool_items: int | None = None) -> Any:
+    """A Steerer on a DiskStore whose cache already holds the persona's example set, computed
+    beforehand (`Steerer.compute`): its requests, with miss policy ``off``, are all cache hits."""
     from steerkit._middleware import SteerConfig, Steerer
     from steerkit._store import DiskStore
     from steerkit.models import SearchConfig
@@ -102,9 +104,11 @@ async def _warm_steerer(model: str, cache_dir: str) -> Any:
     fake = FakeScorer(lambda p: 0.8 if "'Favor" in last_claim(p) else 0.35)  # fake search backend
     steerer = Steerer(
         PackRegistry.default(), DiskStore(cache_dir), fake,
-        SteerConfig(search=SearchConfig(max_iterations=20, num_seed=4), k=20, miss_policy="off", model=model),
+        SteerConfig(search=SearchConfig(max_iterations=20, num_seed=4), k=20, miss_policy="off", model=model,
+                    max_pool_items=max_pool_items),
     )
-    await steerer.example_set("polparty/republican", miss_policy="wait")  # the full pool, 105 items
+    await steerer.compute("polparty/republican")  # the full pool (105 items) unless max_pool_items
+    assert await steerer.example_set("polparty/republican") is not None, "the warm-up stored no example set"
     return steerer
 
 
@@ -114,12 +118,13 @@ MESSAGES = [
 ]
 
 
-async def _compare(base_url: str, model: str, n: int, cache_dir: str, max_tokens: int) -> dict[str, Any]:
+async def _compare(base_url: str, model: str, n: int, cache_dir: str, max_tokens: int,
+                   max_pool_items: int | None = None) -> dict[str, Any]:
     import openai
 
     from steerkit.adapters import steer
 
-    steerer = await _warm_steerer(model, cache_dir)
+    steerer = await _warm_steerer(model, cache_dir, max_pool_items)
     direct = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
     steered = steer(openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0), steerer)
     steered_messages, _ = await steerer.prepare(MESSAGES)  # what the steered call sends upstream
@@ -178,7 +183,7 @@ async def _compare(base_url: str, model: str, n: int, cache_dir: str, max_tokens
         "steerkit_processing_ms": {"p50": round(s["p50"] - p["p50"], 3), "p99": round(s["p99"] - p["p99"], 3)},
         "steerkit_added_ms": _summary(reported),
         "examples_injected": last["steered"].steerkit.examples_used,
-        "cache": "hit",
+        "cache": last["steered"].steerkit.cache,
         "store": "DiskStore",
     }
     if any(d_tok):
@@ -187,7 +192,7 @@ async def _compare(base_url: str, model: str, n: int, cache_dir: str, max_tokens
     return out
 
 
-async def _stub(n: int) -> dict[str, Any]:
+async def _stub(n: int, max_pool_items: int | None = None) -> dict[str, Any]:
     port = _free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
@@ -197,7 +202,8 @@ async def _stub(n: int) -> dict[str, Any]:
         if not ready.wait(30):
             raise RuntimeError("stub server did not start")
         with tempfile.TemporaryDirectory() as d:
-            return await _compare(f"http://127.0.0.1:{port}/v1", "stub", n, d, max_tokens=1)
+            return await _compare(f"http://127.0.0.1:{port}/v1", "stub", n, d, max_tokens=1,
+                                  max_pool_items=max_pool_items)
     finally:
         proc.terminate()
         proc.join(5)
@@ -251,17 +257,24 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n", type=int, default=300, help="request pairs against the stub server")
     ap.add_argument("--n-embedded", type=int, default=30, help="request pairs against the embedded server")
     ap.add_argument("--skip-embedded", action="store_true")
+    ap.add_argument("--single-flight", type=int, default=100, help="concurrent requests for one uncached persona")
+    ap.add_argument("--quick", action="store_true",
+                    help="seconds (CI): 20 request pairs, a 20-item pool, 20 concurrent requests, no embedded model")
     args = ap.parse_args(argv)
+    pool_items = None
+    if args.quick:
+        args.n, args.skip_embedded, args.single_flight, pool_items = 20, True, 20, 20
     result: dict[str, Any] = {
         "benchmark": "middleware_overhead",
+        "quick": args.quick,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
     }
-    result["stub_server"] = await _stub(args.n)
+    result["stub_server"] = await _stub(args.n, pool_items)
     if not args.skip_embedded:
         result["embedded_server"] = await _embedded(args.n_embedded)
-    result["single_flight"] = await _single_flight()
+    result["single_flight"] = await _single_flight(args.single_flight)
     result["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return result
 
