@@ -1,78 +1,57 @@
-"""Persona packs: persona definitions, extraction cues and item pools, loaded from data files.
+"""The pack model: what a pack file may say (`PackFile` and its parts), which format versions this
+steerkit reads, and the validated `PersonaPack` built from it (its personas, item pool and
+consistency groups). ``personas/FORMAT.md`` is the one-page description of the format.
 
-A pack is one TOML or JSON file (the shipped ones live in the repository's ``personas/`` folder
-and are installed as the ``steerkit.personas`` resource package). It holds one persona
-*dimension* (``country``, ``political_affiliation``, ``interaction_style`` …), its personas with
-the cues the rule extractor matches, the item pool every persona of the pack is searched over,
-and the templates used to inject examples into a chat prompt::
-
-    id = "countries"
-    dimension = "country"
-    extraction = "identity"          # self-statements ("I'm from Brazil"); "keywords" for styles
-
-    [[personas]]
-    id = "country/brazil"
-    name = "people from Brazil"      # used in claims: "The majority of {name} would answer …"
-    label = "Brazil"
-    description = "Adults living in Brazil."
-    aliases = ["Brazilian"]          # identity words: "I'm Brazilian", "as a Brazilian"
-    places = ["Brazil", "Brasil"]    # place names: "I'm from Brazil", "I live in Brazil"
-
-    [[questions]]                    # survey question: one claim per option, exactly one True
-    id = "gender_equality"
-    question = "Should women have the same rights as men?"
-    options = ["Yes", "No"]
-
-    [[preferences]]                  # two responses: items "1 > 2" and "2 > 1", exactly one True
-    id = "colours"
-    question = "Do colours influence what consumers buy?"
-    response_1 = "Yes. Colour shapes first impressions …"
-    response_2 = "That's a fascinating question! Let's explore …"
-
-    [[answers]]                      # open-ended candidates: items "this answer represents X"
-    id = "dei"
-    question = "Should colleges keep their DEI programs?"
-    candidates = ["Keep them …", "End them …"]
-
-Items imported from real data (``steerkit.importers``) can be attached with ``items_files``
-(JSONL, paths relative to the pack file). Every mistake raises `PackError` naming the file and
-the field.
-
-`PackRegistry` holds the configured packs; only personas it defines can ever be matched,
-cached or searched.
+Every mistake raises `PackError` naming the file and the field.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib.resources
-import json
 import string
-import tomllib
-from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steerkit.errors import PackError, UnknownPersonaError
-from steerkit.models import ConsistencyGroup, Ident, Item, Persona, PersonaCues, Pool, stable_hash
+from steerkit.models import (
+    ConsistencyGroup,
+    Ident,
+    Item,
+    Persona,
+    PersonaCues,
+    Pool,
+    stable_hash,
+)
 
 __all__ = [
+    "FORMAT_VERSION",
+    "SUPPORTED_FORMAT_VERSIONS",
     "AnswerSpec",
+    "PackFile",
+    "PackProvenance",
     "PackTemplates",
     "PersonaPack",
     "PersonaSpec",
     "PreferenceSpec",
-    "PackRegistry",
     "QuestionSpec",
-    "default_pack_paths",
-    "load_pack",
     "pack_from_data",
 ]
 
-PACK_SUFFIXES = (".toml", ".json")
+#: The pack format this steerkit writes.
+FORMAT_VERSION = 1
+#: The pack formats this steerkit reads. A file without ``format_version`` is version 1, and the
+#: earlier spelling ``schema_version`` is read as ``format_version``.
+SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+FORMAT_DOC = "personas/FORMAT.md"
 
 
 class _Strict(BaseModel):
@@ -208,6 +187,10 @@ class QuestionSpec(_Strict):
     question: str = Field(min_length=1)
     options: tuple[str, ...] = Field(min_length=2)
     topic: str | None = None
+    spread: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Discriminativeness under the base model (written by ``steerkit pack generate``): how far
+    the personas' predicted answers differ, the mean pairwise total-variation distance between
+    their option distributions (0: every persona answers alike; 1: no two overlap)."""
 
     @field_validator("options")
     @classmethod
@@ -244,10 +227,28 @@ class AnswerSpec(_Strict):
     topic: str | None = None
 
 
+class PackProvenance(_Strict):
+    """One run of a tool that wrote into the pack (``[[provenance]]``): what made the questions."""
+
+    tool: str = Field(min_length=1)
+    """The command, e.g. ``steerkit pack generate``, with steerkit's version."""
+    date: str = Field(min_length=1)
+    """When (ISO 8601)."""
+    model: str = ""
+    """The chat model that wrote the questions."""
+    prompt_version: str = ""
+    base_model: str = ""
+    """The base model whose scores measured discriminativeness (``spread``)."""
+    added: int = Field(default=0, ge=0)
+    """Questions this run added to the pool."""
+    counts: dict[str, float] = Field(default_factory=dict)
+    """What the run measured: candidates, each filter's rejections, the pool's mean spread …"""
+
+
 class PackFile(_Strict):
     """The raw structure of a pack file (validated before anything is built from it)."""
 
-    schema_version: Literal[1] = 1
+    format_version: int = FORMAT_VERSION
     id: str = Field(pattern=_LOCAL_ID)
     dimension: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$")
     title: str = ""
@@ -259,6 +260,7 @@ class PackFile(_Strict):
     preferences: tuple[PreferenceSpec, ...] = ()
     answers: tuple[AnswerSpec, ...] = ()
     items_files: tuple[str, ...] = ()
+    provenance: tuple[PackProvenance, ...] = ()
 
 
 # --- the validated pack -------------------------------------------------------------------------
@@ -280,6 +282,10 @@ class PersonaPack(BaseModel):
     groups: tuple[ConsistencyGroup, ...] = ()
     persona_items: dict[str, tuple[Item, ...]] = Field(default_factory=dict)
     """Per-persona pools that replace ``items`` for that persona (from ``items_file``)."""
+    questions: tuple[QuestionSpec, ...] = ()
+    """The survey questions as the file wrote them (their ``spread`` when measured)."""
+    provenance: tuple[PackProvenance, ...] = ()
+    format_version: int = FORMAT_VERSION
     source: str = "<memory>"
 
     @property
@@ -394,7 +400,7 @@ def _raise_validation(source: str, e: ValidationError, data: Any) -> None:
     msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {e.error_count() - 1} more error(s))" if e.error_count() > 1 else ""
     raise PackError(f"{source}: field {_fmt_loc(loc, data)}: {msg}{more}",
-                    hint="fix the pack file; see steerkit/packs.py for the format") from None
+                    hint=f"fix the pack file; {FORMAT_DOC} describes the format") from None
 
 
 def _read_items_jsonl(path: Path, source: str) -> list[Item]:
@@ -408,10 +414,35 @@ def _read_items_jsonl(path: Path, source: str) -> list[Item]:
         raise PackError(f"{source}: items file {str(path)!r}: {e}") from e
 
 
+def _versioned(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The data with its ``format_version`` checked (``schema_version``, the earlier spelling,
+    renamed); a version this steerkit does not read is a `PackError` saying so."""
+    if "schema_version" in data:
+        legacy = data["schema_version"]
+        if "format_version" in data and data["format_version"] != legacy:
+            raise PackError(f"{source}: field format_version: {data['format_version']!r} disagrees with "
+                            f"schema_version {legacy!r}", hint="keep only format_version")
+        data = {("format_version" if k == "schema_version" else k): v for k, v in data.items()}
+    version = data.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise PackError(f"{source}: field format_version: must be an integer, got {version!r}",
+                        hint=f"write format_version = {FORMAT_VERSION}; {FORMAT_DOC} describes the format")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        newer = version > max(SUPPORTED_FORMAT_VERSIONS)
+        readable = ", ".join(map(str, sorted(SUPPORTED_FORMAT_VERSIONS)))
+        raise PackError(
+            f"{source}: field format_version: this steerkit reads pack format {readable}, the file is format {version}",
+            hint="upgrade steerkit to read it" if newer else f"format {version} does not exist; write format_version = "
+            f"{FORMAT_VERSION} ({FORMAT_DOC})",
+        )
+    return data
+
+
 def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: Path | None = None) -> PersonaPack:
     """Validate a pack given as a dict (what a TOML/JSON pack file parses to)."""
     if not isinstance(data, dict):
         raise PackError(f"{source}: a pack file must contain a table/object at the top level")
+    data = _versioned(data, source)
     try:
         pf = PackFile.model_validate(data)
     except ValidationError as e:
@@ -472,6 +503,9 @@ def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: 
         items=tuple(items),
         groups=tuple(groups),
         persona_items=persona_items,
+        questions=pf.questions,
+        provenance=pf.provenance,
+        format_version=pf.format_version,
         source=source,
     )
 
@@ -490,204 +524,3 @@ def _groups_for_loose(items: list[Item], groups: list[ConsistencyGroup]) -> list
     ]
 
 
-def load_pack(path: str | Path) -> PersonaPack:
-    """Load and validate one pack file (``.toml`` or ``.json``)."""
-    p = Path(path).expanduser()
-    source = str(p)
-    if p.suffix not in PACK_SUFFIXES:
-        raise PackError(f"{source}: a pack file must end in .toml or .json")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise PackError(f"{source}: cannot read the pack file ({e.strerror})") from None
-    return _parse(raw, p.suffix, source, p.parent)
-
-
-def _parse(raw: bytes, suffix: str, source: str, base_dir: Path | None) -> PersonaPack:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PackError(f"{source}: not UTF-8 text") from None
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise PackError(f"{source}: invalid TOML: {e}") from None
-    except json.JSONDecodeError as e:
-        raise PackError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except RecursionError:
-        raise PackError(f"{source}: nested too deeply to parse (a pack is a few levels deep)") from None
-    return pack_from_data(data, source=source, base_dir=base_dir)
-
-
-# --- shipped packs ------------------------------------------------------------------------------
-
-
-def _personas_root():  # -> Traversable
-    """The shipped packs: the ``steerkit.personas`` resource package (wheel / fresh editable
-    install), or the repository's top-level ``personas/`` folder in a source checkout."""
-    try:
-        root = importlib.resources.files("steerkit.personas")
-        if root.is_dir() and any(c.name.endswith(PACK_SUFFIXES) for c in root.iterdir()):
-            return root
-    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        pass
-    here = Path(__file__).resolve().parent.parent / "personas"
-    if here.is_dir():
-        return here
-    raise PackError("the shipped persona packs are missing from this installation",
-                    hint="reinstall steerkit; the wheel must contain steerkit/personas/*.toml")
-
-
-def default_pack_paths() -> list[str]:
-    """Names of the shipped pack files."""
-    root = _personas_root()
-    return sorted(c.name for c in root.iterdir() if c.name.endswith(PACK_SUFFIXES))
-
-
-@lru_cache(maxsize=1)
-def _default_packs() -> tuple[PersonaPack, ...]:
-    root = _personas_root()
-    packs = []
-    for c in sorted(root.iterdir(), key=lambda c: c.name):
-        if c.name.endswith(PACK_SUFFIXES):
-            suffix = ".toml" if c.name.endswith(".toml") else ".json"
-            source = str(c) if isinstance(c, Path) else f"steerkit.personas/{c.name}"
-            base = c.parent if isinstance(c, Path) else None
-            packs.append(_parse(c.read_bytes(), suffix, source, base))
-    return tuple(packs)
-
-
-# --- registry -----------------------------------------------------------------------------------
-
-
-class PackRegistry:
-    """The configured packs. Only personas defined here can be matched, cached or searched."""
-
-    def __init__(self, packs: Iterable[PersonaPack]) -> None:
-        self._packs: tuple[PersonaPack, ...] = tuple(packs)
-        if not self._packs:
-            raise PackError("no persona packs configured", hint="use PackRegistry.default() or give pack paths")
-        self._by_persona: dict[str, PersonaPack] = {}
-        pack_ids: dict[str, str] = {}
-        for pk in self._packs:
-            if pk.id in pack_ids:
-                raise PackError(f"{pk.source}: field id: pack id {pk.id!r} is also used by {pack_ids[pk.id]}")
-            pack_ids[pk.id] = pk.source
-            for s in pk.specs:
-                if s.id in self._by_persona:
-                    other = self._by_persona[s.id].source
-                    raise PackError(f"{pk.source}: field personas: persona id {s.id!r} is also defined in {other}")
-                self._by_persona[s.id] = pk
-        self._pools: dict[tuple[str, int | None], Pool] = {}
-        self._personas: dict[str, Persona] = {pid: pk.spec(pid).persona(pk.dimension) for pid, pk in self._by_persona.items()}
-
-    # constructors
-    @classmethod
-    def default(cls) -> PackRegistry:
-        """The packs shipped with steerkit (countries, political affiliation, interaction styles)."""
-        return cls(_default_packs())
-
-    @classmethod
-    def from_paths(cls, paths: Iterable[str | Path], *, include_default: bool = False) -> PackRegistry:
-        """Packs from files or folders (a folder contributes every ``*.toml``/``*.json`` in it,
-        recursively). ``include_default`` adds the shipped packs."""
-        packs: list[PersonaPack] = list(_default_packs()) if include_default else []
-        for path in paths:
-            p = Path(path).expanduser()
-            if p.is_dir():
-                files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in PACK_SUFFIXES)
-                if not files:
-                    raise PackError(f"{p}: the folder holds no .toml or .json pack files")
-                packs.extend(load_pack(f) for f in files)
-            elif p.exists():
-                packs.append(load_pack(p))
-            else:
-                raise PackError(f"{p}: no such pack file or folder")
-        return cls(packs)
-
-    # lookups
-    @property
-    def packs(self) -> tuple[PersonaPack, ...]:
-        return self._packs
-
-    def __contains__(self, persona_id: object) -> bool:
-        return persona_id in self._by_persona
-
-    def persona(self, persona_id: str) -> Persona:
-        try:
-            return self._personas[persona_id]
-        except (KeyError, TypeError):
-            raise self._unknown(persona_id) from None
-
-    def personas(self, dimension: str | None = None) -> list[Persona]:
-        return [p for p in self._personas.values() if dimension is None or p.dimension == dimension]
-
-    def resolve(self, name: str) -> str:
-        """The persona id a user means by ``name``: an id (``country/nigeria``), or a short name the
-        packs give it: the id's last part (``nigeria``), its display name, an alias or a place
-        (``Nigerian``, ``Democrats``), case-insensitively. An unknown or ambiguous name raises
-        `UnknownPersonaError` with "did you mean" candidates.
-
-        >>> PackRegistry.default().resolve("nigeria")
-        'country/nigeria'
-        >>> PackRegistry.default().resolve("Democrats")
-        'polparty/democrat'
-        """
-        if name in self._by_persona:
-            return name
-        key = " ".join(str(name).split()).casefold()
-        found = list(dict.fromkeys(pid for n, pids in self._names().items() if n == key for pid in pids))
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise UnknownPersonaError(f"{name!r} names several personas: {', '.join(found)}", hint="give the full persona id")
-        raise self._unknown(name)
-
-    def _names(self) -> dict[str, list[str]]:
-        names: dict[str, list[str]] = {}
-        for pid in self._by_persona:
-            spec = self.spec(pid)
-            words = [pid, pid.rsplit("/", 1)[-1], self._personas[pid].name, *spec.aliases, *getattr(spec, "places", ())]
-            for w in words:
-                names.setdefault(" ".join(str(w).split()).casefold(), []).append(pid)
-        return names
-
-    def dimensions(self) -> list[str]:
-        return list(dict.fromkeys(pk.dimension for pk in self._packs))
-
-    def pack_of(self, persona_id: str) -> PersonaPack:
-        try:
-            return self._by_persona[persona_id]
-        except (KeyError, TypeError):
-            raise self._unknown(persona_id) from None
-
-    def spec(self, persona_id: str) -> PersonaSpec:
-        return self.pack_of(persona_id).spec(persona_id)
-
-    def templates(self, persona_id: str) -> PackTemplates:
-        return self.pack_of(persona_id).templates
-
-    def pool(self, persona_id: str, *, max_items: int | None = None) -> Pool:
-        """The item pool the search labels for this persona (built once, then cached)."""
-        key = (persona_id, max_items)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self.pack_of(persona_id).pool(persona_id, max_items=max_items)
-            self._pools[key] = pool
-        return pool
-
-    def digest(self) -> str:
-        return stable_hash([pk.content_hash() for pk in self._packs])
-
-    def _unknown(self, persona_id: object) -> UnknownPersonaError:
-        names = self._names()
-        typed = " ".join(str(persona_id).split()).casefold()
-        close_names = difflib.get_close_matches(typed, list(names), n=5, cutoff=0.6)
-        close = list(dict.fromkeys(pid for n in close_names for pid in names[n]))[:3]
-        if not close:
-            close = difflib.get_close_matches(str(persona_id), list(self._by_persona), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(map(repr, close))}?" if close else (
-            f"known personas: {', '.join(sorted(self._by_persona)[:8])}{' …' if len(self._by_persona) > 8 else ''}"
-            " (`steerkit cache ls --personas` lists them all)"
-        )
-        return UnknownPersonaError(f"unknown persona {persona_id!r}: no configured pack defines it", hint=hint)
