@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steerkit._metrics import Metrics
 from steerkit._config import SteerConfig, expand_path
+from steerkit._metrics import Metrics
 from steerkit._redact import mask_credentials
-from steerkit.errors import SteerkitError, StoreWriteError, UserError
-from steerkit.models import ExampleSet, Pool, SearchConfig
 from steerkit._store import CacheKey, ExampleSetStore, SingleFlight
+from steerkit.errors import SteerkitError, StoreError, StoreWriteError, UserError
+from steerkit.models import ExampleSet, Pool, SearchConfig
 
 if TYPE_CHECKING:
     from steerkit.packs import PackRegistry
@@ -159,12 +159,33 @@ class ExampleSets:
     # reading -----------------------------------------------------------------------------------
     async def get(self, persona_id: str) -> ExampleSet | None:
         """The persona's current cached example set (counted as a hit or a miss); a finished search
-        the store could not write is served from memory."""
+        the store could not write is served from memory, also while the store cannot be read."""
         key = self.cache_key(persona_id)
-        es = await self.store.get(key)
-        if es is None:
-            es = self._unstored.get(key.digest())
+        es = await self._read(key)
         self.metrics.inc("cache_hits" if es is not None else "cache_misses")
+        return es
+
+    async def _read(self, key: CacheKey) -> ExampleSet | None:
+        """The store's current set for ``key``, else the one this process kept in memory. A store
+        that fails (Redis gone) is logged and counted; the kept set is served meanwhile, and with
+        none kept the `StoreError` goes up. The persona shown in prompts is always the configured
+        pack's, never the cached copy's (its description is not covered by the pool hash)."""
+        kept = self._unstored.get(key.digest())
+        try:
+            es = await self.store.get(key)
+        except StoreError as e:
+            self.metrics.inc("store_read_failures")
+            if kept is None:
+                raise
+            log.warning("the example-set store failed while reading %s (%s); serving the set this process kept "
+                        "in memory", key.persona_id, mask_credentials(getattr(e, "message", None) or str(e)))
+            es = None
+        if es is None:
+            es = kept
+        if es is not None and self.registry is not None and es.persona.id in self.registry:
+            persona = self.registry.persona(es.persona.id)
+            if es.persona != persona:
+                es = es.model_copy(update={"persona": persona})
         return es
 
     def unstored(self, persona_id: str) -> ExampleSet | None:
@@ -201,7 +222,7 @@ class ExampleSets:
         key = self.cache_key(persona_id)
 
         async def run() -> ExampleSet | None:
-            es = await self.store.get(key)
+            es = await self._read(key)
             if es is not None:
                 return es
             shared = getattr(self.store, "single_flight", None)  # a shared store (RedisStore): one search among replicas
@@ -211,6 +232,11 @@ class ExampleSets:
                 return await self.compute(persona_id)
             except StoreWriteError as e:  # the result is kept in memory: serve it
                 return e.example_set
+            except StoreError:  # the shared store went away after our search finished: serve what it found
+                kept = self._unstored.get(key.digest())
+                if kept is None:
+                    raise
+                return kept
 
         task = self._flight.start(key.digest(), run)
         return task
@@ -372,7 +398,7 @@ class ExampleSets:
         if store:
             try:
                 await self.put(key, es)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any store failure keeps the result in memory
                 self._store_failed(persona_id, digest, es, e)  # raises StoreWriteError
         self._provisional.pop(digest, None)  # the stored final version supersedes it
         if ckpt is not None:

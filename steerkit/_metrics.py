@@ -42,6 +42,7 @@ _SERIES: dict[str, tuple[str, str, str]] = {
     "searches_failed": ("counter", "steerkit_searches_failed", "Coherence searches that failed."),
     "searches_rate_limited": ("counter", "steerkit_searches_rate_limited", "Searches requests asked for that the rate limits refused."),
     "store_write_failures": ("counter", "steerkit_store_write_failures", "Example sets the store could not write (a finished search is then kept in memory)."),
+    "store_read_failures": ("counter", "steerkit_store_read_failures", "Cache reads the store failed (a set kept in memory is then served)."),
     "searches_running": ("gauge", "steerkit_searches_running", "Coherence searches running now."),
     "search_model_calls": ("counter", "steerkit_search_model_calls", "Scoring calls made by finished searches."),
     "search_prompt_tokens": ("counter", "steerkit_search_prompt_tokens", "Prompt tokens sent by finished searches."),

@@ -2,8 +2,10 @@
 
 Same semantics as `DiskStore` (the `ExampleSetStore` protocol): an example set is stored under its
 `CacheKey`'s digest as an immutable *version*; a key's *current* version is switched atomically by
-`put`; the last ``keep_versions`` versions stay readable with `get_version`. A corrupt entry is
-reported with a `CacheCorruptionWarning` and read as a miss.
+`put`; the last ``keep_versions`` versions stay readable with `get_version`. A corrupt entry (bad
+JSON, a key of the wrong Redis type, a field of the wrong type, the current version's blob deleted,
+a record over ``max_record_bytes``, a set that fails `check_example_set` against its key) is
+reported with a `CacheCorruptionWarning` and read as a miss; the next `put` overwrites it.
 
 Layout (``prefix`` defaults to ``steerkit``; the digest is a hash of the key's fields, so neither
 a URL nor a credential ever appears in a key)::
@@ -23,8 +25,8 @@ kept for ``failure_ttl_s`` and the waiters raise `SearchError` instead of search
 `steerkit.ExampleSets` uses it for every miss whenever the store offers it.
 
 ``RedisStore.from_url("redis://:password@host:6379/0?lease_s=30&prefix=steerkit")``: the
-``prefix``, ``lease_s``, ``poll_s``, ``keep_versions`` and ``failure_ttl_s`` query parameters are
-this store's; the rest of the URL goes to redis-py unchanged. Needs ``pip install 'steerkit[redis]'``.
+``prefix``, ``lease_s``, ``poll_s``, ``keep_versions``, ``failure_ttl_s`` and ``max_record_bytes``
+query parameters are this store's; the rest of the URL goes to redis-py unchanged. Needs ``pip install 'steerkit[redis]'``.
 """
 
 from __future__ import annotations
@@ -36,11 +38,20 @@ import logging
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from steerkit._store import CacheEntryInfo, CacheKey, _check_put, decode_blob, encode_blob
+from steerkit._store import (
+    MAX_RECORD_BYTES,
+    CacheEntryInfo,
+    CacheKey,
+    _check_put,
+    _check_size,
+    check_example_set,
+    decode_blob,
+    encode_blob,
+)
 from steerkit.errors import CacheCorruptionWarning, ConfigError, SearchError, StoreError
 from steerkit.models import ExampleSet
 
@@ -48,11 +59,27 @@ __all__ = ["RedisStore", "redact_url"]
 
 log = logging.getLogger("steerkit.store")
 
-_OWN_PARAMS = {"prefix": str, "lease_s": float, "poll_s": float, "keep_versions": int, "failure_ttl_s": float}
+_OWN_PARAMS = {"prefix": str, "lease_s": float, "poll_s": float, "keep_versions": int, "failure_ttl_s": float,
+               "max_record_bytes": int}
+
+# A blob, read only when it is a string of at most ARGV[1] bytes: nil (missing), its length (too
+# large: never sent over the wire), {type} (a key of another Redis type) or the blob itself.
+_READ_BLOB_LUA = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return false end
+if t ~= 'string' then return {t} end
+local n = redis.call('STRLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then return n end
+return redis.call('GET', KEYS[1])
+"""
 
 # Writes the new version's meta record (the atomic switch) and drops the versions past
 # ``keep_versions``, in one step on the server: readers see the old or the new version, never a mix.
 _PUT_LUA = """
+for i, want in ipairs({'string', 'set'}) do  -- a key of the wrong type (corrupt) is replaced
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want then redis.call('DEL', KEYS[i]) end
+end
 local versions = {}
 local raw = redis.call('GET', KEYS[1])
 if raw then
@@ -98,7 +125,8 @@ class RedisStore:
     ``url``: a ``redis://``, ``rediss://`` or ``unix://`` URL (the credentials in it go to redis-py
     only: errors and logs show the host alone). ``client``: an existing ``redis.asyncio.Redis``
     instead (not closed by `close`). ``lease_s``: the single-flight lease, renewed while a search
-    runs; a dead owner's lease expires after at most this long.
+    runs; a dead owner's lease expires after at most this long. ``max_record_bytes``: the largest
+    example set `put` writes and a read accepts.
     """
 
     def __init__(
@@ -111,6 +139,7 @@ class RedisStore:
         poll_s: float = 0.2,
         failure_ttl_s: float = 60.0,
         memory_items: int = 64,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         client: Any | None = None,
     ) -> None:
         try:
@@ -127,6 +156,7 @@ class RedisStore:
         self.lease_s = float(lease_s)
         self.poll_s = float(poll_s)
         self.failure_ttl_s = float(failure_ttl_s)
+        self.max_record_bytes = int(max_record_bytes)
         self._own_client = client is None
         if client is None:
             try:
@@ -136,6 +166,7 @@ class RedisStore:
                                   hint="use redis://[:password@]host[:port][/db]") from None
         self._r = client
         self._put_script = self._r.register_script(_PUT_LUA)
+        self._read_blob_script = self._r.register_script(_READ_BLOB_LUA)
         self._memory: OrderedDict[tuple[str, str], ExampleSet] = OrderedDict()
         self._memory_items = memory_items
         self._limiter: Any = None
@@ -197,11 +228,19 @@ class RedisStore:
         return StoreError(f"the Redis example-set store at {self.where} failed while {doing}: {type(e).__name__}",
                           hint="check that redis-server is running and reachable, and the store URL (--store)")
 
-    async def _call(self, doing: str, coro: Awaitable[Any]) -> Any:
-        from redis.exceptions import RedisError
+    async def _call(self, doing: str, coro: Awaitable[Any], *, wrong_type: str | None = None) -> Any:
+        """``await coro``; a Redis failure is a `StoreError` saying what to check. With
+        ``wrong_type`` (what was read), a key of the wrong Redis type is a warned miss (None)."""
+        from redis.exceptions import RedisError, ResponseError
 
         try:
             return await coro
+        except ResponseError as e:
+            if wrong_type is not None and str(e).startswith("WRONGTYPE"):
+                _warn(f"steerkit cache: {wrong_type} in Redis ({self.where}) is a key of the wrong type; treating it "
+                      "as a miss (the next store of it replaces it)")
+                return None
+            raise self._unavailable(e, doing) from None
         except (RedisError, OSError) as e:
             raise self._unavailable(e, doing) from None
 
@@ -211,21 +250,39 @@ class RedisStore:
             return None
         try:
             meta = json.loads(raw)
-            if not isinstance(meta, dict) or not isinstance(meta.get("versions"), list):
+            if (not isinstance(meta, dict) or not isinstance(meta.get("versions"), list)
+                    or not all(isinstance(v, str) for v in meta["versions"])
+                    or not isinstance(meta.get("current"), str)):
                 raise ValueError("bad structure")
             return meta
-        except (ValueError, TypeError, UnicodeDecodeError):
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
             _warn(f"steerkit cache: corrupt index entry {digest} in Redis ({self.where}); treating it as a miss")
             return None
 
-    def _parse_blob(self, digest: str, version: str, raw: Any) -> ExampleSet | None:
+    def _parse_blob(self, key: CacheKey, version: str, raw: Any, *, current: bool) -> ExampleSet | None:
+        digest = key.digest()
+        where = f"entry {digest}/{version} for {key.persona_id} in Redis ({self.where})"
         if raw is None:
+            if current:  # named by the index, but its blob is gone
+                _warn(f"steerkit cache: {where} is in the index but its data is missing; treating it as a miss "
+                      "(precompute the persona again)")
+            return None
+        if isinstance(raw, list):
+            kind = raw[0].decode() if raw and isinstance(raw[0], bytes) else "?"
+            _warn(f"steerkit cache: {where} is a Redis {kind}, not a string; treating it as a miss")
+            return None
+        if isinstance(raw, int):
+            _warn(f"steerkit cache: {where} is {raw} bytes, over the {self.max_record_bytes} byte record limit; "
+                  "treating it as a miss")
             return None
         try:
-            es = decode_blob(raw)
-        except Exception as e:
-            _warn(f"steerkit cache: corrupt entry {digest}/{version} in Redis ({self.where}) "
-                  f"({type(e).__name__}: {str(e)[:120]}); treating it as a miss")
+            es = decode_blob(raw, self.max_record_bytes)
+        except Exception as e:  # noqa: BLE001 - a corrupt record may fail in any way: a miss
+            _warn(f"steerkit cache: corrupt {where} ({type(e).__name__}: {str(e)[:120]}); treating it as a miss")
+            return None
+        why = check_example_set(key, es)
+        if why is not None:
+            _warn(f"steerkit cache: untrusted {where}: {why}; treating it as a miss (precompute the persona again)")
             return None
         self._remember(digest, version, es)
         return es
@@ -236,25 +293,28 @@ class RedisStore:
         while len(self._memory) > self._memory_items:
             self._memory.popitem(last=False)
 
-    async def _load(self, digest: str, version: str) -> ExampleSet | None:
+    async def _load(self, key: CacheKey, version: str, *, current: bool = False) -> ExampleSet | None:
+        digest = key.digest()
         es = self._memory.get((digest, version))
         if es is not None:
             self._memory.move_to_end((digest, version))
             return es
-        raw = await self._call("reading an example set", self._r.get(self._k_blob(digest, version)))
-        return self._parse_blob(digest, version, raw)
+        raw = await self._call("reading an example set",
+                               self._read_blob_script(keys=[self._k_blob(digest, version)], args=[self.max_record_bytes]))
+        return self._parse_blob(key, version, raw, current=current)
 
     async def get(self, key: CacheKey) -> ExampleSet | None:
         """The current version (one round trip when it is in this process's memory, two otherwise)."""
         digest = key.digest()
-        raw = await self._call("reading the index", self._r.get(self._k_meta(digest)))
+        raw = await self._call("reading the index", self._r.get(self._k_meta(digest)),
+                               wrong_type=f"index entry {digest}")
         meta = self._parse_meta(digest, raw)
-        if not meta or not isinstance(meta.get("current"), str):
+        if not meta:
             return None
-        return await self._load(digest, meta["current"])
+        return await self._load(key, meta["current"], current=True)
 
     async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
-        return await self._load(key.digest(), version)
+        return await self._load(key, version)
 
     # writing -------------------------------------------------------------------------------------
     async def put(self, key: CacheKey, es: ExampleSet) -> str:
@@ -264,7 +324,8 @@ class RedisStore:
         version = es.version
         text = es.to_json()
         blob = encode_blob(text)
-        meta = {"key": key.model_dump(), "current": version, "updated_at": datetime.now(timezone.utc).isoformat(),
+        _check_size(blob, self.max_record_bytes, f"the Redis store at {self.where}")
+        meta = {"key": key.model_dump(), "current": version, "updated_at": datetime.now(UTC).isoformat(),
                 "n_items": len(es.items), "score": es.score, "violations": es.violations}
         await self._call("writing an example set", self._r.set(self._k_blob(digest, version), blob))
         dropped = await self._call(
@@ -278,8 +339,8 @@ class RedisStore:
         return version
 
     async def entries(self) -> list[CacheEntryInfo]:
-        digests = sorted(d.decode() if isinstance(d, bytes) else d
-                         for d in await self._call("listing entries", self._r.smembers(self._k_keys())))
+        members = await self._call("listing entries", self._r.smembers(self._k_keys()), wrong_type="the list of entries")
+        digests = sorted(d.decode() if isinstance(d, bytes) else d for d in members or ())
         if not digests:
             return []
         raws = await self._call("listing entries", self._r.mget([self._k_meta(d) for d in digests]))
@@ -293,7 +354,7 @@ class RedisStore:
                                           current_version=meta.get("current"), versions=list(meta["versions"]),
                                           updated_at=meta.get("updated_at"), n_items=meta.get("n_items"),
                                           score=meta.get("score"), violations=meta.get("violations")))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a corrupt index record: skipped
                 _warn(f"steerkit cache: corrupt index entry {digest} in Redis ({self.where}); skipped")
         return out
 
@@ -323,13 +384,14 @@ class RedisStore:
     # single flight across processes --------------------------------------------------------------
     async def last_failure(self, key: CacheKey) -> str | None:
         """The error of the key's last failed search while it is younger than ``failure_ttl_s``."""
-        raw = await self._call("reading a failure", self._r.get(self._k_failed(key.digest())))
+        raw = await self._call("reading a failure", self._r.get(self._k_failed(key.digest())),
+                               wrong_type=f"the failure record of {key.persona_id}")
         return None if raw is None else raw.decode("utf-8", "replace")
 
     async def single_flight(self, key: CacheKey, compute: Callable[[], Awaitable[ExampleSet]]) -> ExampleSet:
         """``compute()`` in exactly one process among all sharing this Redis; the others wait for
         its stored result. See the module docstring for leases, dead owners and failures."""
-        from redis.exceptions import LockError
+        from redis.exceptions import LockError, RedisError
 
         digest = key.digest()
         while True:
@@ -347,8 +409,8 @@ class RedisStore:
                     if es is not None:
                         return es
                     return await self._leased(lock, key, compute)
-                finally:
-                    with contextlib.suppress(LockError, StoreError, OSError):
+                finally:  # a store gone away must not hide the search's own outcome
+                    with contextlib.suppress(LockError, RedisError, StoreError, OSError):
                         await lock.release()
             await asyncio.sleep(self.poll_s)
 

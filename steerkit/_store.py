@@ -10,8 +10,12 @@ a new version is switched in meanwhile, and `get_version` can still fetch v (the
 one machine; `MemoryStore` is for tests and short-lived processes. Both implement the
 `ExampleSetStore` protocol, so a shared backend (Redis, S3, …) can follow.
 
-A corrupt or unreadable entry is reported with a `CacheCorruptionWarning` and treated as a
-miss, never a crash. `SingleFlight` makes concurrent misses for one key share one computation.
+A corrupt, unreadable or untrustworthy entry is reported with a `CacheCorruptionWarning` and
+treated as a miss, never a crash. A set read from disk (or Redis, or an import) is trusted only
+when `check_example_set` finds nothing wrong: its items must hash to the key's pool hash (a cache
+folder anyone can write must not become a way to put text into steered prompts), it must hold
+labels, and its record must be at most ``max_record_bytes`` (`MAX_RECORD_BYTES`, 32 MiB).
+`SingleFlight` makes concurrent misses for one key share one computation.
 """
 
 from __future__ import annotations
@@ -24,26 +28,28 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from steerkit._config import default_cache_dir, default_examples_dir, expand_path
 from steerkit._version import __version__
-from steerkit._config import default_cache_dir, default_examples_dir, expand_path  # noqa: F401  (re-exported)
 from steerkit.errors import CacheCorruptionWarning, StoreError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig, stable_hash
 
 __all__ = [
     "EXPORT_FORMAT",
+    "MAX_RECORD_BYTES",
     "CacheEntryInfo",
     "CacheKey",
     "DiskStore",
     "ExampleSetStore",
     "MemoryStore",
     "SingleFlight",
+    "check_example_set",
     "default_cache_dir",
     "export_entries",
     "import_entries",
@@ -56,9 +62,17 @@ log = logging.getLogger("steerkit.store")
 _SECRET_RE = re.compile(r"(?i)^(sk-|sk_|pk-|rk-|bearer\s|hf_|gsk_|xai-|key-|api[-_]?key)|(?i:api[-_]?key=)")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+#: The largest record a store writes or reads, and the longest line `cache import` takes (bytes):
+#: about 30,000 labelled items. A larger record is refused when written and a miss when read.
+MAX_RECORD_BYTES = 32 * 2**20
 
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def encode_blob(text: str) -> str:
@@ -66,8 +80,17 @@ def encode_blob(text: str) -> str:
     return json.dumps({"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "json": text})
 
 
-def decode_blob(raw: str | bytes) -> ExampleSet:
-    """The example set in a stored blob; raises on a checksum mismatch or malformed data."""
+def record_size(raw: str | bytes) -> int:
+    """A record's size in bytes (UTF-8 for text)."""
+    return len(raw) if isinstance(raw, (bytes, bytearray)) else len(raw.encode("utf-8", "surrogatepass"))
+
+
+def decode_blob(raw: str | bytes, max_bytes: int = MAX_RECORD_BYTES) -> ExampleSet:
+    """The example set in a stored blob; raises on an oversized record, a checksum mismatch or
+    malformed data (it is not yet checked against a key: see `check_example_set`)."""
+    n = record_size(raw)
+    if n > max_bytes:
+        raise ValueError(f"the record is {_mib(n)}, over the {_mib(max_bytes)} limit")
     rec = json.loads(raw)
     text = rec["json"]
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != rec["sha256"]:
@@ -146,11 +169,46 @@ class ExampleSetStore(Protocol):
     async def delete(self, key: CacheKey) -> bool: ...
 
 
+def check_example_set(key: CacheKey, es: ExampleSet) -> str | None:
+    """Why ``es`` cannot be trusted under ``key``, or None when it can: it must be for the key's
+    persona, hold items and labels (each for one of its items), and its items must hash to the
+    key's pool hash and to its provenance's (a set whose text was edited does not)."""
+    if es.persona.id != key.persona_id:
+        return f"it is for persona {es.persona.id!r} but the key is for {key.persona_id!r}"
+    if not es.items:
+        return "it holds no items"
+    if not es.labels:
+        return "it holds no labels"
+    ids = {it.id for it in es.items}
+    stray = sorted(k for k, lab in es.labels.items() if k != lab.item_id or k not in ids)
+    if stray:
+        return f"it has labels for items it does not hold ({', '.join(map(repr, stray[:3]))})"
+    try:
+        pool_hash = es.pool().content_hash()
+    except (UserError, ValueError) as e:
+        return f"its items do not form a valid pool ({(str(e).splitlines() or [''])[0][:120]})"
+    if pool_hash != key.pool_hash:
+        return (f"its items hash to pool {pool_hash[:12]}, not the key's pool {key.pool_hash[:12]} "
+                "(its text was edited, or it belongs to another pool)")
+    if es.provenance.pool_hash != pool_hash:
+        return f"its provenance names pool {es.provenance.pool_hash[:12]} but its items hash to {pool_hash[:12]}"
+    return None
+
+
 def _check_put(key: CacheKey, es: ExampleSet) -> None:
     if not isinstance(es, ExampleSet):
         raise StoreError(f"put() needs an ExampleSet, got {type(es).__name__}")
-    if es.persona.id != key.persona_id:
-        raise StoreError(f"example set is for persona {es.persona.id!r} but the key is for {key.persona_id!r}")
+    why = check_example_set(key, es)
+    if why is not None:
+        raise StoreError(f"refusing to store the example set of {key.persona_id}: {why}",
+                         hint="store a set under the key of the pool it was searched on (CacheKey.for_example_set)")
+
+
+def _check_size(blob: str, limit: int, where: str) -> None:
+    n = record_size(blob)
+    if n > limit:
+        raise StoreError(f"the example set is {_mib(n)}, over the {_mib(limit)} record limit of {where}",
+                         hint="search a smaller pool (steer.max_pool_items), or raise the store's max_record_bytes")
 
 
 # --- memory -------------------------------------------------------------------------------------
@@ -236,15 +294,17 @@ class DiskStore:
     ``"meta:<digest>"`` → ``{"key", "current", "versions", "updated_at", …}``. `put` writes the
     blob first, then replaces the meta record in one write: readers see the old or the new
     version, never a mix. Parsed example sets are kept in a small in-memory LRU, so a cache hit
-    costs one small SQLite read.
+    costs one small SQLite read. A set read from disk is checked against its key
+    (`check_example_set`); a record over ``max_record_bytes`` is refused by `put` and a miss when read.
     """
 
     def __init__(self, directory: str | Path | None = None, *, keep_versions: int = 10, memory_items: int = 64,
-                 size_limit: int = 2**30) -> None:
+                 size_limit: int = 2**30, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         import diskcache  # the embedded default dependency
 
         self.directory = expand_path(directory) if directory is not None else default_examples_dir()
         self.keep_versions = max(1, keep_versions)
+        self.max_record_bytes = max_record_bytes
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(str(self.directory), size_limit=size_limit, eviction_policy="none")
@@ -259,7 +319,7 @@ class DiskStore:
     def _meta(self, digest: str, *, warn: bool = True) -> dict[str, Any] | None:
         try:
             raw = self._cache.get(f"meta:{digest}")
-        except Exception as e:  # sqlite errors, unpickling errors
+        except Exception as e:  # noqa: BLE001 - sqlite errors, unpickling errors
             if warn:
                 _warn(f"steerkit cache: unreadable index entry {digest} in {self.directory} ({type(e).__name__}: "
                       f"{str(e)[:120]}); treating it as a miss ({_store_hint(e, self.directory)})")
@@ -278,7 +338,8 @@ class DiskStore:
                 _warn(f"steerkit cache: corrupt index entry {digest} in {self.directory}; treating it as a miss")
             return None
 
-    def _load(self, digest: str, version: str, warn_missing: bool = False) -> ExampleSet | None:
+    def _load(self, key: CacheKey, version: str, warn_missing: bool = False) -> ExampleSet | None:
+        digest = key.digest()
         mk = (digest, version)
         es = self._memory.get(mk)
         if es is not None:
@@ -286,7 +347,7 @@ class DiskStore:
             return es
         try:
             raw = self._cache.get(f"es:{digest}:{version}")
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - sqlite errors, unpickling errors
             _warn(f"steerkit cache: unreadable entry {digest}/{version} ({type(e).__name__}); treating it as a miss "
                   f"({_store_hint(e, self.directory)})")
             return None
@@ -297,10 +358,15 @@ class DiskStore:
                   f"{self.directory}; treating it as a miss (precompute the persona again)")
             return None
         try:
-            es = decode_blob(raw)
-        except Exception as e:
+            es = decode_blob(raw, self.max_record_bytes)
+        except Exception as e:  # noqa: BLE001 - a corrupt record may fail in any way: a miss
             _warn(f"steerkit cache: corrupt entry {digest}/{version} in {self.directory} ({type(e).__name__}: "
                   f"{str(e)[:120]}); treating it as a miss")
+            return None
+        why = check_example_set(key, es)
+        if why is not None:
+            _warn(f"steerkit cache: untrusted entry {digest}/{version} for {key.persona_id} in {self.directory}: "
+                  f"{why}; treating it as a miss (precompute the persona again)")
             return None
         self._memory[mk] = es
         while len(self._memory) > self._memory_items:
@@ -314,11 +380,11 @@ class DiskStore:
             return None
         version = meta["current"]
         if (digest, version) in self._memory:
-            return self._load(digest, version)
-        return await asyncio.to_thread(self._load, digest, version, True)
+            return self._load(key, version)
+        return await asyncio.to_thread(self._load, key, version, True)
 
     async def get_version(self, key: CacheKey, version: str) -> ExampleSet | None:
-        return await asyncio.to_thread(self._load, key.digest(), version)
+        return await asyncio.to_thread(self._load, key, version)
 
     # writing ---------------------------------------------------------------------------------
     def _put_sync(self, key: CacheKey, es: ExampleSet) -> str:
@@ -326,6 +392,7 @@ class DiskStore:
         version = es.version
         text = es.to_json()
         blob = encode_blob(text)
+        _check_size(blob, self.max_record_bytes, f"the cache at {self.directory}")
         try:
             self._cache.set(f"es:{digest}:{version}", blob)
             with self._cache.transact():
@@ -380,7 +447,7 @@ class DiskStore:
                         violations=meta.get("violations"),
                     )
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001 - a corrupt index record: skipped
                 _warn(f"steerkit cache: corrupt index entry {digest}; skipped")
         return out
 
@@ -456,7 +523,7 @@ class SingleFlight(Generic[T]):
         for t in tasks:
             try:
                 await t
-            except BaseException:  # noqa: BLE001 - cancelled or failed: both are fine here
+            except BaseException:  # noqa: BLE001, S110 - cancelled or failed: both are fine here
                 pass
 
 
@@ -489,17 +556,30 @@ async def export_entries(store: ExampleSetStore, personas: list[str] | None = No
 
 
 async def import_entries(store: ExampleSetStore, lines: list[str], source: str = "<input>", *,
-                         known_personas: Collection[str] | None = None) -> tuple[int, int]:
+                         known_personas: Collection[str] | None = None,
+                         pool_hash_of: Callable[[str], str] | None = None,
+                         max_record_bytes: int = MAX_RECORD_BYTES) -> tuple[int, int]:
     """Put every example set of an export into ``store``; returns (imported, unchanged). The whole
-    file is validated first (JSON, entries, each key against its example set, and, given
-    ``known_personas``, personas the configured packs define): a bad file changes nothing."""
+    file is validated first, and a bad file changes nothing: JSON, entries, lines of at most
+    ``max_record_bytes``, this library version's keys only (another version never reads them), each
+    set against its key (`check_example_set`: its items hash to the key's pool, it holds labels),
+    and, given ``known_personas`` / ``pool_hash_of`` (persona id → the configured pack's pool
+    hash), personas the configured packs define with the pool they define."""
     from pydantic import ValidationError
 
     from steerkit._json import loads_strict
     from steerkit.errors import InvalidRequestError
 
+    bad = "a bad file changes nothing; re-export it"
+    if lines and lines[0].startswith("\ufeff"):  # a UTF-8 byte-order mark (an editor's save)
+        lines = [lines[0][1:], *lines[1:]]
     if not lines or not lines[0].strip():
         raise UserError(f"{source}: empty file", hint="give a file written by `steerkit cache export`")
+    for n, line in enumerate(lines, start=1):
+        size = record_size(line)
+        if size > max_record_bytes:
+            raise UserError(f"{source}: line {n} is {_mib(size)}, over the {_mib(max_record_bytes)} limit of a cache record",
+                            hint=f"{bad}; a set that large would not be stored either")
     try:
         header = loads_strict(lines[0])
     except InvalidRequestError:
@@ -515,17 +595,32 @@ async def import_entries(store: ExampleSetStore, lines: list[str], source: str =
             key = CacheKey(**rec["key"])
             es = ExampleSet.model_validate(rec["example_set"])
         except InvalidRequestError as e:
-            raise UserError(f"{source}: line {n}: {e.message}", hint="a bad file changes nothing; re-export it") from None
+            raise UserError(f"{source}: line {n}: {e.message}", hint=bad) from None
         except (KeyError, TypeError, ValidationError, RecursionError) as e:
             first = (str(e).splitlines() or [""])[0][:200]
             raise UserError(f"{source}: line {n}: not a valid cache entry ({type(e).__name__}: {first})",
-                            hint="a bad file changes nothing; re-export it") from None
+                            hint=bad) from None
+        if key.library_version != __version__:
+            raise UserError(f"{source}: line {n}: the example set of {key.persona_id} was made by steerkit "
+                            f"{key.library_version}; this is steerkit {__version__}, which would never use it (the "
+                            "library version is part of every cache key)",
+                            hint=f"precompute it again with this version, or import it with steerkit {key.library_version}")
         if es.persona.id != key.persona_id:
             raise UserError(f"{source}: line {n}: the key is for persona {key.persona_id!r} but the example set is "
-                            f"for {es.persona.id!r}", hint="a bad file changes nothing; re-export it")
+                            f"for {es.persona.id!r}", hint=bad)
         if known_personas is not None and key.persona_id not in known_personas:
             raise UserError(f"{source}: line {n}: persona {key.persona_id!r} is not defined by any configured pack",
                             hint="add its pack (packs_dirs) first; a bad file changes nothing")
+        why = check_example_set(key, es)
+        if why is not None:
+            raise UserError(f"{source}: line {n}: the example set of {key.persona_id} cannot be trusted: {why}",
+                            hint=f"{bad} from the cache that computed it")
+        expected = pool_hash_of(key.persona_id) if pool_hash_of is not None else None
+        if expected is not None and expected != key.pool_hash:
+            raise UserError(f"{source}: line {n}: the example set of {key.persona_id} was searched on pool "
+                            f"{key.pool_hash[:12]}, but the configured pack gives pool {expected[:12]}: it would never be used",
+                            hint="import it where the same pack and steer.max_pool_items are configured, or precompute it "
+                                 "here; a bad file changes nothing")
         parsed.append((key, es))
     imported = unchanged = 0
     for key, es in parsed:

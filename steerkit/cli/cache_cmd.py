@@ -9,7 +9,9 @@
 - ``cache export [PERSONA...] -o FILE``: a JSON-lines file to copy to another machine
   (first line a header, then one ``{"key": …, "example_set": …}`` per entry).
 - ``cache import FILE``: put the file's example sets into this cache (an entry whose current
-  version is already the same is left alone).
+  version is already the same is left alone). The whole file is checked first (see
+  `steerkit._store.import_entries`: each set against its key and the configured pack, this library
+  version, records of at most 32 MiB); a bad file, a folder or a device changes nothing (exit 2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,7 @@ def _run(fn: Callable[[argparse.Namespace, Any], Any]) -> Callable[[argparse.Nam
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _age(t: datetime) -> str:
@@ -335,22 +337,68 @@ def _write_safely(out: Path, text: str) -> None:
         raise
 
 
+def _read_lines(stream: Any, source: str, limit: int) -> list[str]:
+    """The lines of an export, each read with a bound (``limit`` characters), so an endless or
+    binary input (``/dev/zero``, a huge line) is a clear error instead of a `MemoryError`."""
+    lines = []
+    try:
+        while True:
+            line = stream.readline(limit + 1)
+            if not line:
+                return lines
+            if len(line) > limit:
+                raise UserError(f"{source}: line {len(lines) + 1} is longer than the {limit / 2**20:.0f} MiB limit of a "
+                                "cache record", hint="give a file written by `steerkit cache export`")
+            lines.append(line.rstrip("\r\n"))
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not UTF-8 text, so not a file written by `steerkit cache export`") from None
+
+
+def _open_export(path: Path) -> Any:
+    """``path`` opened for reading as UTF-8 (a byte-order mark is skipped), or a `UserError`
+    saying why it cannot be an export: missing, unreadable, a folder, a device or socket."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path} is a folder, not a file written by `steerkit cache export`",
+                        hint="give the export file itself (steerkit cache export -o FILE writes one)")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise UserError(f"{path} is a device or special file, not a file written by `steerkit cache export`")
+    try:
+        return path.open(encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
 async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     settings, store = ctx
+    from steerkit._store import MAX_RECORD_BYTES
+
+    limit = getattr(store, "max_record_bytes", MAX_RECORD_BYTES)
     if args.file == "-":
-        text, source = sys.stdin.read(), "<stdin>"
+        source = "<stdin>"
+        lines = _read_lines(sys.stdin, source, limit)
     else:
         path = Path(args.file).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"{path}: no such file") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a text file written by `steerkit cache export`") from None
         source = str(path)
+        with _open_export(path) as f:
+            lines = _read_lines(f, source, limit)
     from steerkit._runtime import make_registry
 
-    known = {p.id for p in make_registry(settings).personas()}
-    imported, unchanged = await import_entries(store, text.splitlines(), source, known_personas=known)
+    registry = make_registry(settings)
+    known = {p.id for p in registry.personas()}
+    max_items = settings.steer_config().max_pool_items
+
+    def pool_hash_of(persona_id: str) -> str:  # the pool the app would search, so the key it would read
+        return registry.pool(persona_id, max_items=max_items).content_hash()
+
+    imported, unchanged = await import_entries(store, lines, source, known_personas=known, pool_hash_of=pool_hash_of,
+                                               max_record_bytes=limit)
     print(f"imported {imported} example set(s), {unchanged} already present")
     return 0
