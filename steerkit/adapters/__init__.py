@@ -1,5 +1,6 @@
-"""Adapters: chat-client wrappers (this module's lazy exports) and human-feedback adapters
-(``steerkit.adapters.queue``, ``console``, ``callback``, ``webhook``)."""
+"""Adapters: chat-client wrappers (this module's lazy exports), the LiteLLM proxy callback
+(``steerkit.adapters.litellm``) and human-feedback adapters (``steerkit.adapters.queue``,
+``console``, ``callback``, ``webhook``)."""
 
 from __future__ import annotations
 
