@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,11 +25,15 @@ from steerkit.models import Item, stable_hash
 __all__ = [
     "PERSONA_TAILORING_STYLES",
     "cluster_style",
+    "import_globalopinionqa_countries",
     "import_globalopinionqa_csv",
     "import_jsonl",
     "import_opinionqa",
+    "import_opinionqa_attribute",
     "import_persona_tailoring",
     "is_refusal",
+    "opinionqa_attributes",
+    "opinionqa_waves",
     "write_jsonl",
 ]
 
@@ -117,30 +122,14 @@ def import_opinionqa(
     of options outside ``allowed_options`` are skipped; gold = the group's plurality answer.
     """
     wave = Path(wave_dir).expanduser()
-    info_path = wave / "info.csv"
     data_path = wave / f"{attribute}_data.json"
     if not wave.is_dir():
         raise DatasetImportError(f"{wave}: not a folder", hint="give an OpinionQA wave folder, e.g. American_Trends_Panel_W92")
     if not data_path.is_file():
         have = sorted(p.name.removesuffix("_data.json") for p in wave.glob("*_data.json"))
         raise DatasetImportError(f"{data_path}: no such file", hint=f"attributes in this wave: {have}")
-    references: dict[str, list[str]] = {}
-    if info_path.is_file():
-        try:
-            with info_path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames is None or "key" not in reader.fieldnames or "references" not in reader.fieldnames:
-                    raise DatasetImportError(f"{info_path}: expected columns 'key' and 'references'")
-                for n, row in enumerate(reader, start=2):
-                    references[row["key"]] = _literal_list(row["references"], f"{info_path}:{n} references")
-        except (OSError, csv.Error, UnicodeDecodeError) as e:
-            raise DatasetImportError(f"{info_path}: cannot read as CSV ({e})") from None
-    try:
-        data = json.loads(data_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetImportError(f"{data_path}: cannot read as JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatasetImportError(f"{data_path}: expected an object keyed by question id")
+    references = _references(wave / "info.csv")
+    data = _attribute_data(data_path)
     groups_seen: set[str] = set()
     items: list[Item] = []
     for qkey, rec in data.items():
@@ -162,6 +151,112 @@ def import_opinionqa(
             f"{data_path}: no group {group!r}", hint=f"groups in this file: {sorted(groups_seen)}"
         )
     return items
+
+
+def _references(info_path: Path) -> dict[str, list[str]]:
+    """Question key → its answer options, from a wave's ``info.csv`` (empty when there is none)."""
+    references: dict[str, list[str]] = {}
+    if info_path.is_file():
+        try:
+            with info_path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is None or "key" not in reader.fieldnames or "references" not in reader.fieldnames:
+                    raise DatasetImportError(f"{info_path}: expected columns 'key' and 'references'")
+                for n, row in enumerate(reader, start=2):
+                    references[row["key"]] = _literal_list(row["references"], f"{info_path}:{n} references")
+        except (OSError, csv.Error, UnicodeDecodeError) as e:
+            raise DatasetImportError(f"{info_path}: cannot read as CSV ({e})") from None
+    return references
+
+
+def _attribute_data(data_path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(data_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{data_path}: cannot read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetImportError(f"{data_path}: expected an object keyed by question id")
+    return data
+
+
+def opinionqa_waves(root: str | Path) -> list[Path]:
+    """The OpinionQA wave folders at or below ``root`` (folders with an ``info.csv`` and at least one
+    ``<ATTR>_data.json``), sorted by name."""
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        raise DatasetImportError(f"{r}: not a folder", hint="give the OpinionQA human_resp folder (or a folder above it)")
+    waves = sorted({p.parent for p in r.rglob("*_data.json") if (p.parent / "info.csv").is_file()}, key=lambda p: p.name)
+    if not waves:
+        raise DatasetImportError(f"{r}: no OpinionQA wave folders (info.csv with <ATTR>_data.json) at or below it",
+                                 hint="give the folder holding American_Trends_Panel_W* from the OpinionQA release")
+    return waves
+
+
+def opinionqa_attributes(root: str | Path) -> dict[str, list[str]]:
+    """Attribute file name (``POLPARTY``) → the waves (folder names) that have it."""
+    out: dict[str, list[str]] = {}
+    for wave in opinionqa_waves(root):
+        for p in sorted(wave.glob("*_data.json")):
+            out.setdefault(p.name.removesuffix("_data.json"), []).append(wave.name)
+    return out
+
+
+def import_opinionqa_attribute(
+    root: str | Path,
+    attribute: str,
+    *,
+    allowed_options: Sequence[int] = (2, 3),
+    id_prefix: str = "oqa",
+) -> dict[str, list[Item]]:
+    """Claims for every group of one attribute (``AGE`` → ``18-29``, ``30-49`` …) from every wave at
+    or below ``root``: {group: items}.
+
+    The filtering is `import_opinionqa`'s. A question asked in several waves with the same text
+    and options is one question: its counts are summed and gold is the group's plurality over all
+    the waves. A question key seen before (a folder holding a copy of a wave's questions, such as
+    the disagreement subsets) is read once. Every group's items share ids (``<prefix>/<first question key>/o<n>``) so the
+    groups' pools are the same questions, differing only in gold.
+    """
+    waves = [w for w in opinionqa_waves(root) if (w / f"{attribute}_data.json").is_file()]
+    if not waves:
+        have = sorted(opinionqa_attributes(root))
+        raise DatasetImportError(f"{root}: no wave has {attribute}_data.json", hint=f"attributes in this data: {have}")
+    # (question, options) -> first key, waves, keys, {group: counts}
+    merged: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    keys_seen: set[str] = set()
+    for wave in waves:
+        references = _references(wave / "info.csv")
+        data_path = wave / f"{attribute}_data.json"
+        for qkey, rec in _attribute_data(data_path).items():
+            if not isinstance(rec, dict) or "question_text" not in rec:
+                raise DatasetImportError(f"{data_path}: question {qkey!r} has no 'question_text'")
+            if qkey in keys_seen:  # a key names one question of one wave: another folder's copy (e.g. a subset)
+                continue
+            keys_seen.add(qkey)
+            groups = {g: c for g, c in rec.items() if isinstance(c, dict)}
+            if not groups:
+                continue
+            options = references.get(qkey) or list(next(iter(groups.values())))
+            options = [o for o in options if not is_refusal(o)]
+            if len(options) not in allowed_options:
+                continue
+            question = " ".join(str(rec["question_text"]).split())
+            entry = merged.setdefault((question, tuple(options)), {"key": qkey, "waves": [], "keys": [], "counts": {}})
+            entry["waves"].append(wave.name)
+            entry["keys"].append(qkey)
+            for g, counts in groups.items():
+                acc = entry["counts"].setdefault(g, [0.0] * len(options))
+                for n, o in enumerate(options):
+                    v = counts.get(o, 0.0)
+                    acc[n] += float(v) if isinstance(v, (int, float)) and not math.isnan(v) else 0.0
+    out: dict[str, list[Item]] = {}
+    for (question, options), entry in merged.items():
+        for g, counts in entry["counts"].items():
+            meta = {"source": "opinionqa", "waves": entry["waves"], "question_keys": entry["keys"],
+                    "attribute": attribute, "group": g}
+            out.setdefault(g, []).extend(
+                _claims(f"{id_prefix}/{_safe_id(entry['key'])}", question, list(options), counts, meta))
+    return out
 
 
 # --- GlobalOpinionQA ----------------------------------------------------------------------------
@@ -258,6 +353,67 @@ def import_globalopinionqa_csv(
             hint=f"countries in this file: {sorted(countries_seen)[:20]}",
         )
     return items
+
+
+def import_globalopinionqa_countries(
+    path: str | Path,
+    *,
+    countries: Iterable[str] | None = None,
+    allowed_options: Sequence[int] = (2, 3),
+    sources: Iterable[str] | None = None,
+    id_prefix: str = "gqa",
+) -> dict[str, list[Item]]:
+    """Claims for many countries from one pass over a GlobalOpinionQA CSV: {country: items}
+    (every country in ``selections``, or those of ``countries``). Filtering and gold are
+    `import_globalopinionqa_csv`'s; a question's items have the same ids in every country's list,
+    so the countries' pools share their questions and differ in gold."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetImportError(f"{p}: no such file")
+    want = set(countries) if countries is not None else None
+    keep_sources = set(sources) if sources is not None else None
+    out: dict[str, list[Item]] = {}
+    seen: set[str] = set()
+    used_ids: dict[str, int] = {}
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"question", "selections", "options"} - set(reader.fieldnames or ())
+            if missing:
+                raise DatasetImportError(f"{p}: not a GlobalOpinionQA CSV: missing column(s) {sorted(missing)}",
+                                         hint="expected columns question, selections, options, source")
+            for n, row in enumerate(reader, start=2):
+                where = f"{p}:{n}"
+                if keep_sources is not None and row.get("source") not in keep_sources:
+                    continue
+                sel = _parse_selections(row["selections"] or "", where)
+                seen.update(sel)
+                options = _literal_list(row["options"] or "", f"{where} options")
+                keep = [k for k, o in enumerate(options) if not is_refusal(o)]
+                if len(keep) not in allowed_options:
+                    continue
+                question = (row["question"] or "").strip()
+                if not question:
+                    raise DatasetImportError(f"{where}: empty 'question'")
+                base = f"{id_prefix}/{stable_hash([question, options])}"
+                k = used_ids.get(base, 0)
+                used_ids[base] = k + 1
+                gid = base if k == 0 else f"{base}-{k}"
+                for country, shares in sel.items():
+                    if want is not None and country not in want:
+                        continue
+                    if len(shares) != len(options):
+                        raise DatasetImportError(f"{where}: {len(options)} options but {len(shares)} shares for {country!r}")
+                    meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
+                    out.setdefault(country, []).extend(
+                        _claims(gid, question, [options[i] for i in keep], [shares[i] for i in keep], meta))
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{p}: cannot read as CSV ({e})") from None
+    unknown = sorted((want or set()) - seen)
+    if unknown:
+        raise DatasetImportError(f"{p}: no country {', '.join(map(repr, unknown))} in 'selections'",
+                                 hint=f"countries in this file: {sorted(seen)[:20]}")
+    return out
 
 
 # --- JSONL --------------------------------------------------------------------------------------

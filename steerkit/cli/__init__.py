@@ -10,6 +10,7 @@ Commands::
     steerkit probe [--dataset facts|opinionqa|...]   (does the model follow in-context labels?)
     steerkit eval --dataset D --data PATH            (the seed paper's protocol)
     steerkit config show
+    steerkit pack new | check | import | generate   (your own persona packs)
     steerkit review ...          (human review of escalated labels)
 
 Every command takes ``--config FILE``, ``--cache-dir DIR``, ``--packs-dir DIR`` and ``-v``; the
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe_cmd.register(sub, _common, _models)
     eval_cmd.register(sub, _common, _models)
+
+    from steerkit.cli import pack_cmd
+
+    pack_cmd.register(sub, _common, _models)
 
     p = sub.add_parser("config", help="show the effective configuration")
     _common(p)

@@ -43,6 +43,12 @@ from steerkit.packs._model import (
     QuestionSpec,
     pack_from_data,
 )
+from steerkit.packs._quality import (
+    near_duplicates,
+    overlapping_options,
+    persona_mentions,
+    spread,
+)
 from steerkit.packs._registry import (
     PACK_SUFFIXES,
     PackRegistry,
@@ -55,6 +61,8 @@ __all__ = [
     "PACK_SUFFIXES",
     "SUPPORTED_FORMAT_VERSIONS",
     "AnswerSpec",
+    "NewPackSpec",
+    "NewPersona",
     "PackFile",
     "PackProvenance",
     "PackRegistry",
@@ -63,7 +71,27 @@ __all__ = [
     "PersonaSpec",
     "PreferenceSpec",
     "QuestionSpec",
+    "append_questions",
     "default_pack_paths",
     "load_pack",
+    "near_duplicates",
+    "new_pack_document",
+    "overlapping_options",
     "pack_from_data",
+    "persona_mentions",
+    "spread",
+    "write_pack_document",
+    "write_survey_pack",
 ]
+
+_WRITE = frozenset({"NewPackSpec", "NewPersona", "append_questions", "new_pack_document", "write_pack_document",
+                    "write_survey_pack"})
+
+
+def __getattr__(name: str) -> object:
+    """Writing packs needs tomlkit: imported on first use, so loading packs (every request) does not."""
+    if name in _WRITE:
+        from steerkit.packs import _write
+
+        return getattr(_write, name)
+    raise AttributeError(f"module 'steerkit.packs' has no attribute {name!r}")
