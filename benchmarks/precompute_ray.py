@@ -12,6 +12,7 @@ Ray's start-up is measured apart (``ray_init_s``) and not included in the Ray wa
 with the speed-up (sequential / Ray) of each, measured in the same run. Usage::
 
     python benchmarks/precompute_ray.py [--personas 8] [--cpus 2] [--delay 0.01] [--skip-embedded]
+    python benchmarks/precompute_ray.py --quick   # seconds after Ray starts: 2 personas, fake only (CI)
 """
 
 from __future__ import annotations
@@ -105,7 +106,10 @@ def main() -> None:
     ap.add_argument("--embedded-items", type=int, default=6)
     ap.add_argument("--embedded-iterations", type=int, default=12)
     ap.add_argument("--skip-embedded", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="seconds after Ray starts (CI): 2 personas, 6 items, 10 iterations, fake only")
     args = ap.parse_args()
+    if args.quick:
+        args.personas, args.fake_items, args.fake_iterations, args.delay, args.skip_embedded = 2, 6, 10, 0.001, True
     exe = shutil.which("redis-server")
     if exe is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")
@@ -146,7 +150,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "precompute_ray",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"personas": personas, "ray_cpus": args.cpus, "fake_delay_s": args.delay},
+        "settings": {"quick": args.quick, "personas": personas, "ray_cpus": args.cpus, "fake_delay_s": args.delay},
         "note": "speedup = sequential wall / Ray wall (Ray start-up excluded, reported as ray_init_s); the embedded "
         "Ray figure includes each worker loading the model; both runs share this machine's cores",
         "ray_init_s": round(ray_init, 2),

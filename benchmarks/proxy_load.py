@@ -21,6 +21,7 @@ figures as ratios of the bare relay's (same run, same machine).
 Every run is bounded in request count and time. Usage::
 
     python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16] [--workers 1]
+    python benchmarks/proxy_load.py --quick   # seconds: 0.5 s runs at 1 and 4 clients, a 12-item pool (CI)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop  # noqa: E402
+from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop
 
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 
@@ -207,12 +208,13 @@ def _start_relay(upstream: str, workers: int) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def _fill_cache(cache_dir: str) -> None:
-    """Compute the benchmark persona's example set with the fake scorer into the proxy's cache."""
+async def _fill_cache(cache_dir: str, pool_items: int | None = None) -> None:
+    """Compute the benchmark persona's example set with the fake scorer into the proxy's cache
+    (``pool_items``: its pool cut to that many items, as the proxy's ``steer.max_pool_items``)."""
     from steerkit import DiskStore, PackRegistry, Settings, Steerer
     from steerkit.testing import FakeScorer
 
-    settings = Settings.load(env={}, overrides={"cache_dir": cache_dir})
+    settings = Settings.load(env={}, overrides={"cache_dir": cache_dir, "steer": {"max_pool_items": pool_items}})
     steerer = Steerer(PackRegistry.default(), DiskStore(settings.examples_dir), FakeScorer(lambda p: 0.7, model="fake-bench"),
                       settings.steer_config())
     async with steerer:
@@ -220,13 +222,18 @@ async def _fill_cache(cache_dir: str) -> None:
             await steerer.compute(m.persona_id)
 
 
-def _start_proxy(upstream: str, cache_dir: str, workers: int) -> tuple[subprocess.Popen, int]:
-    asyncio.run(_fill_cache(cache_dir))
+def pool_env(pool_items: int | None) -> dict[str, str]:
+    """The proxy's environment for a pool cut to ``pool_items`` (none: the whole pool)."""
+    return {"STEERKIT_STEER__MAX_POOL_ITEMS": str(pool_items)} if pool_items else {}
+
+
+def _start_proxy(upstream: str, cache_dir: str, workers: int, pool_items: int | None = None) -> tuple[subprocess.Popen, int]:
+    asyncio.run(_fill_cache(cache_dir, pool_items))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERKIT_")}
     env.update(STEERKIT_CACHE_DIR=cache_dir, STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL="fake-bench", STEERKIT_STEER__MISS_POLICY="off",
-               STEERKIT_SERVER__LOG_LEVEL="warning", XDG_CONFIG_HOME=str(Path(cache_dir) / "xdg"))
+               STEERKIT_SERVER__LOG_LEVEL="warning", XDG_CONFIG_HOME=str(Path(cache_dir) / "xdg"), **pool_env(pool_items))
     cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--chat-base-url", upstream,
            "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -309,7 +316,7 @@ async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, 
         for conc in args.concurrency:
             body = dict(base, stream=stream)
             row: dict = {"stream": stream, "concurrency": conc}
-            kw = dict(concurrency=conc, duration=args.duration, max_requests=args.max_requests)
+            kw = {"concurrency": conc, "duration": args.duration, "max_requests": args.max_requests}
             row["direct"] = await _load(upstream_port, body, **kw)
             row["bare_relay"] = await _measured(relay_pid, relay_port, body, **kw)
             row["proxy_steered"] = await _measured(proxy_pid, proxy_port, body, **kw)
@@ -341,9 +348,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
     ap.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
     ap.add_argument("--workers", type=int, default=1, help="proxy and bare-relay worker processes (default 1)")
+    ap.add_argument("--pool-items", type=int, default=None, help="cut the persona's pool to this many items")
+    ap.add_argument("--quick", action="store_true", help="seconds (CI): 0.5 s runs at 1 and 4 clients, 4 chunks, a 12-item pool")
     ap.add_argument("--_stub", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_relay", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.duration, args.concurrency, args.chunks, args.max_requests, args.pool_items = 0.5, [1, 4], 4, 500, 12
     if args._relay:
         _relay_main(*args._relay)
         return
@@ -360,7 +371,7 @@ def main() -> None:
             upstream = f"http://127.0.0.1:{up_port}/v1"
             relay, relay_port = _start_relay(upstream, args.workers)
             procs.append(relay)
-            proxy, px_port = _start_proxy(upstream, str(t / "cache"), args.workers)
+            proxy, px_port = _start_proxy(upstream, str(t / "cache"), args.workers, args.pool_items)
             procs.append(proxy)
             t0 = time.perf_counter()
             result = asyncio.run(_bench(args, up_port, relay_port, px_port, relay.pid, proxy.pid))
@@ -369,8 +380,8 @@ def main() -> None:
     out = {
         "benchmark": "proxy_load",
         "machine": machine(),
-        "settings": {"duration_s": args.duration, "concurrency": args.concurrency, "sse_chunks": args.chunks,
-                     "workers": args.workers},
+        "settings": {"quick": args.quick, "duration_s": args.duration, "concurrency": args.concurrency,
+                     "sse_chunks": args.chunks, "workers": args.workers, "pool_items": args.pool_items},
         "note": "latency is to the last byte; added = relay/proxy minus direct at the same concurrency; "
         "client, proxy and stub share this machine's cores, so high-concurrency figures include CPU contention",
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -10,7 +10,8 @@ Pools:
   never a model): a hidden coherent labelling the search must recover. Its tokens are counted
   as if each prompt were real (words, no prompt cache).
 
-Per mode, pool and seed: calls, prompt tokens sent and evaluated, wall seconds, iterations,
+Per mode, pool and seed: calls, prompt tokens sent and evaluated, wall seconds, seconds to the
+first complete labelling (``first_complete_s``: the any-time answer a waiting request gets), iterations,
 accepted changes, the search's own U, and (``--exact-u``, for N ≤ 64) U of the final labels
 under the **exact** objective (one exact leave-one-out pass over them, its calls not counted in
 the search's cost; ``--exact-u-max``); label accuracy against gold; agreement with the exact search's labels for
@@ -21,6 +22,8 @@ Examples (2-core machine, embedded Gemma 3 270M, 1 llama.cpp thread):
     python benchmarks/search_scaling.py --pools fake-128 fake-512 fake-2048           # ~1 min
     python benchmarks/search_scaling.py --pools democrat-32 --modes exact sparse sparse-k4 --exact-u   # hours: exact
     python benchmarks/search_scaling.py --pools democrat-16 democrat-32 democrat-64 democrat-128 country
+    python benchmarks/search_scaling.py --pools country --modes sparse --seeds 1   # country/nigeria cold: minutes
+    python benchmarks/search_scaling.py --quick   # seconds: fake-32 (exact, sparse), fake-128 (sparse), 2 seeds (CI)
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from icm_cost import DEFAULT_DATA, agreement, democrat_pool  # noqa: E402
+from icm_cost import DEFAULT_DATA, agreement, democrat_pool
 
-from steerkit.icm import Objective, search  # noqa: E402
-from steerkit.models import Pool, SearchConfig  # noqa: E402
-from steerkit.packs import PackRegistry  # noqa: E402
-from steerkit.testing import planted_claims  # noqa: E402
+from steerkit.icm import Objective, search
+from steerkit.models import Pool, SearchConfig
+from steerkit.packs import PackRegistry
+from steerkit.testing import planted_claims
 
 MODES: dict[str, dict[str, Any]] = {
     "exact": {"mode": "exact"},
@@ -90,6 +93,7 @@ async def run(name: str, pool: Pool, backend: Any, modes: list[str], seeds: list
                 "prompt_tokens": s.prompt_tokens,
                 "evaluated_tokens": evaluated,
                 "wall_seconds": round(wall, 2),
+                "first_complete_s": None if s.first_complete_s is None else round(s.first_complete_s, 2),
                 "iterations": s.iterations,
                 "accepted": s.accepted,
                 "evaluated_per_accepted": round(evaluated / max(1, s.accepted), 1) if evaluated is not None else None,
@@ -111,7 +115,7 @@ async def run(name: str, pool: Pool, backend: Any, modes: list[str], seeds: list
             runs.append(r)
             print(json.dumps({"pool": name, "mode": mode, **r}), file=sys.stderr, flush=True)
         summary: dict[str, Any] = {"runs": runs, "agreement_across_seeds": agreement(label_sets)}
-        for key in ("evaluated_tokens", "wall_seconds", "exact_u", "label_accuracy", "recovered", "evaluated_per_accepted", "calls"):
+        for key in ("evaluated_tokens", "wall_seconds", "first_complete_s", "exact_u", "label_accuracy", "recovered", "evaluated_per_accepted", "calls"):
             vals = [r[key] for r in runs if r.get(key) is not None]
             if vals:
                 summary[key] = {
@@ -169,9 +173,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("search_scaling.json"))
     ap.add_argument("--png", type=Path, default=Path("search_scaling.png"))
+    ap.add_argument("--quick", action="store_true", help="seconds (CI): fake-32 (exact and sparse) and fake-128 (sparse), 2 seeds")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.pools, args.seeds = ["fake-32", "fake-128"], [1, 2]
 
-    report: dict[str, Any] = {"seeds": args.seeds, "pools": []}
+    report: dict[str, Any] = {"benchmark": "search_scaling", "quick": args.quick, "seeds": args.seeds, "pools": []}
     model_pools = [p for p in args.pools if not p.startswith("fake-")]
     backend = None
     if model_pools:
@@ -192,7 +199,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pool, be, is_fake = PackRegistry.default().pool(args.persona), backend, False
             else:
                 ap.error(f"unknown pool {name!r}")
-            modes = args.modes or (["exact", "sparse"] if len(pool.items) <= (512 if is_fake else 32) else ["sparse"])
+            exact_max = 32 if args.quick or not is_fake else 512
+            modes = args.modes or (["exact", "sparse"] if len(pool.items) <= exact_max else ["sparse"])
             report["pools"].append(await run(name, pool, be, modes, args.seeds, args, is_fake))
             args.out.write_text(json.dumps(report, indent=2))
     finally:

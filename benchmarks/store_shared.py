@@ -15,6 +15,7 @@ beforehand by the *fake* scorer). Then
 Prints JSON, with ratios against the disk cache measured in the same run. Usage::
 
     python benchmarks/store_shared.py [--gets 3000] [--workers 1 2 4] [--duration 3] [--concurrency 16]
+    python benchmarks/store_shared.py --quick   # seconds: 200 gets, 1 worker, 0.5 s at 4 clients, a 12-item pool (CI)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop  # noqa: E402
+from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop
 
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 MODEL = "fake-bench"
@@ -90,12 +91,16 @@ def _pcts(lat: list[float]) -> dict[str, float]:
             "mean_us": round(1e6 * statistics.fmean(lat), 1)}
 
 
+POOL_ITEMS: int | None = None
+"""The persona's pool cut to this many items (``--pool-items``; None: the whole pool), here and in the proxy."""
+
+
 async def _fill(store: object) -> None:
     """Compute the benchmark persona's example set with the fake scorer into ``store``."""
     from steerkit import PackRegistry, Settings, Steerer
     from steerkit.testing import FakeScorer
 
-    settings = Settings.load(env={}, overrides={})
+    settings = Settings.load(env={}, overrides={"steer": {"max_pool_items": POOL_ITEMS}})
     steerer = Steerer(PackRegistry.default(), store, FakeScorer(lambda p: 0.7, model=MODEL), settings.steer_config())
     for m in await steerer.extract([{"role": "user", "content": QUERY}]):
         await steerer.compute(m.persona_id)
@@ -107,7 +112,7 @@ async def _hit_latency(redis_url: str, cache_dir: Path, n: int) -> dict[str, dic
     from steerkit._compute import ExampleSets
     from steerkit._redis_store import RedisStore
 
-    sets = ExampleSets(PackRegistry.default(), MemoryStore(), None, SteerConfig(model=MODEL))
+    sets = ExampleSets(PackRegistry.default(), MemoryStore(), None, SteerConfig(model=MODEL, max_pool_items=POOL_ITEMS))
     [persona] = [m.persona_id for m in await _extract()]
     key = sets.cache_key(persona)  # the key the fill's steerer used (same model id and search config)
     stores = {
@@ -170,6 +175,8 @@ def _serve(upstream: str, cache_dir: Path, workers: int, store_url: str | None) 
     env.update(STEERKIT_CACHE_DIR=str(cache_dir), STEERKIT_SEARCH_MODEL__BASE_URL="http://127.0.0.1:9/v1",
                STEERKIT_SEARCH_MODEL__MODEL=MODEL, STEERKIT_STEER__MISS_POLICY="off", STEERKIT_SERVER__LOG_LEVEL="warning",
                XDG_CONFIG_HOME=str(cache_dir / "xdg"))
+    if POOL_ITEMS:
+        env["STEERKIT_STEER__MAX_POOL_ITEMS"] = str(POOL_ITEMS)
     cmd = [sys.executable, "-m", "steerkit.cli", "serve", "--port", str(port), "--chat-base-url", upstream,
            "--workers", str(workers)]
     if store_url:
@@ -191,11 +198,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per proxy measurement")
     ap.add_argument("--concurrency", type=int, default=16, help="keep-alive client connections")
     ap.add_argument("--max-requests", type=int, default=20000)
+    ap.add_argument("--pool-items", type=int, default=None, help="cut the persona's pool to this many items")
+    ap.add_argument("--quick", action="store_true", help="seconds (CI): 200 gets, 1 worker, 0.5 s at 4 clients, a 12-item pool")
     ap.add_argument("--_stub", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._stub:
         asyncio.run(_stub_main(args._stub))
         return
+    if args.quick:
+        args.gets, args.workers, args.duration, args.concurrency, args.pool_items = 200, [1], 0.5, 4, 12
+    global POOL_ITEMS
+    POOL_ITEMS = args.pool_items
     exe = shutil.which("redis-server")
     if exe is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")
@@ -242,7 +255,7 @@ def main() -> None:
     out = {
         "benchmark": "store_shared",
         "machine": machine(),
-        "settings": {"gets": args.gets, "workers": args.workers, "duration_s": args.duration, "concurrency": args.concurrency},
+        "settings": {"quick": args.quick, "pool_items": args.pool_items, "gets": args.gets, "workers": args.workers, "duration_s": args.duration, "concurrency": args.concurrency},
         "note": "hit latency is one store.get of a cached example set; proxy figures are cache hits through "
         "`steerkit serve --workers N` to a stub upstream; client, proxy, Redis and stub share this machine's cores",
         "hit_latency": hit,
