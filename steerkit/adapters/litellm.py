@@ -231,8 +231,7 @@ def _callback_class() -> type:
                     "code": e.code, "param": e.param}}) from None
 
         async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
-            await self.steering.on_success(data, response)
-            return response
+            await self.steering.on_success(data, response)  # in place: the response is not replaced
 
         async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: Any, response: Any,
                                                         request_headers: Any = None, **kwargs: Any) -> Any:
