@@ -149,7 +149,7 @@ async def test_a_failing_steerer_fails_or_passes_through_as_the_operator_chose()
     assert steering.response_headers(passed) == {"X-Steerkit-Error": "BackendUnavailableError", "X-Steerkit-Note": "steering_failed"}
 
 
-async def test_the_steerer_is_opened_from_the_settings_once(tmp_path: Path) -> None:
+async def test_the_steerer_is_opened_from_the_settings_on_first_use(tmp_path: Path) -> None:
     env = steer_env(tmp_path, "http://127.0.0.1:9/v1")
     await (await filled_steerer(env)).aclose()
     steering = LiteLLMSteering(settings=Settings.load(env=env))
