@@ -3,7 +3,7 @@
 # SmolLM2 chat model, then run the whole suite. A run that collects no tests fails (exit 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q -e ".[dev,redis,ray,labelstudio]"
+python -m pip install -q -e ".[dev,docs,redis,ray,labelstudio]"
 # The Label Studio server the adapter's tests start, in its own venv (its pins stay out of ours).
 if [ ! -x .venv-labelstudio/bin/label-studio ]; then
     python -m venv .venv-labelstudio && .venv-labelstudio/bin/python -m pip install -q label-studio

@@ -77,6 +77,9 @@ PT_NAMES = {
 
 @dataclass
 class EvalPersona:
+    """One persona's evaluation data from `load_dataset`: its gold-labelled questions (each the
+    items of one question) and the name its report rows use."""
+
     persona: Persona
     questions: list[list[Item]]
     label: str = ""

@@ -21,25 +21,19 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from doc_blocks import ROOT, fenced_blocks, needs_a_server, run_block, run_imports
+from doc_blocks import command_lines as _command_lines
 
 import steerkit
 from steerkit.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = [p for p in (ROOT / "README.md", ROOT / "ARCHITECTURE.md") if p.exists()]
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
 #: Modules whose import needs something optional that a test machine may lack.
 OPTIONAL = {"steerkit.backends.embedded"}
 
 
 def blocks(lang: str) -> list[tuple[str, int, str]]:
-    out = []
-    for path in DOCS:
-        text = path.read_text(encoding="utf-8")
-        for m in FENCE.finditer(text):
-            if m.group(1) == lang:
-                out.append((path.name, text[: m.start()].count("\n") + 1, m.group(2)))
-    return out
+    return fenced_blocks(DOCS, lang)
 
 
 def steerkit_modules() -> list[ModuleType]:
@@ -49,18 +43,6 @@ def steerkit_modules() -> list[ModuleType]:
             continue
         mods.append(importlib.import_module(info.name))
     return mods
-
-
-def run_imports(source: str, where: str) -> int:
-    """Execute every import statement of ``source`` (at any depth); returns how many ran."""
-    tree = ast.parse(source)
-    n = 0
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            code = compile(ast.Module(body=[node], type_ignores=[]), where, "exec")
-            exec(code, {})  # noqa: S102 - the documentation's own import lines
-            n += 1
-    return n
 
 
 @pytest.mark.parametrize(("doc", "line", "code"), blocks("python"), ids=lambda v: str(v)[:30] if isinstance(v, str) else str(v))
@@ -79,34 +61,15 @@ def test_self_contained_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     ran = 0
     for doc, line, code in blocks("python"):
-        if "http" in code or "await" in code or "..." in code:
+        if needs_a_server(code):
             continue
-        ns: dict = {}
-        exec(compile(code, f"{doc}:{line}", "exec"), ns)  # noqa: S102 - the documentation's own code
-        for v in ns.values():
-            close = getattr(getattr(v, "store", None), "close", None)
-            if callable(close):
-                close()
+        run_block(code, f"{doc}:{line}")
         ran += 1
     assert ran >= 2
 
 
 def test_the_readme_has_python_and_bash_blocks() -> None:
     assert len(blocks("python")) >= 3 and len(blocks("bash")) >= 3
-
-
-def _command_lines(code: str) -> list[list[str]]:
-    cmds = []
-    for raw in code.splitlines():
-        line = raw.split("  #", 1)[0].strip()
-        for part in line.split("&&"):
-            part = part.strip()
-            words = shlex.split(part) if part else []
-            while words and "=" in words[0] and not words[0].startswith("-"):
-                words = words[1:]  # VAR=value prefixes
-            if words:
-                cmds.append(words)
-    return cmds
 
 
 def test_bash_blocks_name_real_commands_flags_and_extras() -> None:
