@@ -80,6 +80,14 @@ class BackendRequestError(BackendError):
         super().__init__(message, hint=hint)
 
 
+class BackendResponseError(BackendError):
+    """A server answered with something that is not a usable completion: not JSON, the wrong shape,
+    impossible logprobs (NaN, infinite, above 0), too large, compressed although asked not to be,
+    or a redirect. The message names the server (never its credentials); a router fails over."""
+
+    hint = "check that base_url points at an OpenAI-compatible completions server (vLLM, llama.cpp)"
+
+
 class ModelNotFoundError(BackendError):
     """The model file or served model name does not exist."""
 

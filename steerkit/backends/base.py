@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from steerkit.errors import BackendResponseError
+
 #: Case-insensitive token spellings counted as each label (after stripping whitespace).
 TRUE_SPELLINGS = frozenset({"true", "yes"})
 FALSE_SPELLINGS = frozenset({"false", "no"})
@@ -101,6 +103,29 @@ def classify_token(token: str) -> bool | None:
     return None
 
 
+#: Rounding noise allowed above 0 in a logprob (clamped to 0); anything larger is not a probability.
+LOGPROB_TOLERANCE = 1e-6
+#: Rounding noise allowed above 1 in the summed probability of one top-k list.
+MASS_TOLERANCE = 1e-3
+
+
+def checked_logprob(value: object, what: str = "logprob") -> float:
+    """``value`` as a log-probability: a JSON number, finite, at most 0 (rounding noise up to
+    `LOGPROB_TOLERANCE` is clamped to 0). Anything else raises `BackendResponseError`, so a set is
+    never scored from impossible probabilities."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BackendResponseError(f"{what} is {type(value).__name__} {str(value)[:40]!r}, not a number")
+    try:
+        lp = float(value)
+    except OverflowError:
+        raise BackendResponseError(f"{what} {str(value)[:40]} is out of range") from None
+    if not math.isfinite(lp):
+        raise BackendResponseError(f"{what} is {lp}: not a probability")
+    if lp > LOGPROB_TOLERANCE:
+        raise BackendResponseError(f"{what} is {lp:g} (p = e^{lp:g} > 1): not a probability")
+    return min(lp, 0.0)
+
+
 def sum_label_probs(top: Iterable[tuple[str, float]]) -> tuple[float | None, float | None]:
     """Sum exp(logprob) of true-ish and false-ish tokens of one top-k list of (token, logprob)."""
     pt: float | None = None
@@ -114,27 +139,67 @@ def sum_label_probs(top: Iterable[tuple[str, float]]) -> tuple[float | None, flo
     return pt, pf
 
 
+def _token(value: object) -> str:
+    if not isinstance(value, str):
+        raise BackendResponseError(f"a token is {type(value).__name__}, not a string")
+    return value
+
+
+def _pairs(entries: object) -> list[tuple[str, float]]:
+    """llama.cpp's ``[{"token", "logprob"}, …]`` (a null logprob, llama.cpp's -inf, is p = 0: left out)."""
+    if not isinstance(entries, list):
+        raise BackendResponseError(f"top_logprobs is {type(entries).__name__}, not a list")
+    out = []
+    for e in entries:
+        if not isinstance(e, Mapping):
+            raise BackendResponseError(f"a top_logprobs entry is {type(e).__name__}, not an object")
+        if e.get("logprob") is not None:
+            out.append((_token(e.get("token")), checked_logprob(e.get("logprob"))))
+    return out
+
+
 def parse_top_logprobs(logprobs: Mapping | None) -> list[tuple[str, float]]:
     """The first generated position's top-k as (token, logprob) pairs, from either server shape.
 
     - llama.cpp native: ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}``
     - vLLM / legacy OpenAI: ``{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{tok: lp}]}``
+
+    Every logprob is checked (`checked_logprob`) and the list's probabilities may not add up to
+    more than 1: a wrong type or shape, or an impossible value, raises `BackendResponseError`.
     """
     if not logprobs:
         return []
+    if not isinstance(logprobs, Mapping):
+        raise BackendResponseError(f"logprobs is {type(logprobs).__name__}, not an object")
+    top = _parse_top(logprobs)
+    if sum(math.exp(lp) for _, lp in top) > 1.0 + MASS_TOLERANCE:
+        raise BackendResponseError("the top logprobs add up to a probability above 1")
+    return top
+
+
+def _parse_top(logprobs: Mapping) -> list[tuple[str, float]]:
     content = logprobs.get("content")
     if content:
+        if not isinstance(content, list) or not isinstance(content[0], Mapping):
+            raise BackendResponseError("logprobs.content is not a list of objects")
         first = content[0]
-        return [(e["token"], float(e["logprob"])) for e in first.get("top_logprobs") or []] or (
-            [(first["token"], float(first["logprob"]))] if "token" in first else []
-        )
+        pairs = _pairs(first.get("top_logprobs") or [])
+        if pairs or "token" not in first or first.get("logprob") is None:
+            return pairs
+        return [(_token(first["token"]), checked_logprob(first["logprob"]))]
     tops = logprobs.get("top_logprobs")
     if tops:
+        if not isinstance(tops, list):
+            raise BackendResponseError(f"top_logprobs is {type(tops).__name__}, not a list")
         first = tops[0] or {}
-        return [(tok, float(lp)) for tok, lp in first.items()]
+        if not isinstance(first, Mapping):
+            raise BackendResponseError(f"top_logprobs[0] is {type(first).__name__}, not an object")
+        return [(_token(tok), checked_logprob(lp)) for tok, lp in first.items()]
     tokens, lps = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    if not isinstance(tokens, list) or not isinstance(lps, list):
+        raise BackendResponseError("tokens / token_logprobs are not lists")
     if tokens and lps and lps[0] is not None:
-        return [(tokens[0], float(lps[0]))]
+        return [(_token(tokens[0]), checked_logprob(lps[0]))]
     return []
 
 

@@ -5,8 +5,10 @@ text before its last blank line, at most ``affinity_chars`` of it) are hashed ag
 (rendezvous hashing), so prompts that share their demonstration prefix go to the same server and
 its prefix cache stays warm, and losing a server moves only that server's prefixes.
 
-A server that fails (`BackendUnavailableError`: unreachable, timing out or answering 5xx after its
-own ``endpoint_retries``) is **taken out** for a back-off of ``backoff_initial`` seconds, doubling
+A server that fails (`BackendUnavailableError`: unreachable, timing out, past its whole-request
+``deadline`` or answering 5xx after its own ``endpoint_retries``; `BackendResponseError`: an answer
+that is not a valid completion, impossible logprobs, a redirect, a body over the size limit) is
+**taken out** for a back-off of ``backoff_initial`` seconds, doubling
 with each further failure up to ``backoff_max``; its prompts go to their next server meanwhile.
 When the back-off is over the server gets traffic again (a success clears its failures). If every
 server is out, a prompt waits for the first to come back, at most ``rounds`` times per server,
@@ -28,23 +30,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from steerkit.backends.base import BackendStats, LabelScore, score_each
-from steerkit.backends.openai_compat import OpenAIBackend
-from steerkit.errors import BackendUnavailableError, ConfigError
+from steerkit.backends.openai_compat import OpenAIBackend, public_url
+from steerkit.errors import BackendResponseError, BackendUnavailableError, ConfigError
 
 __all__ = ["Endpoint", "RouterBackend"]
 
 log = logging.getLogger("steerkit.backends.router")
 
 
-def _label(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+_label = public_url
 
 
 @dataclass
@@ -231,7 +227,7 @@ class RouterBackend:
             started = self._clock()
             try:
                 [s] = await ep.backend.score([prompt])
-            except BackendUnavailableError as e:
+            except (BackendUnavailableError, BackendResponseError) as e:  # this server failed: the next one
                 if ep.down_until > started:  # a concurrent request already took it out: count, don't escalate
                     ep.failures += 1
                 else:
