@@ -7,17 +7,20 @@ as pydantic-ai does, so an app can tell "fix your request" from "retry later".
 
 from __future__ import annotations
 
+from steerkit._redact import mask_credentials
+
 
 class SteerkitError(Exception):
-    """Root of every error steerkit raises on purpose."""
+    """Root of every error steerkit raises on purpose. Its message is masked (`mask_credentials`):
+    a server's "Incorrect API key provided: sk-…" never reaches a log, a note or a terminal."""
 
     hint: str = ""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        self.message = message
+        self.message = mask_credentials(message) if isinstance(message, str) else message
         if hint is not None:
             self.hint = hint
-        super().__init__(f"{message}" + (f" ({self.hint})" if self.hint else ""))
+        super().__init__(f"{self.message}" + (f" ({self.hint})" if self.hint else ""))
 
 
 # --- caller / configuration mistakes ------------------------------------------------------------
