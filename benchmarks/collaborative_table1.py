@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -75,7 +76,9 @@ from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
 from steerkit.testing import WEAK_SIGNAL, FakeScorer, planted_fn, planted_pool
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
+DEFAULT_DATA = Path(  # OpinionQA's human_resp folder: $STEERKIT_OPINIONQA_DIR, else beside the checkout
+    os.environ.get("STEERKIT_OPINIONQA_DIR") or ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
+)
 NAMES = {"Democrat": "Democrats", "Republican": "Republicans", "Independent": "Independents"}
 TABLE_NAMES = {"icm_confidence": "ICM Confidence", "active_learning": "Active Learning", "random": "Random Sampling"}
 

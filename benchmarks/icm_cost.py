@@ -49,7 +49,9 @@ from steerkit.models import Item, Persona, Pool, SearchConfig
 from steerkit.testing import FakeScorer, planted_fn
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
+DEFAULT_DATA = Path(  # OpinionQA's human_resp folder: $STEERKIT_OPINIONQA_DIR, else beside the checkout
+    os.environ.get("STEERKIT_OPINIONQA_DIR") or ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
+)
 
 FACTS: list[tuple[str, str, str]] = [
     ("What is the capital of France?", "Paris", "Madrid"),
@@ -206,7 +208,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="facts-8 on a fake scorer, 2 seeds: seconds, no model or data (CI)")
     ap.add_argument("--small", action="store_true", help="democrat-8 and facts-8 only, minimal budget (a few minutes)")
     ap.add_argument("--full", action="store_true", help="the issue's pools: democrat-8/16/32 and facts-32 (hours on 2 cores)")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("STEERKIT_OPINIONQA_DIR", DEFAULT_DATA)))
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: the embedded default model)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None)
     ap.add_argument("--max-iterations", type=int, default=None)

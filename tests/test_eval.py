@@ -10,16 +10,21 @@ import random
 from pathlib import Path
 
 import pytest
+from shared_data import needs_opinionqa, opinionqa_dir
 
 from steerkit import EvalConfig, EvalPersona, run_eval, write_plots
-from steerkit._eval import CONDITIONS, accuracy_matched, expected_calibration_error, load_dataset, make_folds
+from steerkit._eval import (
+    CONDITIONS,
+    accuracy_matched,
+    expected_calibration_error,
+    load_dataset,
+    make_folds,
+)
 from steerkit._probe import facts_pool, gold_questions
 from steerkit.errors import DatasetImportError, UserError
 from steerkit.importers import cluster_style, import_persona_tailoring
 from steerkit.models import Item, SearchConfig
 from steerkit.testing import PLANTED_PERSONA, FakeScorer, planted_fn, planted_pool
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # --- pieces ---------------------------------------------------------------------------------------
 
@@ -106,9 +111,9 @@ def test_persona_tailoring_import_from_an_arrow_stream(tmp_path: Path) -> None:
         import_persona_tailoring(tmp_path, subsets=("Nope",))
 
 
-@pytest.mark.skipif(not (DATA / "opinionqa").is_dir(), reason="the shared OpinionQA data is not here")
+@needs_opinionqa
 def test_opinionqa_gives_the_three_parties_the_same_questions() -> None:
-    eps = load_dataset("opinionqa", DATA / "opinionqa/tatsu-lab_opinions_qa/data/human_resp", questions=6)
+    eps = load_dataset("opinionqa", opinionqa_dir(), questions=6)
     assert [ep.label for ep in eps] == ["Democrat", "Republican", "Independent"]
     groups = [[q[0].group for q in ep.questions] for ep in eps]
     assert groups[0] == groups[1] == groups[2] and len(groups[0]) == 6
@@ -246,6 +251,7 @@ def test_the_eval_command_on_a_globalopinionqa_csv(tmp_path: Path, monkeypatch: 
     fake scorer): countries are personas, only questions every country answered are kept, and each
     country's gold is its own plurality answer."""
     from cli_helpers import cli_env
+
     from steerkit.cli import main
 
     cli_env(tmp_path, monkeypatch)

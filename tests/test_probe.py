@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from shared_data import needs_opinionqa, opinionqa_dir
 
 from steerkit import ProbeConfig, facts_pool, model_verdict, probe
 from steerkit._probe import Estimate, decide, gold_questions
@@ -231,12 +232,12 @@ async def test_the_verdict_line_the_demo_and_precompute_print(tmp_path: Path) ->
     assert (tmp_path / "eval" / "scores").is_dir()  # cached under <cache_dir>/eval
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/data/opinionqa").is_dir(), reason="no shared OpinionQA data")
+@needs_opinionqa
 def test_the_probe_command_builds_a_persona_pool_from_a_dataset() -> None:
     from steerkit.cli import build_parser
     from steerkit.cli.probe_cmd import _pool
 
-    data = Path(__file__).resolve().parents[2] / "shared/data/opinionqa/tatsu-lab_opinions_qa/data/human_resp"
+    data = opinionqa_dir()
     args = build_parser().parse_args(["probe", "--dataset", "opinionqa", "--data", str(data), "--persona", "Republican"])
     pool = _pool(args)
     assert pool.persona.name == "Republicans"
