@@ -13,13 +13,13 @@ import argparse
 import importlib
 import os
 import re
+import types
 import typing
 from typing import Any
 
 import annotated_types
 import griffe
 from pydantic import BaseModel, SecretStr
-
 
 _NAMESPACE = re.compile(r"<!-- generated: namespace ([\w.]+)( with-flat)? -->")
 
@@ -115,7 +115,7 @@ def _type(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         return _type(args[0])
     if typing.get_origin(annotation) is not None:  # list[Path] and the like, without module paths
         return "`" + re.sub(r"\b[\w]+\.", "", str(annotation)) + "`"
@@ -164,14 +164,14 @@ def settings_reference() -> str:
     settings = Settings()
     top = [n for n, f in Settings.model_fields.items() if not f.exclude and not isinstance(getattr(settings, n), BaseModel)]
     parts = ["### Top level\n", _HEAD, *(_row(Settings, settings, None, n) for n in top)]
-    for section, field in Settings.model_fields.items():
+    for section in Settings.model_fields:
         value = getattr(settings, section)
         if not isinstance(value, BaseModel):
             continue
         cls = type(value)
         doc = " ".join((cls.__doc__ or "").split())
         parts += [f"\n### `[{section}]`\n", doc + "\n" if doc else "", _HEAD]
-        for name, sub in cls.model_fields.items():
+        for name in cls.model_fields:
             if isinstance(getattr(value, name), BaseModel) or (section == "steer" and name == "search"):
                 continue  # a nested section: [steer]'s search is the [search] section unless the file sets it
             parts.append(_row(cls, value, section, name))
