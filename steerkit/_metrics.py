@@ -7,11 +7,18 @@ registers its series there, so ``GET /metrics`` renders one registry with
 ``_total`` for counters, base units (seconds) in histogram names.
 
 Reading a value (tests, dashboards in-process): ``metrics.value("cache_hits")`` or the `Counters`
-view, ``steerer.counters.cache_hits``.
+view, ``steerer.counters.cache_hits``: always this process's own values.
+
+Several processes (``steerkit serve --workers N``): prometheus_client's multiprocess mode. The
+supervisor gives each server run a fresh ``PROMETHEUS_MULTIPROC_DIR`` before the workers start
+(prometheus_client chooses file-backed values when it is imported), every worker writes its series
+there, and `render_all_processes` renders them all (counters and histograms summed, gauges as
+their ``multiprocess_mode`` says), so a scrape that lands on any worker sees every worker.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import (
@@ -21,9 +28,17 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import values as _values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Counters", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "GAUGE_MODE", "MULTIPROC_ENV", "Counters", "Metrics", "mark_process_dead", "multiprocess_dir",
+           "render_all_processes"]
+
+#: prometheus_client's multiprocess directory (its own variable name).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: How a gauge of this process counts among several (a gauge that adds up across workers, such as
+#: searches or requests running now; the series of a worker that has exited are dropped).
+GAUGE_MODE = "livesum"
 
 #: Seconds; the steering overhead of a cache hit is well under a millisecond, a wait-policy
 #: search can take minutes.
@@ -59,8 +74,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._series: dict[str, Any] = {}
         for attr, (kind, name, help_) in _SERIES.items():
-            cls = Counter if kind == "counter" else Gauge
-            self._series[attr] = cls(name, help_, registry=self.registry)
+            if kind == "counter":
+                self._series[attr] = Counter(name, help_, registry=self.registry)
+            else:
+                self._series[attr] = Gauge(name, help_, registry=self.registry, multiprocess_mode=GAUGE_MODE)
         self.added_latency = Histogram(
             "steerkit_added_latency_seconds",
             "Latency steering adds to a chat request (extraction, cache lookup, injection).",
@@ -86,8 +103,41 @@ class Metrics:
         return 0.0 if v is None else v
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format."""
+        """The registry in the Prometheus text exposition format (this process's series)."""
         return generate_latest(self.registry)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory this process's metrics are written to, else None (one process).
+
+    Both conditions: ``$PROMETHEUS_MULTIPROC_DIR`` set, and prometheus_client imported after it was
+    (it picks file-backed values at import): a variable set later would make the collector read
+    files this process never wrote."""
+    path = os.environ.get(MULTIPROC_ENV)
+    return path if path and _values.ValueClass is not _values.MutexValue else None
+
+
+def render_all_processes(registry: CollectorRegistry) -> bytes:
+    """The text exposition for ``GET /metrics``: every process's series in multiprocess mode,
+    else ``registry`` (this process's series) as it is."""
+    path = multiprocess_dir()
+    if path is None:
+        return generate_latest(registry)
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=path)
+    return generate_latest(merged)
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Drop a process's live gauges from the multiprocess directory (a worker that exits or dies:
+    its requests in flight must not count any more; its counters stay in the totals)."""
+    path = path or multiprocess_dir()
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
 
 
 class Counters:

@@ -14,7 +14,9 @@ Routes:
 - ``GET /v1/models``: the upstream's model list.
 - ``GET /healthz``: health (no auth): 200 ``ok``; 503 ``upstream_unavailable`` (naming the upstream,
   without credentials) while the chat server does not answer; 503 ``draining`` on shutdown.
-- ``GET /metrics``: Prometheus text format: the steerer's and the proxy's series, one registry.
+- ``GET /metrics``: Prometheus text format: the steerer's and the proxy's series, one registry;
+  under ``steerkit serve --workers N``, every worker's (prometheus_client's multiprocess mode,
+  `steerkit._metrics.render_all_processes`), whichever worker the scrape lands on.
 
 Safety: `create_app` never binds anything (``steerkit serve`` binds 127.0.0.1 by default); optional
 client API keys (``Authorization: Bearer``) compared in constant time with `hmac.compare_digest`;
@@ -35,6 +37,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -49,12 +52,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from steerkit._metrics import CONTENT_TYPE_LATEST, LATENCY_BUCKETS, Metrics
-from steerkit._version import __version__
+from steerkit._config import Settings
+from steerkit._metrics import (
+    CONTENT_TYPE_LATEST,
+    GAUGE_MODE,
+    LATENCY_BUCKETS,
+    Metrics,
+    mark_process_dead,
+    multiprocess_dir,
+    render_all_processes,
+)
 from steerkit._redact import header_value, mask_credentials
 from steerkit._upstream import UpstreamHealth, public_url
+from steerkit._version import __version__
 from steerkit._wire import WireError, parse_chat_body, steer_headers
-from steerkit._config import Settings
 from steerkit.errors import ConfigError, SteerkitError, UserError
 
 __all__ = ["ProxyApp", "UpstreamClients", "create_app", "worker_app"]
@@ -118,8 +129,13 @@ class _ProxyMetrics:
         self.requests = Counter("steerkit_requests", "HTTP requests served by the proxy, by route and status.",
                                 ["route", "status"], registry=registry)
         self.in_flight = Gauge("steerkit_requests_in_flight", "Requests being served now (this scrape included).",
-                               registry=registry)
-        self.streams = Gauge("steerkit_streams_in_flight", "SSE streams being relayed now.", registry=registry)
+                               registry=registry, multiprocess_mode=GAUGE_MODE)
+        self.streams = Gauge("steerkit_streams_in_flight", "SSE streams being relayed now.", registry=registry,
+                             multiprocess_mode=GAUGE_MODE)
+        # one series per live worker (label pid) under --workers: how the kernel spreads connections
+        self.worker_requests = Gauge("steerkit_proxy_worker_requests",
+                                     "HTTP requests served by this proxy process since it started (label pid per worker "
+                                     "under --workers).", registry=registry, multiprocess_mode="liveall")
         self.upstream_errors = Counter("steerkit_upstream_errors", "Failed upstream exchanges, by kind.", ["kind"],
                                        registry=registry)
         self.steer = Counter("steerkit_proxy_steer_outcomes",
@@ -270,7 +286,7 @@ class ProxyApp:
         self._draining = True
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=self.settings.server.shutdown_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("shutdown: %d request(s) still in flight after %.0fs", self._in_flight, self.settings.server.shutdown_timeout)
         if self.client is not None:
             await self.client.aclose()
@@ -279,6 +295,8 @@ class ProxyApp:
             await self._runtime.aclose()
             self._runtime = None
         self._started = False
+        if multiprocess_dir():  # a --workers worker: its live gauges leave the scrape with it
+            mark_process_dead(os.getpid())
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -314,6 +332,7 @@ class ProxyApp:
             await self.app(scope, receive, send_tracking)
         finally:
             metrics.requests.labels(route, str(status[0] or 499)).inc()  # 499: client closed request
+            metrics.worker_requests.inc()
             metrics.in_flight.dec()
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -378,12 +397,11 @@ class ProxyApp:
         return Response(self.render_metrics(), 200, headers={"content-type": CONTENT_TYPE_LATEST})
 
     def render_metrics(self) -> bytes:
-        """The Prometheus text exposition of the one registry (the steerer's and the proxy's series)."""
-        from prometheus_client import generate_latest
-
+        """The Prometheus text exposition of the one registry (the steerer's and the proxy's series),
+        or, under ``--workers``, of every worker's."""
         self.metrics  # noqa: B018 - make sure a registry exists
         assert self._registry is not None
-        return generate_latest(self._registry)
+        return render_all_processes(self._registry)
 
     def _upstream_headers(self, request: Request | None) -> list[tuple[bytes, bytes]]:
         out = [(b"accept-encoding", b"identity")]

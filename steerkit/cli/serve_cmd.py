@@ -3,8 +3,10 @@
 One process (``server.workers = 1``) opens the runtime first, so configuration and backend errors
 exit 1/2 with one line, then serves until SIGINT/SIGTERM. ``--workers N`` runs uvicorn's process
 supervisor; each worker builds its own runtime from the same settings, handed over in the
-environment (never on a command line). Either way uvicorn gets the same options: the proxy's
-connection limits (`steerkit._http_guard`), no proxy headers, no server header.
+environment (never on a command line), and writes its metrics to a fresh
+``$PROMETHEUS_MULTIPROC_DIR`` for this run, so ``/metrics`` on any worker shows them all (removed
+when the supervisor exits). Either way uvicorn gets the same options: the proxy's connection limits
+(`steerkit._http_guard`), no proxy headers, no server header.
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ def _serve_workers(settings: Any) -> int:
     """``serve --workers N``: uvicorn's process supervisor over one listening socket."""
     import inspect
     import os
+    import shutil
     import socket
+    import tempfile
 
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from steerkit._metrics import MULTIPROC_ENV
     from steerkit._server import SETTINGS_ENV
 
     s = settings.server
@@ -92,16 +97,43 @@ def _serve_workers(settings: Any) -> int:
     sock.set_inheritable(True)
     print(f"steerkit: proxy on http://{s.host}:{s.port}/v1 -> {settings.chat_model.base_url} ({s.workers} workers)",
           file=sys.stderr)
+    # A fresh multiprocess directory per run (inside the user's $PROMETHEUS_MULTIPROC_DIR, if set):
+    # files left by an earlier run would add its counts to this one's.
+    users_dir = os.environ.get(MULTIPROC_ENV)
+    metrics_dir = tempfile.mkdtemp(prefix="steerkit-metrics-", dir=users_dir or None)
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    supervisor = _supervisor_class(Multiprocess, metrics_dir)
     try:
         if "target" in inspect.signature(Multiprocess).parameters:  # uvicorn versions differ here
-            Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
+            supervisor(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
         else:
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor(config, sockets=[sock]).run()
     finally:
         sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if users_dir is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = users_dir
     from steerkit.cli import EXIT_OK
 
     return EXIT_OK
+
+
+def _supervisor_class(multiprocess: Any, metrics_dir: str) -> Any:
+    """uvicorn's supervisor, plus: a worker that died (and was replaced) leaves the metrics' live
+    gauges at once; a worker that exits cleanly does so itself (`steerkit._server`)."""
+    from steerkit._metrics import mark_process_dead
+
+    class Supervisor(multiprocess):  # type: ignore[misc, valid-type]
+        def keep_subprocess_alive(self) -> None:
+            before = {p.pid for p in self.processes}
+            super().keep_subprocess_alive()
+            for pid in before - {p.pid for p in self.processes}:
+                if pid is not None:
+                    mark_process_dead(pid, metrics_dir)
+
+    return Supervisor
 
 
 async def _serve_async(settings: Any) -> int:
