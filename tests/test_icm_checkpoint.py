@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -70,23 +69,36 @@ async def test_killed_search_resumes_to_the_same_result(tmp_path: Path) -> None:
     ref, ref_calls = await reference_run()
     ck = tmp_path / "killed.ckpt.json"
     script = tmp_path / "run_search.py"
+    # the fake scorer is held (it stops answering) once the checkpoint holds 10 iterations: the
+    # search cannot finish before it is killed, however fast or slow the machine
     script.write_text(
         "import asyncio, sys\n"
         f"sys.path.insert(0, {str(TESTS)!r})\n"
         "from icm_fakes import planted_fake\n"
+        "import json\n"
         "from steerkit.icm import search\n"
         "from steerkit.models import SearchConfig\n"
-        "pool, fake = planted_fake(10, delay=0.004)\n"
+        "pool, fake = planted_fake(10)\n"
+        "score = fake.score\n"
+        "def saved():\n"
+        "    try:\n"
+        "        return sum(r['iteration'] for r in json.load(open(sys.argv[1]))['restarts'])\n"
+        "    except (OSError, ValueError):\n"
+        "        return 0\n"
+        "async def held(prompts):\n"
+        "    if saved() >= 10:\n"
+        "        await asyncio.Event().wait()  # held here until killed\n"
+        "    return await score(prompts)\n"
+        "fake.score = held\n"
         f"cfg = SearchConfig.model_validate_json({CFG.model_dump_json()!r})\n"
         "asyncio.run(search(pool, fake, cfg, checkpoint=sys.argv[1]))\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script), str(ck)])
+    proc = subprocess.Popen([sys.executable, str(script), str(ck)])  # noqa: ASYNC220 (returns at once)
     try:
-        deadline = time.monotonic() + 120
-        while snapshot_iterations(ck) < 10:
-            assert proc.poll() is None, "the search finished before it could be killed: slow the fake down"
-            assert time.monotonic() < deadline, "no checkpoint progress"
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(120):  # a hang guard, not a measurement
+            while snapshot_iterations(ck) < 10:
+                assert proc.poll() is None, "the search ended before its checkpoint held 10 iterations"
+                await asyncio.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
