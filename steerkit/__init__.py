@@ -88,7 +88,7 @@ if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
     from steerkit.backends.router import RouterBackend
     from steerkit.adapters.label_studio import LabelStudioAdapter
     from steerkit._ray_precompute import precompute_on_ray
-    from steerkit._eval import EvalConfig, EvalPersona, EvalReport, load_dataset, run_eval, write_plots
+    from steerkit.evaluation import EvalConfig, EvalPersona, EvalReport, load_dataset, run_eval, write_plots
     from steerkit._probe import ProbeConfig, ProbeReport, facts_pool, model_verdict, probe
 
 #: Exports whose modules are imported on first use (they pull in openai, llama.cpp, Starlette…).
@@ -110,12 +110,12 @@ _LAZY = {
     "facts_pool": "steerkit._probe",
     "ProbeConfig": "steerkit._probe",
     "ProbeReport": "steerkit._probe",
-    "run_eval": "steerkit._eval",
-    "load_dataset": "steerkit._eval",
-    "write_plots": "steerkit._eval",
-    "EvalConfig": "steerkit._eval",
-    "EvalPersona": "steerkit._eval",
-    "EvalReport": "steerkit._eval",
+    "run_eval": "steerkit.evaluation",
+    "load_dataset": "steerkit.evaluation",
+    "write_plots": "steerkit.evaluation",
+    "EvalConfig": "steerkit.evaluation",
+    "EvalPersona": "steerkit.evaluation",
+    "EvalReport": "steerkit.evaluation",
     "RedisStore": "steerkit._redis_store",
     "RouterBackend": "steerkit.backends.router",
     "LabelStudioAdapter": "steerkit.adapters.label_studio",

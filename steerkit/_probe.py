@@ -38,13 +38,14 @@ from typing import Any, Literal
 
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import UserError
+from steerkit.evaluation import gold_questions, question_outcome, random_labels
 from steerkit.models import RELIABLE_AGREEMENT, Item, Persona, Pool, SearchConfig
 
 __all__ = [
     "FACTS_PERSONA",
     "Estimate",
-    "ProbeConfig",
     "ProbeCondition",
+    "ProbeConfig",
     "ProbeReport",
     "Verdict",
     "decide",
@@ -150,49 +151,6 @@ def facts_pool(seed: int = 0) -> Pool:
             items.append(Item(id=f"{gid}/o{j}", kind="claim", question=f"What is the capital of {country}?",
                               option=opt, group=gid, gold=gold))
     return Pool.from_items(FACTS_PERSONA, items)
-
-
-def gold_questions(pool: Pool) -> list[list[Item]]:
-    """The pool's questions whose every member has a gold label (and, for a group, exactly one
-    member is gold True), in pool order."""
-    from steerkit._questions import questions
-
-    by_id = {it.id: it for it in pool.items}
-    out = []
-    for _, members in questions(pool):
-        items = [by_id[i] for i in members]
-        if any(it.gold is None for it in items):
-            continue
-        if len(items) > 1 and sum(bool(it.gold) for it in items) != 1:
-            continue
-        out.append(items)
-    return out
-
-
-def random_labels(questions: Sequence[Sequence[Item]], rng: random.Random) -> dict[str, bool]:
-    """Consistent random labels: one random option True per question (a single claim: a coin flip)."""
-    out: dict[str, bool] = {}
-    for items in questions:
-        if len(items) == 1:
-            out[items[0].id] = rng.random() < 0.5
-        else:
-            win = rng.randrange(len(items))
-            out.update({it.id: k == win for k, it in enumerate(items)})
-    return out
-
-
-def question_outcome(items: Sequence[Item], p_true: dict[str, float]) -> tuple[bool, float, float]:
-    """(correct, P(gold option), confidence) of one question from each member's own P(True)."""
-    from steerkit.evaluation import normalise
-
-    probs = normalise(p_true)
-    if len(items) == 1:
-        it = items[0]
-        p = probs[it.id]
-        return (p > 0.5) == bool(it.gold), (p if it.gold else 1.0 - p), max(p, 1.0 - p)
-    top = max(items, key=lambda it: (probs[it.id], -items.index(it)))
-    gold = next(it for it in items if it.gold)
-    return top.id == gold.id, probs[gold.id], probs[top.id]
 
 
 # --- the probe ------------------------------------------------------------------------------------

@@ -13,15 +13,15 @@ import pytest
 from shared_data import needs_opinionqa, opinionqa_dir
 
 from steerkit import EvalConfig, EvalPersona, run_eval, write_plots
-from steerkit._eval import (
+from steerkit._probe import facts_pool, gold_questions
+from steerkit.errors import DatasetImportError, UserError
+from steerkit.evaluation import (
     CONDITIONS,
     accuracy_matched,
     expected_calibration_error,
     load_dataset,
     make_folds,
 )
-from steerkit._probe import facts_pool, gold_questions
-from steerkit.errors import DatasetImportError, UserError
 from steerkit.importers import cluster_style, import_persona_tailoring
 from steerkit.models import Item, SearchConfig
 from steerkit.testing import PLANTED_PERSONA, FakeScorer, planted_fn, planted_pool

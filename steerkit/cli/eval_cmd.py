@@ -1,4 +1,4 @@
-"""``steerkit eval``: the seed paper's protocol on your model and personas (`steerkit._eval`).
+"""``steerkit eval``: the seed paper's protocol on your model and personas (`steerkit.evaluation`).
 
 k-fold cross-validation stratified by persona; conditions zero-shot (chat and base), random, ICM
 (the fast sparse search by default), accuracy-matched (5 perturbations), gold and inverted gold;
@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
 
 __all__ = ["add_arguments", "register", "render", "run"]
 
@@ -38,7 +37,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from steerkit._eval import CONDITIONS
+    from steerkit.evaluation import CONDITIONS
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", required=True, choices=["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"],
@@ -79,8 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerkit._eval import EvalConfig, load_dataset, write_plots
     from steerkit.cli.probe_cmd import settings_for
+    from steerkit.evaluation import EvalConfig, load_dataset, write_plots
     from steerkit.models import SearchConfig
 
     conditions = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
@@ -112,10 +111,16 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, settings: Any, cfg: Any, personas: Any) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from steerkit._eval import run_eval
     from steerkit._runtime import Runtime
+    from steerkit.evaluation import run_eval
 
     want_chat = "zero_shot_chat" in cfg.conditions or cfg.predictor == "chat"
     console = Console(stderr=True)

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pool(args: argparse.Namespace) -> Any:
-    from steerkit._eval import load_dataset
     from steerkit._probe import facts_pool
+    from steerkit.evaluation import load_dataset
     from steerkit.models import Pool
 
     if args.dataset == "facts":

@@ -1,4 +1,6 @@
-"""The seed paper's evaluation protocol (its sections 4–5, appendices G–I), end to end.
+"""The classification task of the seed paper's protocol (its sections 4–5, appendices G–I), end to end:
+which option a persona picks (OpinionQA, GlobalOpinionQA, a JSONL pool) or which of two responses
+it prefers (Persona-Tailoring, `steerkit.evaluation.preference`).
 
 For each persona, its gold-labelled questions are split into ``folds`` (k-fold, stratified by
 persona: every persona's questions are split evenly). For each fold, the ICM search labels the
@@ -31,216 +33,42 @@ import datetime as _dt
 import math
 import random
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from steerkit._probe import gold_questions, question_outcome, random_labels
 from steerkit._scorecache import CachedBackend, ScoreCache
-from steerkit._version import __version__
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import BackendError, UserError
+from steerkit.evaluation.datasets import EvalPersona
+from steerkit.evaluation.predictors import ChatPredictor, question_outcome, score_claims
+from steerkit.evaluation.protocol import (
+    Progress,
+    accuracy_matched,
+    expected_calibration_error,
+    is_right,
+    make_folds,
+    random_labels,
+    run_provenance,
+    se,
+)
 from steerkit.models import Item, Persona, Pool, SearchConfig, stable_hash
 
 __all__ = [
     "CONDITIONS",
+    "FEW_SHOT",
     "EvalConfig",
-    "EvalPersona",
     "EvalReport",
-    "accuracy_matched",
-    "expected_calibration_error",
-    "load_dataset",
-    "make_folds",
     "run_eval",
     "write_plots",
 ]
 
 CONDITIONS = ("zero_shot_chat", "zero_shot_base", "random", "icm", "accuracy_matched", "gold", "inverted")
 FEW_SHOT = ("random", "icm", "accuracy_matched", "gold", "inverted")
-DatasetKind = Literal["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"]
-
-OQA_PARTIES = {"Democrat": "Democrats", "Republican": "Republicans", "Independent": "Independents"}
-GQA_COUNTRIES = ("Brazil", "Britain", "France", "Germany", "Indonesia", "Japan", "Jordan", "Lebanon", "Mexico",
-                 "Nigeria", "Pakistan", "Russia", "Turkey")
-PT_NAMES = {
-    "style/dcf": ("DCF", "users who prefer direct, concise, fact-first answers"),
-    "style/dec": ("DEC", "users who prefer dialogic, empathetic, coaching answers"),
-    "style/dms": ("DMS", "users who prefer direct, methodical, step-by-step answers"),
-    "style/dsn": ("DSN", "users who prefer dialogic, scholarly, nuanced answers"),
-}
-
-
-@dataclass
-class EvalPersona:
-    """One persona's evaluation data from `load_dataset`: its gold-labelled questions (each the
-    items of one question) and the name its report rows use."""
-
-    persona: Persona
-    questions: list[list[Item]]
-    label: str = ""
-
-
-# --- data -----------------------------------------------------------------------------------------
-
-
-def _sample(qs: list[list[Item]], n: int | None, seed: int | str) -> list[list[Item]]:
-    qs = list(qs)
-    random.Random(seed).shuffle(qs)
-    return qs if n is None else qs[:n]
-
-
-
-def _common_questions(
-    items_by_group: dict[str, Iterable[Item]], seed: int, questions: int | None
-) -> tuple[dict[str, dict[str, list[Item]]], list[str]]:
-    """Each group's questions (by id) that have exactly one gold answer, and the ids every group
-    has, shuffled by ``seed`` and cut to ``questions``."""
-    by_group: dict[str, dict[str, list[Item]]] = {}
-    for g, items in items_by_group.items():
-        qs: dict[str, list[Item]] = {}
-        for it in items:
-            qs.setdefault(str(it.group), []).append(it)
-        by_group[g] = {k: v for k, v in qs.items() if len(gold_questions(_pool(v))) == 1}
-    common = sorted(set.intersection(*(set(v) for v in by_group.values())))
-    random.Random(seed).shuffle(common)
-    return by_group, common if questions is None else common[:questions]
-
-def load_dataset(
-    kind: DatasetKind,
-    path: str | Path,
-    *,
-    questions: int | None = None,
-    personas: Sequence[str] | None = None,
-    seed: int = 0,
-    wave: str = "American_Trends_Panel_W92",
-    options: Sequence[int] = (2,),
-    max_chars: int | None = None,
-    persona_name: str | None = None,
-) -> list[EvalPersona]:
-    """Gold-labelled questions per persona, ``questions`` of each (a seeded sample).
-
-    - ``opinionqa``: ``path`` is OpinionQA's ``human_resp`` folder (or one wave folder); personas
-      are POLPARTY groups (default the three parties); the same questions for every party.
-    - ``globalopinionqa``: ``path`` is the CSV; personas are countries (default the paper's 13),
-      questions answered in all of them.
-    - ``jsonl``: one persona (``persona_name``) and the file's items with gold labels.
-    - ``persona-tailoring``: ``path`` is the release's ``data`` folder; personas are the four Table 2
-      styles (``dcf``, ``dec``, ``dms``, ``dsn``); ``max_chars`` skips long pairs.
-    """
-    from steerkit import importers
-
-    p = Path(path).expanduser()
-    out: list[EvalPersona] = []
-    if kind == "opinionqa":
-        wave_dir = p if (p / "info.csv").is_file() else p / wave
-        groups = list(personas or OQA_PARTIES)
-        by_group, keep = _common_questions(
-            {g: importers.import_opinionqa(wave_dir, "POLPARTY", g, allowed_options=tuple(options)) for g in groups},
-            seed, questions,
-        )
-        for g in groups:
-            name = OQA_PARTIES.get(g, g)
-            persona = Persona(id=f"polparty/{g.lower()}", name=name, dimension="political_affiliation")
-            out.append(EvalPersona(persona, [[it for it in by_group[g][k]] for k in keep], g))
-    elif kind == "globalopinionqa":
-        countries = list(personas or GQA_COUNTRIES)
-        per, keep = _common_questions(
-            {c: importers.import_globalopinionqa_csv(p, c, allowed_options=tuple(options), require_countries=countries)
-             for c in countries},
-            seed, questions,
-        )
-        for c in countries:
-            persona = Persona(id=f"country/{c.lower()}", name=f"people from {c}", dimension="country")
-            out.append(EvalPersona(persona, [per[c][k] for k in keep], c))
-    elif kind == "jsonl":
-        if not persona_name:
-            raise UserError("a JSONL dataset needs a persona name", hint="pass --persona-name 'Democrats'")
-        items = importers.import_jsonl(p)
-        persona = Persona(id="jsonl/persona", name=persona_name, dimension="custom")
-        out.append(EvalPersona(persona, _sample(gold_questions(_pool(items, persona)), questions, seed), persona_name))
-    elif kind == "persona-tailoring":
-        by_style = importers.import_persona_tailoring(p, max_chars=max_chars)
-        wanted = [f"style/{s.lower().removeprefix('style/')}" for s in (personas or PT_NAMES)]
-        for sid in wanted:
-            if sid not in PT_NAMES:
-                raise UserError(f"unknown Persona-Tailoring style {sid!r}", hint="use dcf, dec, dms or dsn")
-            label, name = PT_NAMES[sid]
-            persona = Persona(id=sid, name=name, dimension="interaction_style")
-            qs = [[it] for it in by_style[sid]]
-            out.append(EvalPersona(persona, _sample(qs, questions, f"{seed}/{sid}"), label))
-    else:
-        raise UserError(f"unknown dataset kind {kind!r}", hint="opinionqa, globalopinionqa, jsonl or persona-tailoring")
-    for ep in out:
-        if not ep.questions:
-            raise UserError(f"persona {ep.persona.id}: no gold-labelled question in the data")
-    return out
-
-
-def _pool(items: Sequence[Item], persona: Persona | None = None) -> Pool:
-    return Pool.from_items(persona or Persona(id="x", name="x", dimension="x"), list(items))
-
-
-def make_folds(questions: Sequence[Sequence[Item]], k: int, seed: int | str) -> list[list[list[Item]]]:
-    """``k`` folds of one persona's questions (seeded shuffle, then round robin: sizes differ by ≤1)."""
-    if k < 2:
-        raise UserError("cross-validation needs at least 2 folds")
-    if len(questions) < k:
-        raise UserError(f"{len(questions)} questions cannot make {k} folds", hint="use more questions or fewer --folds")
-    qs = [list(q) for q in questions]
-    random.Random(seed).shuffle(qs)
-    return [qs[i::k] for i in range(k)]
-
-
-# --- labellings -----------------------------------------------------------------------------------
-
-
-def _is_right(q: Sequence[Item], labels: dict[str, bool]) -> bool:
-    return all(labels[it.id] == bool(it.gold) for it in q)
-
-
-def accuracy_matched(labels: dict[str, bool], questions: Sequence[Sequence[Item]], rng: random.Random) -> dict[str, bool]:
-    """``labels`` perturbed at the same question-level accuracy against gold: for as many pairs as
-    possible, one question the labels get right is given a wrong (consistent) answer and one they
-    get wrong is given the gold answer. With all right or all wrong, nothing can change (returned as is)."""
-    out = dict(labels)
-    right = [q for q in questions if _is_right(q, labels)]
-    wrong = [q for q in questions if not _is_right(q, labels)]
-    rng.shuffle(right)
-    rng.shuffle(wrong)
-    for r, w in zip(right, wrong):
-        if len(r) == 1:
-            out[r[0].id] = not bool(r[0].gold)
-        else:
-            bad = rng.choice([it for it in r if not it.gold])
-            out.update({it.id: it.id == bad.id for it in r})
-        out.update({it.id: bool(it.gold) for it in w})
-    return out
-
-
-# --- metrics --------------------------------------------------------------------------------------
-
-
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
-    """ECE: Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over ``bins`` equal-width bins of [0, 1]."""
-    if not confidence:
-        raise UserError("no predictions to calibrate")
-    conf = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
-    corr = np.asarray(correct, dtype=float)
-    idx = np.minimum((conf * bins).astype(int), bins - 1)
-    n = np.bincount(idx, minlength=bins)
-    acc = np.bincount(idx, weights=corr, minlength=bins)
-    cs = np.bincount(idx, weights=conf, minlength=bins)
-    nz = n > 0
-    return float(np.sum(np.abs(acc[nz] - cs[nz])) / len(conf))
-
-
-def _se(values: Sequence[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 @dataclass
@@ -346,9 +174,6 @@ class _CachedPredictor:
         return out
 
 
-Progress = Callable[[str, int, int], None]
-
-
 async def run_eval(
     personas: Sequence[EvalPersona],
     backend: LogprobBackend,
@@ -366,7 +191,6 @@ async def run_eval(
     ``progress(what, done, total)`` is called after each unit of work.
     """
     from steerkit import icm
-    from steerkit.evaluation import ChatPredictor, score_claims
 
     cfg = config or EvalConfig()
     if cfg.predictor == "chat" and chat is None:
@@ -380,7 +204,7 @@ async def run_eval(
             skipped["zero_shot_chat"] = "no chat model"
         else:
             chat_pred = _CachedPredictor(ChatPredictor(chat[0], chat[1]), cache, f"chat:{chat[1]}")
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = _dt.datetime.now(_dt.UTC)
     t0 = time.monotonic()
     records: list[QuestionRecord] = []
     sweep: list[dict[str, Any]] = []
@@ -407,7 +231,7 @@ async def run_eval(
                     search_cfg = cfg.search.model_copy(update={"seed": cfg.search.seed + 1000 * f + cfg.seed})
                     es = await icm.search(train_pool, scorer, search_cfg)
                     icm_labels = es.label_values()
-                    fold_info["icm_label_accuracy"] = sum(_is_right(q, icm_labels) for q in demo_qs) / len(demo_qs)
+                    fold_info["icm_label_accuracy"] = sum(is_right(q, icm_labels) for q in demo_qs) / len(demo_qs)
                     fold_info["icm_label_accuracy_items"] = sum(icm_labels[i] == g for i, g in gold.items()) / len(gold)
                     fold_info["icm_search_u"] = es.score
                     labellings["icm"] = [icm_labels]
@@ -427,7 +251,10 @@ async def run_eval(
                 if progress:
                     progress(f"{ep.label or persona.id} fold {f + 1}: predictions", done, total)
 
-                async def predict(labels: dict[str, bool] | None, n: int | None = None) -> list[tuple[float, float, bool | None]]:
+                # called within this fold only; the defaults bind the fold's values
+                async def predict(labels: dict[str, bool] | None, n: int | None = None, *, demo_qs: list = demo_qs,
+                                  test_qs: list = test_qs, persona: Persona = persona, chat_pred: Any = chat_pred,
+                                  ) -> list[tuple[float, float, bool | None]]:
                     qs = demo_qs if n is None else demo_qs[:n]
                     demos = [] if labels is None else [(it, labels[it.id]) for q in qs for it in q]
                     if cfg.predictor == "chat" and labels is not None and chat_pred is not None:
@@ -441,7 +268,8 @@ async def run_eval(
                         out.append((float(ok), conf, stable))
                     return out
 
-                def add(cond: str, outs: list[list[tuple[float, float, bool | None]]]) -> None:
+                def add(cond: str, outs: list[list[tuple[float, float, bool | None]]], *, test_qs: list = test_qs,
+                        persona: Persona = persona, f: int = f) -> None:
                     for n, q in enumerate(test_qs):
                         per = [o[n] for o in outs]
                         st = [s[2] for s in per if s[2] is not None]
@@ -495,8 +323,7 @@ async def run_eval(
         "chat_cache_hits": chat_pred.hits if chat_pred else 0,
         "wall_seconds": round(time.monotonic() - t0, 1),
     }
-    data["provenance"] = {
-        "library_version": __version__,
+    data["provenance"] = run_provenance(started, **{
         "model": backend.model,
         "backend": backend.name,
         "chat_model": chat[1] if chat else None,
@@ -504,11 +331,8 @@ async def run_eval(
         "personas": {ep.persona.id: {"name": ep.persona.name, "questions": len(ep.questions),
                                      "pool_hash": stable_hash([[it.content() for it in q] for q in ep.questions])}
                      for ep in personas},
-        "started_at": started.isoformat(),
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "python": sys.version.split()[0],
         **(provenance or {}),
-    }
+    })
     return EvalReport(data)
 
 
@@ -523,7 +347,7 @@ def _summarise(personas: Sequence[EvalPersona], cfg: EvalConfig, records: list[Q
         for p in pids:
             v = [r.correct for r in rs if r.persona == p]
             if v:
-                per[p] = {"accuracy": statistics.fmean(v), "se": _se(v), "n": len(v)}
+                per[p] = {"accuracy": statistics.fmean(v), "se": se(v), "n": len(v)}
         accs = [v["accuracy"] for v in per.values()]
         ses = [v["se"] for v in per.values()]
         stable = [r.stable for r in rs if r.stable is not None]
@@ -539,7 +363,7 @@ def _summarise(personas: Sequence[EvalPersona], cfg: EvalConfig, records: list[Q
     for c in ("icm", "gold"):
         for n in sorted({s["n"] for s in sweep if s["condition"] == c}):
             v = [s["correct"] for s in sweep if s["condition"] == c and s["n"] == n]
-            sw.setdefault(c, {})[n] = {"accuracy": statistics.fmean(v), "se": _se(v), "n": len(v)}
+            sw.setdefault(c, {})[n] = {"accuracy": statistics.fmean(v), "se": se(v), "n": len(v)}
         full = summary.get(c)
         if full is not None and c in sw:
             n_full = max(fo["train_questions"] for fo in folds)

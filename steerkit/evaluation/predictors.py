@@ -1,13 +1,12 @@
-"""The seed paper's evaluation protocol, the pieces the collaborative loop needs.
+"""Predicting a persona's answer to one question with an example set as few-shot context.
 
-- **test accuracy**: predict the persona's answer to held-out questions with an example set as
-  few-shot context (`test_accuracy`, with a `Predictor`: `ClaimPredictor` scores each option's claim
-  as True/False with a logprob backend, as in the paper's Table 5 format; `ChatPredictor` asks an
-  OpenAI-compatible chat model to pick a lettered option and reads its first-token logprobs);
-- **label accuracy**: the share of the example set's labels that match the gold (plurality) labels
-  (`label_accuracy`);
-- **coherence**: the search's mutual-predictability score U of the example set (`coherence`), or
-  recomputed for any labelling with `mutual_predictability`.
+- `ClaimPredictor` scores each option's claim as True/False with a logprob backend, as in the
+  paper's Table 5 format (`score_claims` is the one scoring call, `normalise` makes the options'
+  P(True) a distribution);
+- `ChatPredictor` asks an OpenAI-compatible chat model to pick a lettered option and reads its
+  first-token logprobs;
+- `test_accuracy` is the share of held-out questions a `Predictor` gets right; `question_outcome`
+  scores one question's prediction against its gold option.
 
 `prediction_confidence` is the active-learning signal (`steerkit.escalation.ActiveLearningPolicy`).
 """
@@ -20,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from steerkit._questions import questions
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import BackendError, LabelTokensMissingError, UserError
-from steerkit._questions import questions
 from steerkit.models import ExampleSet, Item, Persona, Pool, SearchConfig
 
 __all__ = [
@@ -31,11 +30,9 @@ __all__ = [
     "ClaimPredictor",
     "Predictor",
     "QuestionResult",
-    "coherence",
-    "label_accuracy",
-    "mutual_predictability",
     "normalise",
     "prediction_confidence",
+    "question_outcome",
     "score_claims",
     "test_accuracy",
 ]
@@ -62,8 +59,6 @@ def prediction_confidence(probs: Mapping[str, float], n_members: int | None = No
         p = next(iter(probs.values()))
         return max(p, 1.0 - p)
     return max(probs.values())
-
-
 
 
 class ClaimPredictor:
@@ -108,6 +103,18 @@ def normalise(p_true: Mapping[str, float]) -> dict[str, float]:
         return dict(p_true)
     total = sum(p_true.values())
     return {k: v / total for k, v in p_true.items()} if total > 0 else {k: 1.0 / len(p_true) for k in p_true}
+
+
+def question_outcome(items: Sequence[Item], p_true: dict[str, float]) -> tuple[bool, float, float]:
+    """(correct, P(gold option), confidence) of one question from each member's own P(True)."""
+    probs = normalise(p_true)
+    if len(items) == 1:
+        it = items[0]
+        p = probs[it.id]
+        return (p > 0.5) == bool(it.gold), (p if it.gold else 1.0 - p), max(p, 1.0 - p)
+    top = max(items, key=lambda it: (probs[it.id], -items.index(it)))
+    gold = next(it for it in items if it.gold)
+    return top.id == gold.id, probs[gold.id], probs[top.id]
 
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -303,42 +310,3 @@ async def test_accuracy(
 
 
 test_accuracy.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
-
-
-def label_accuracy(es: ExampleSet, *, per: str = "item") -> float | None:
-    """Share of labels equal to the gold label, over items that have one (None if none has).
-
-    ``per="question"``: a question counts as right when all its members are.
-    """
-    gold = {it.id: it.gold for it in es.items if it.gold is not None}
-    if not gold:
-        return None
-    if per == "item":
-        return sum(es.labels[i].value == g for i, g in gold.items()) / len(gold)
-    if per != "question":
-        raise UserError(f"per must be 'item' or 'question', got {per!r}")
-    qs = [m for _, m in questions(es) if all(i in gold for i in m)]
-    if not qs:
-        return None
-    return sum(all(es.labels[i].value == gold[i] for i in m) for m in qs) / len(qs)
-
-
-def coherence(es: ExampleSet) -> float:
-    """The example set's coherence: the search's score U of its final labels (Table 1's "Coh.")."""
-    return float(es.score)
-
-
-async def mutual_predictability(
-    pool: Pool,
-    labels: Mapping[str, bool],
-    backend: LogprobBackend,
-    config: SearchConfig | None = None,
-) -> float:
-    """U of any labelling (e.g. the gold labels), by the search's own leave-one-out pass
-    (`steerkit.icm.Objective`): comparable with `coherence` of an example set."""
-    from steerkit.icm import Objective
-
-    if not labels:
-        raise UserError("no labelled item to score")
-    ev = await Objective(pool, backend, config or SearchConfig()).evaluate(dict(labels))
-    return float(ev.u)
