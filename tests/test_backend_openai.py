@@ -9,7 +9,6 @@ import copy
 import json
 import math
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from steerkit.errors import (
 
 pytestmark = pytest.mark.llama
 
-VLLM = json.loads((Path(__file__).parent / "fixtures" / "vllm_completions.json").read_text())
+VLLM = json.loads((Path(__file__).parent / "fixtures" / "vllm_completions_handwritten.json").read_text())
 
 Reply = tuple[int, dict[str, str], Any]
 Handler = Callable[[dict[str, Any], int], "Reply | Awaitable[Reply]"]
@@ -345,7 +344,7 @@ async def test_unreachable_server_is_unavailable_after_retries():
 
 async def test_timeouts_are_retried_then_reported():
     async def slow(req: dict[str, Any], n: int) -> Reply:
-        await asyncio.sleep(3)
+        await asyncio.Event().wait()  # never answers: every attempt can only time out
         return ok("topk")
 
     async with FakeCompletionsServer(slow) as srv:
@@ -368,14 +367,39 @@ async def test_concurrency_limit_seen_by_the_server():
     assert srv.max_active == 3 and len(srv.requests) == 9
 
 
-async def test_request_rate_limit_spaces_requests():
+class ThrottlerClock:
+    """The clock of the backend's rate limiter (``asyncio_throttle``), made virtual: it moves only
+    when the limiter waits, so the test reads the spacing the limiter enforces, not the machine's
+    speed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from asyncio_throttle import throttler
+
+        self.now = 0.0
+        self.waits = 0
+        monkeypatch.setattr(throttler, "time", self)  # the limiter reads time.monotonic()
+        monkeypatch.setattr(throttler, "asyncio", self)  # ... and waits with asyncio.sleep()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.waits += 1
+        await asyncio.sleep(0)
+
+
+async def test_request_rate_limit_spaces_requests(monkeypatch: pytest.MonkeyPatch):
+    clock = ThrottlerClock(monkeypatch)
     async with FakeCompletionsServer(lambda req, n: ok("topk")) as srv:
         async with OpenAIBackend(srv.base_url, "m", rate_limit=10) as b:
-            t0 = time.monotonic()
             await b.score([CLAIM] * 4)
-            elapsed = time.monotonic() - t0
-    assert len(srv.requests) == 4
-    assert elapsed >= 0.3 - 0.02  # 4 requests at 10/s need at least 3 intervals of 0.1 s
+        assert len(srv.requests) == 4
+        assert clock.now > 0.3  # 4 requests at 10/s: 3 intervals of 0.1 s on the limiter's clock
+        before = clock.waits
+        async with OpenAIBackend(srv.base_url, "m") as unlimited:
+            await unlimited.score([CLAIM] * 4)
+        assert clock.waits == before and len(srv.requests) == 8  # no rate limit: no waiting
 
 
 async def test_api_key_is_sent_but_never_shown():

@@ -1,5 +1,6 @@
 """`OpenAIBackend`'s transport seam: `httpx.MockTransport` answers instead of a server (no
-private patching), here with vLLM's recorded response shapes."""
+private patching), here with vLLM's response shapes as its documentation gives them (a fixture
+written by hand, not recorded from a server)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from steerkit import OpenAIBackend, RetryPolicy
 
-VLLM = json.loads((Path(__file__).parent / "fixtures" / "vllm_completions.json").read_text())
+VLLM = json.loads((Path(__file__).parent / "fixtures" / "vllm_completions_handwritten.json").read_text())
 CLAIM = "Claim: The capital of France is Paris.\nI think this claim is"
 
 
