@@ -4,6 +4,7 @@ format's version (``format_version``, the earlier ``schema_version``)."""
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,12 @@ NURSES = ["--persona", "Nurses|nurse, RN, registered nurse|Registered nurses in 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return cli_env(tmp_path, monkeypatch)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check(capsys: pytest.CaptureFixture[str], path: Path, *flags: str) -> tuple[int, dict[str, Any]]:
@@ -89,6 +96,7 @@ def test_new_from_flags_writes_a_pack_that_loads(tmp_path: Path, env: dict[str, 
     assert nurse.description == "Registered nurses in hospitals"
     assert [q.id for q in pack.questions] == ["example_1", "example_2"]  # placeholders to replace
     assert "# The example_* questions are placeholders" in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # as a plain open() would create it
     # it works beside the shipped packs
     assert "hospital/physicians" in PackRegistry.from_paths([out], include_default=True)
     # an existing file is kept unless --force

@@ -156,12 +156,23 @@ def _validate(doc: tomlkit.TOMLDocument, source: str, base_dir: Path | None) -> 
     return pack_from_data(tomllib.loads(tomlkit.dumps(doc)), source=source, base_dir=base_dir)
 
 
+def _mode(path: Path) -> int:
+    """The file's own mode when it exists, else what a plain ``open`` would give (0666 less umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, _mode(path))  # mkstemp's 0600 would hide a shared pack from its other readers
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
