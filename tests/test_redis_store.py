@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,9 +206,20 @@ async def test_single_flight_one_compute_among_replicas(redis_url: str) -> None:
     key = key_for(es)
     calls = []
 
+    async def renewed(times: int) -> None:
+        """Until the lease's TTL has gone back up ``times`` times (renewed by its owner)."""
+        seen, last = 0, None
+        while seen < times:
+            ttl = await replicas[0].lock_owner_ttl(key)
+            seen += ttl is not None and last is not None and ttl > last + 0.05
+            last = ttl
+            await asyncio.sleep(0.02)
+
     async def compute(i: int) -> ExampleSet:
         calls.append(i)
-        await asyncio.sleep(1.5)  # longer than the lease: it must be renewed
+        # held, not timed: the search ends only once its 1 s lease was renewed 4 times (longer than
+        # one lease), while 29 other requests on 3 replicas wait (hang guard: 120 s)
+        await asyncio.wait_for(renewed(4), 120)
         await replicas[i].put(key, es)
         return es
 
@@ -320,12 +330,16 @@ async def test_killed_lock_holder_is_taken_over_after_its_lease(tmp_path: Path, 
             async with httpx.AsyncClient(timeout=300) as h:
                 first = await _chat(h, base_a, "background")  # A misses and starts the search
                 assert first.headers["x-steerkit-cache"] != "hit"
-                t0 = time.monotonic()
-                while not await r.keys("steerkit:lock:*"):
-                    assert time.monotonic() - t0 < 60, "A never took the search lease"
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(2.5)  # past one lease: A must have renewed it to still hold it
-                [lock] = await r.keys("steerkit:lock:*")
+                async with asyncio.timeout(120):  # hang guards, not measurements
+                    while not await r.keys("steerkit:lock:*"):  # A takes the search lease
+                        await asyncio.sleep(0.05)
+                    [lock] = await r.keys("steerkit:lock:*")
+                    renewals, last = 0, await r.pttl(lock)
+                    while renewals < 3:  # A renews it while it searches (3 renewals: one whole lease)
+                        await asyncio.sleep(0.05)
+                        ttl = await r.pttl(lock)
+                        renewals += ttl > last + 50
+                        last = ttl
                 assert await r.pttl(lock) > 0
                 a.send_signal(signal.SIGKILL)
                 a.wait(10)
