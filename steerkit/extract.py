@@ -13,6 +13,16 @@ questions ("if I were …", "should I vote Republican?") and anything inside Mar
 or indented blocks, inline code spans) do not match. Only personas defined by the registry's packs
 can match: text never creates a persona.
 
+Corrections: the statement that stands is the corrected one. Reported speech and third-person
+subjects reach only to a contrast ("People think I'm from Japan, but I'm from Brazil": Brazil);
+"not X but Y" and "X? No, Y" / "X, I mean Y" give Y; a later statement of the same kind (origin,
+residence, identity) after a change marker replaces an earlier one ("I lived in Japan; now I live
+in Brazil": Brazil). Named entities are not places: a place followed by a name ("Jordan
+Peterson", "Georgia O'Keeffe"), by a street or feature word ("Jordan Street", "the Jordan
+Valley"), by a noun that makes it a thing ("Turkey sandwich"), by "from <department>" ("Chad from
+accounting"), or owning something other than geography ("Jordan's fan club") does not match, and
+a country's name after "I'm" is a person's name ("I'm Chad"), not an identity.
+
 Cost: linear in the text (the context of a match is read from indices built once per text and
 from windows of at most `_CONTEXT` characters) and bounded per text (``max_chars``) and per
 request (``max_request_chars``, `RuleExtractor.extract_many` / `aextract_texts`); the async entry
@@ -126,12 +136,15 @@ _SENTENCE_END = re.compile(r"[.!?;\n]+(?=\s|$)|\n")
 _WORD = re.compile(r"[a-z0-9']+")
 
 _NEGATIONS = frozenset(
-    "not no don't dont doesn't doesnt didn't didnt never without skip avoid stop neither nor "
-    "hate dislike isn't aren't wasn't won't cannot can't".split()
+    (
+        "not", "no", "don't", "dont", "doesn't", "doesnt", "didn't", "didnt", "never", "without", "skip",
+        "avoid", "stop", "neither", "nor", "hate", "dislike", "isn't", "aren't", "wasn't", "won't", "cannot",
+        "can't",
+    )
 )
 _NEG_PHRASES = ("instead of", "rather than", "less of", "no need for", "no more")
-_CONDITIONALS = frozenset("if whether unless suppose supposing assuming assume imagine hypothetically".split())
-_MODALS = frozenset("should would could can will shall might must may do does did am".split())
+_CONDITIONALS = frozenset(["if", "whether", "unless", "suppose", "supposing", "assuming", "assume", "imagine", "hypothetically"])
+_MODALS = frozenset(["should", "would", "could", "can", "will", "shall", "might", "must", "may", "do", "does", "did", "am"])
 _REPORTING = re.compile(
     r"\b(said|says|say|told|tells|tell|claims?|claimed|thinks?|thought|believes?|believed|wrote|writes|"
     r"insists?|insisted|asked|asks|assumes?|assumed|mentioned|mentions|swears|swore|calls?|called|"
@@ -147,12 +160,16 @@ _THIRD_PERSON = re.compile(
 
 # Words allowed right after an identity alias ("I'm a Republican voter", "I'm Brazilian and …").
 _ALLOWED_FOLLOW = frozenset(
-    """and but so from in living who here there myself too also by born raised citizen citizens national
-    person man woman guy girl lady gentleman mom mum dad mother father parent student voter voters native
-    expat resident through at on with since for or if because though although now then i we my our based
-    origin descent heritage american immigrant supporter member living lol haha btw tbh honestly obviously
-    usually mostly always often generally nowadays these days anyway right too actually every ticket
-    candidates party across""".split()
+    (
+        "and", "but", "so", "from", "in", "living", "who", "here", "there", "myself", "too", "also", "by",
+        "born", "raised", "citizen", "citizens", "national", "person", "man", "woman", "guy", "girl", "lady",
+        "gentleman", "mom", "mum", "dad", "mother", "father", "parent", "student", "voter", "voters",
+        "native", "expat", "resident", "through", "at", "on", "with", "since", "for", "or", "if", "because",
+        "though", "although", "now", "then", "i", "we", "my", "our", "based", "origin", "descent", "heritage",
+        "american", "immigrant", "supporter", "member", "living", "lol", "haha", "btw", "tbh", "honestly",
+        "obviously", "usually", "mostly", "always", "often", "generally", "nowadays", "these", "days",
+        "anyway", "right", "too", "actually", "every", "ticket", "candidates", "party", "across",
+    )
 )
 
 _ADV = (
@@ -177,6 +194,8 @@ class _Frame:
     pattern: str  # regex text with {A} placeholder for the alias alternation
     target: Literal["alias", "place"]
     confidence: float
+    kind: Literal["identity", "origin", "residence"] = "identity"
+    """What the statement says: a later statement of the same kind after a change marker replaces it."""
     strong: bool = False  # an explicit political/identity frame: ambiguous aliases may match
     check_subject: bool = False  # reject when a third-person subject precedes in the clause
     check_follow: bool = True  # the word after an alias must not make it an adjective ("English teacher")
@@ -201,23 +220,35 @@ _FRAMES: tuple[_Frame, ...] = (
         _I_BE + _ADV + r"(?:from|a\s+native\s+of|a\s+citizen\s+of|native\s+to|a\s+national\s+of)\s+(?:the\s+)?{A}",
         "place",
         0.92,
+        kind="origin",
     ),
-    _Frame("living_in", _I_BE + _ADV + r"(?:living\s+in|based\s+in|located\s+in|settled\s+in)\s+(?:the\s+)?{A}", "place", 0.85),
-    _Frame("in", _I_BE + _ADV + r"(?:in|writing\s+from|calling\s+from|here\s+in)\s+(?:the\s+)?{A}", "place", 0.7),
+    _Frame("living_in", _I_BE + _ADV + r"(?:living\s+in|based\s+in|located\s+in|settled\s+in)\s+(?:the\s+)?{A}", "place", 0.85,
+           kind="residence"),
+    _Frame("in", _I_BE + _ADV + r"(?:in|writing\s+from|calling\s+from|here\s+in)\s+(?:the\s+)?{A}", "place", 0.7,
+           kind="residence"),
     _Frame(
-        "i_verb",
-        _I + _ADV + r"(?:live|lived|grew\s+up|was\s+born|was\s+raised|come|hail|reside|have\s+lived|have\s+always\s+lived|"
-        r"moved\s+back|immigrated)\s+(?:in|from|to|here\s+in)?\s*(?:the\s+)?{A}",
+        "i_live",
+        _I + _ADV + r"(?:live|lived|reside|have\s+lived|have\s+always\s+lived|moved\s+back|immigrated)\s+"
+        r"(?:in|from|to|here\s+in)?\s*(?:the\s+)?{A}",
         "place",
         0.9,
+        kind="residence",
+    ),
+    _Frame(
+        "i_origin",
+        _I + _ADV + r"(?:grew\s+up|was\s+born|was\s+raised|come|hail)\s+(?:in|from|to|here\s+in)?\s*(?:the\s+)?{A}",
+        "place",
+        0.9,
+        kind="origin",
     ),
     _Frame("here", r"(?<![\w'])(?:here\s+in|back\s+home\s+in|over\s+here\s+in|we\s+in|us\s+in)\s+(?:the\s+)?{A}", "place", 0.75,
-           check_subject=True),
+           kind="residence", check_subject=True),
     _Frame(
         "my_country",
         r"(?<![\w'])my\s+(?:home\s+)?(?:country|nationality|homeland)\s*(?:is|,|:|-|\()\s*(?:the\s+)?{A}",
         "place",
         0.9,
+        kind="origin",
     ),
     _Frame(
         "as_someone",
@@ -225,14 +256,95 @@ _FRAMES: tuple[_Frame, ...] = (
         r"(?:from|of|in|living\s+in|born\s+in)\s+(?:the\s+)?{A}",
         "place",
         0.9,
+        kind="origin",
         check_subject=True,
     ),
 )
 
+# --- corrections ------------------------------------------------------------------------------
 
-def _alt(phrases: Iterable[str]) -> str:
+_NOT_BUT_FRAMES: tuple[_Frame, ...] = (
+    _Frame("not_but", _I_BE + _ADV + r"not\s+" + _ADV + _DET + _ADJ + "{X}", "alias", 0.9),
+    _Frame("not_but_from", _I_BE + _ADV + r"not\s+" + _ADV + r"(?:from|a\s+native\s+of|a\s+citizen\s+of|native\s+to)\s+"
+           r"(?:the\s+)?{X}", "place", 0.88, kind="origin"),
+    _Frame("not_but_in", _I_BE + _ADV + r"not\s+" + _ADV + r"(?:in|living\s+in|based\s+in)\s+(?:the\s+)?{X}", "place", 0.8,
+           kind="residence"),
+    _Frame("not_but_live", _I + r"(?:don't|dont|do\s+not|didn't|didnt|did\s+not)\s+(?:live|reside)\s+(?:in\s+)?(?:the\s+)?{X}",
+           "place", 0.85, kind="residence"),
+    _Frame("not_but_come", _I + r"(?:don't|dont|do\s+not|didn't|didnt|did\s+not)\s+(?:come|hail)\s+(?:from\s+)?(?:the\s+)?{X}",
+           "place", 0.85, kind="origin"),
+)
+"""A negated statement corrected in the same breath: "I'm not from Japan but (from) Brazil", "I'm
+not a Democrat but a Republican", "I don't live in Japan but in Brazil" (each followed by `_BUT_Y`)."""
+
+_BUT_Y = r"\s{0,4},?\s{0,4}but\s{1,4}(?:rather\s{1,4}|instead\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{A}"
+"""After a negated statement: "I'm not from Japan but (from) Brazil", "I'm not a Democrat but a Republican"."""
+_REPAIR_Y = (
+    r"\s{0,4}(?:\?|!|,|;|:|\.{1,3}|-{1,2}|\u2014|\u2013)?\s{0,4}"
+    r"(?:(?:no|nope|nah|sorry|wait|oops|i\s+mean|i\s+meant|actually|or\s+rather|correction)[\s,!.:;\u2014\u2013-]{0,4}){1,3}"
+    r"(?:(?:i'm|i\s+am|im)\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{A}"
+)
+"""Right after a statement: "I'm from Japan? No, Brazil", "I'm from Japan, I mean Brazil"."""
+_CONTRAST = re.compile(r"(?<![\w'])(?:but|however|though|although|yet|whereas|actually|in\s+fact)(?![\w'])")
+"""Reported speech and third-person subjects before one of these do not reach past it."""
+_CHANGE = re.compile(
+    r"(?<![\w'])(?:but|now|nowadays|these\s+days|today|anymore|any\s+more|no\s+longer|since|until|then|later|"
+    r"moved|switched|changed|became|converted|instead|actually|in\s+fact)(?![\w'])"
+)
+"""Between two statements of the same kind: the later one replaces the earlier."""
+_CHANGE_GAP = 300
+"""How far apart (characters) two statements may be for a change marker between them to count."""
+
+# --- named entities ---------------------------------------------------------------------------
+
+_GEO_NOUNS = frozenset(
+    (
+        "capital", "capitals", "city", "cities", "town", "towns", "village", "villages", "north", "south",
+        "east", "west", "northern", "southern", "eastern", "western", "northeast", "northwest", "southeast",
+        "southwest", "central", "interior", "coast", "coastal", "coastline", "countryside", "border",
+        "borders", "region", "regions", "province", "provinces", "state", "states", "island", "islands",
+        "mountains", "mountain", "highlands", "lowlands", "desert", "deserts", "countryside", "heartland",
+        "suburbs", "outskirts", "part", "parts", "side", "largest", "biggest", "second", "third", "oldest",
+        "rural", "urban",
+    )
+)
+"""After a possessive place ("Japan's north", "Mexico's largest city"): still geography."""
+_COMPOUND_HEADS = frozenset(
+    (
+        "street", "st", "road", "rd", "avenue", "ave", "lane", "ln", "boulevard", "blvd", "drive", "dr",
+        "court", "ct", "square", "sq", "place", "terrace", "crescent", "park", "hill", "hills", "valley",
+        "river", "lake", "creek", "heights", "county", "township", "borough", "mall", "station", "airport",
+        "hotel", "restaurant", "cafe", "diner", "bar", "pub", "club", "fan", "fans", "team", "band",
+        "airlines", "airways", "university", "college", "school", "academy", "institute", "hospital",
+        "church", "company", "corp", "inc", "ltd", "brand", "store", "shop", "market", "sandwich",
+        "sandwiches", "burger", "burgers", "dinner", "leg", "legs", "breast", "bacon", "meat", "roast",
+        "gravy", "stuffing", "slices", "slice", "club", "plate", "plates", "cabinet", "set", "doll", "dolls",
+        "teapot", "cup", "cups", "pattern", "shoes", "sneakers", "jersey", "syndrome", "mode",
+    )
+)
+"""A word after a place that makes it a named thing ("Jordan Street", "Turkey sandwich")."""
+_NAME_OK = frozenset(("city", "i", "i'm", "im", "i've", "i'd"))
+"""Capitalised words after a place that do not make it a name ("Mexico City", "… Japan. I …")."""
+_FOLLOWING = re.compile(r"(?:\x20|-)([A-Za-z][\w']*)")
+"""The word right after a place (one space or a hyphen: a comma or a full stop ends the name)."""
+_PLACE_FOLLOW = frozenset(
+    (
+        "as", "when", "where", "which", "that", "until", "till", "before", "after", "during", "via", "about",
+        "right", "this", "these", "next", "last", "today", "tonight", "tomorrow", "yesterday", "originally",
+        "currently", "ever", "all", "near", "close", "not", "is", "was", "are", "were", "am", "been", "has",
+        "had", "have", "will", "would", "may", "might", "can", "could", "should", "must", "do", "does", "did",
+        "until", "where's",
+    )
+)
+"""Words after a place that do not make it part of a name, even capitalised (Title Case text)."""
+_POSSESSIVE = re.compile(r"'s?(?![\w])")
+_FROM_DEPT = re.compile(r"\s{1,3}from\s{1,3}(?:the\s{1,3})?[a-z]")
+"""A place followed by "from <lower-case word>" is a person: "Chad from accounting"."""
+
+
+def _alt(phrases: Iterable[str], group: str = "A") -> str:
     uniq = sorted({p for p in phrases if p}, key=lambda p: (-len(p), p))
-    return "(?P<A>" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in uniq) + r")(?![\w])"
+    return f"(?P<{group}>" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in uniq) + r")(?![\w])"
 
 
 _CONTEXT = 400
@@ -244,8 +356,10 @@ _CLAUSE_WORD = re.compile(r"(?= (?:but|and) )")
 _CLAUSE_MARK = re.compile(r"[;,:]")
 _VOTERS = re.compile(r"\s+voters?\b", re.IGNORECASE)
 _ID_NEGATIONS = frozenset(
-    "not no never neither nor without nobody hardly isn't aren't wasn't weren't don't dont doesn't doesnt "
-    "didn't didnt won't cannot can't".split()
+    (
+        "not", "no", "never", "neither", "nor", "without", "nobody", "hardly", "isn't", "aren't", "wasn't",
+        "weren't", "don't", "dont", "doesn't", "doesnt", "didn't", "didnt", "won't", "cannot", "can't",
+    )
 )
 """Negations that cancel an identity statement after them in the same clause ("Not that I'm a
 Democrat", "it's not like I'm from France"); narrower than `_NEGATIONS` ("I hate that I'm a …")."""
@@ -311,7 +425,8 @@ class _Text:
 
     ``scanned`` counts the characters read: each pass over the text, each bounded window."""
 
-    __slots__ = ("_clause_marks", "_clause_words", "_code", "_quotes", "_sent_ends", "low", "norm", "scanned")
+    __slots__ = ("_clause_marks", "_clause_words", "_code", "_contrasts", "_quotes", "_sent_ends", "low", "norm",
+                 "scanned")
 
     def __init__(self, norm: str) -> None:
         self.norm = norm
@@ -321,7 +436,8 @@ class _Text:
         self._clause_words = [m.start() for m in _CLAUSE_WORD.finditer(norm)]  # " but " / " and "
         self._clause_marks = [m.start() for m in _CLAUSE_MARK.finditer(norm)]
         self._code = _code_spans(norm)
-        self.scanned = 6 * len(norm)
+        self._contrasts = [m.end() for m in _CONTRAST.finditer(self.low)]  # "but", "however", …
+        self.scanned = 7 * len(norm)
 
     def pass_over(self) -> None:
         """Count one full regex pass over the text."""
@@ -342,6 +458,14 @@ class _Text:
     def context_start(self, pos: int) -> int:
         """The start of the context read before ``pos``: its sentence, at most `_CONTEXT` back."""
         return max(self.sentence_start(pos), pos - _CONTEXT)
+
+    def speaker_start(self, pos: int) -> int:
+        """Where the speaker's own voice resumes before ``pos``: the context start, or after the last
+        contrast ("but", "however", "actually") in it: "People think I'm from Japan, but I'm from
+        Brazil" reports the first statement, not the second."""
+        a = self.context_start(pos)
+        i = bisect_right(self._contrasts, pos) - 1
+        return max(a, self._contrasts[i]) if i >= 0 else a
 
     def clause_start(self, pos: int) -> int:
         s = self.sentence_start(pos)
@@ -366,8 +490,8 @@ class _Text:
         return _WORD.findall(self.low, a, b)[-n:]
 
     def reported(self, start: int) -> bool:
-        """Reported speech before ``start`` in the same sentence, unless reported by "I"."""
-        a, b = self._window(self.context_start(start), start)
+        """Reported speech before ``start`` in the same sentence (up to a contrast), unless reported by "I"."""
+        a, b = self._window(self.speaker_start(start), start)
         last = None
         for m in _REPORTING.finditer(self.low, a, b):
             last = m
@@ -380,7 +504,7 @@ class _Text:
         return not (before and before[-1] in ("i", "i've", "i'd"))
 
     def third_person_before(self, start: int) -> bool:
-        a, b = self._window(self.context_start(start), start)
+        a, b = self._window(self.speaker_start(start), start)
         return _THIRD_PERSON.search(self.low, a, b) is not None
 
     def blocked(self, start: int) -> str | None:
@@ -399,6 +523,29 @@ class _Text:
         if any(t in _ID_NEGATIONS for t in self._clause_tokens(start, 4)):
             return "negated"
         return None
+
+    def named_entity(self, a_start: int, a_end: int) -> bool:
+        """Whether the place at ``[a_start, a_end)`` is part of a name or a thing, not a country:
+        "Jordan Peterson", "Georgia O'Keeffe", "Jordan Street", "Turkey sandwich", "Chad from
+        accounting", "Jordan's fan club" (but "Japan's north", "Mexico City" are geography)."""
+        norm = self.norm
+        a, b = self._window(a_end, min(len(norm), a_end + 60))
+        pos = a
+        poss = _POSSESSIVE.match(norm, pos, b)
+        if poss is not None and (poss.group(0) == "'s" or norm[a_end - 1] in "sS"):  # not a closing quote
+            words = _WORD.findall(self.low, poss.end(), b)[:3]
+            return not any(w in _GEO_NOUNS for w in words)
+        if _FROM_DEPT.match(norm, pos, b):
+            return True
+        m = _FOLLOWING.match(norm, pos, b)
+        if m is None:
+            return False  # end of text or punctuation
+        word = m.group(1)
+        low = word.lower()
+        if low in _COMPOUND_HEADS:
+            return True
+        is_name = word[0].isupper() and any(c.islower() for c in word)
+        return is_name and low not in _NAME_OK and low not in _ALLOWED_FOLLOW and low not in _PLACE_FOLLOW
 
     def _clause_tokens(self, start: int, n: int) -> list[str]:
         a, b = self._window(max(self.clause_start(start), start - _CONTEXT), start)
@@ -423,6 +570,9 @@ class _CompiledPack:
         self.frames: list[tuple[_Frame, re.Pattern[str]]] = []
         self.alias_owner: dict[str, str] = {}
         self.ambiguous: set[str] = set()
+        self.place_names: set[str] = set()
+        self.repairs: dict[str, re.Pattern[str]] = {}  # target -> "X? No, Y" after a statement
+        self.not_but: list[tuple[_Frame, re.Pattern[str]]] = []  # "I'm not X but Y"
         for spec in pack.specs:
             self.ambiguous.update(a.lower() for a in spec.ambiguous)
         if self.kind == "identity":
@@ -433,11 +583,21 @@ class _CompiledPack:
                     aliases.append(a)
                 for p in spec.places:
                     self._own(_norm_phrase(p), spec.id)
+                    self.place_names.add(_norm_phrase(p))
                     places.append(p)
             for fr in _FRAMES:
                 phrases = aliases if fr.target == "alias" else places
                 if phrases:
                     self.frames.append((fr, re.compile(fr.pattern.replace("{A}", _alt(phrases)), re.IGNORECASE)))
+            by_target = {"alias": aliases, "place": places}
+            for target, phrases in by_target.items():
+                if phrases:
+                    self.repairs[target] = re.compile(_REPAIR_Y.replace("{A}", _alt(phrases)), re.IGNORECASE)
+            for fr in _NOT_BUT_FRAMES:
+                phrases = by_target[fr.target]
+                if phrases:
+                    pattern = fr.pattern.replace("{X}", _alt(phrases, "X")) + _BUT_Y.replace("{A}", _alt(phrases))
+                    self.not_but.append((fr, re.compile(pattern, re.IGNORECASE)))
         else:
             # one alternation per polarity; a phrase may belong to several personas
             self.pos_owner: dict[str, list[tuple[str, float]]] = {}
@@ -488,6 +648,29 @@ def _finditer_overlapping(rx: re.Pattern[str], text: str):  # type: ignore[no-un
             return
         yield m
         pos = m.start() + 1
+
+
+def _latest_of_each_kind(found: list[tuple[_Frame, PersonaMatch]], t: _Text) -> list[PersonaMatch]:
+    """Drop statements a later one of the same kind replaces: "I lived in Japan, but now I live in
+    Brazil" keeps Brazil. A later statement replaces the earlier ones of other personas when a
+    change marker ("but", "now", "no longer", …) stands between them (at most `_CHANGE_GAP` apart).
+    Linear: each statement is kept or dropped once, and each gap read once."""
+    found.sort(key=lambda fm: (fm[1].span[0], fm[1].span[1]))
+    kept: dict[str, dict[str, list[PersonaMatch]]] = {}  # kind -> persona -> its statements, in order
+    last: dict[str, PersonaMatch] = {}  # kind -> the latest statement kept
+    dropped: set[int] = set()
+    for fr, m in found:
+        by_pid = kept.setdefault(fr.kind, {})
+        prev = last.get(fr.kind)
+        if prev is not None and prev.persona_id != m.persona_id and prev.span[1] <= m.span[0] and \
+                m.span[0] - prev.span[1] <= _CHANGE_GAP:
+            a, b = t._window(prev.span[1], m.span[0])
+            if _CHANGE.search(t.low, a, b):
+                for pid in [p for p in by_pid if p != m.persona_id]:
+                    dropped.update(id(x) for x in by_pid.pop(pid))
+        by_pid.setdefault(m.persona_id, []).append(m)
+        last[fr.kind] = m
+    return [m for _, m in found if id(m) not in dropped]
 
 
 class RuleExtractor:
@@ -581,7 +764,7 @@ class RuleExtractor:
 
     # identity packs ------------------------------------------------------------------------------
     def _identity(self, cp: _CompiledPack, t: _Text, text: str) -> list[PersonaMatch]:
-        out: list[PersonaMatch] = []
+        found: list[tuple[_Frame, PersonaMatch]] = []
         norm = t.norm
         for fr, rx in cp.frames:
             t.pass_over()
@@ -593,28 +776,70 @@ class RuleExtractor:
                     continue
                 if t.blocked(m.start()):
                     continue
-                if fr.check_subject and t.third_person_before(m.start()):
+                fixed = self._repaired(cp, fr, t, text, m.start(), a_end)  # "X? No, Y": Y is what stands
+                match = fixed or self._statement(cp, fr, t, text, m.start(), a_start, a_end, alias, pid)
+                if match is not None:
+                    found.append((fr, match))
+        for fr, rx in cp.not_but:  # "I'm not X but Y": Y
+            t.pass_over()
+            for m in rx.finditer(norm):
+                a_start, a_end = m.span("A")
+                alias = _norm_phrase(m.group("A"))
+                pid = cp.alias_owner.get(alias)
+                if pid is None or t.blocked(m.start()):
                     continue
-                if fr.target == "alias" and fr.check_follow and not self._follow_ok(norm, a_end):
+                if fr.target == "alias" and not self._follow_ok(norm, a_end):  # "… but a Republican senator"
                     continue
-                conf = fr.confidence
-                if alias in cp.ambiguous:
-                    strong = fr.strong or "politic" in t.low[max(0, m.start() - 30) : a_end] or \
-                        _VOTERS.match(norm, a_end) is not None
-                    if not strong and not text[a_start].isupper():
-                        continue
-                    if not strong:
-                        conf *= 0.85
-                out.append(
-                    PersonaMatch(
-                        persona_id=pid,
-                        dimension=cp.pack.dimension,
-                        span=(m.start(), m.end()),
-                        evidence=text[m.start() : m.end()],
-                        confidence=round(conf, 4),
-                    )
-                )
-        return out
+                match = self._statement(cp, fr, t, text, m.start(), a_start, a_end, alias, pid)
+                if match is not None:
+                    found.append((fr, match))
+        return _latest_of_each_kind(found, t)
+
+    def _statement(self, cp: _CompiledPack, fr: _Frame, t: _Text, text: str, start: int, a_start: int, a_end: int,
+                   alias: str, pid: str) -> PersonaMatch | None:
+        """The match of a frame whose context allows it, or None (named entities, third-person
+        subjects, adjectives, ambiguous aliases without an explicit frame)."""
+        norm = t.norm
+        if fr.check_subject and t.third_person_before(start):
+            return None
+        if fr.target == "alias" and fr.check_follow and not self._follow_ok(norm, a_end):
+            return None
+        if fr.target == "place" and t.named_entity(a_start, a_end):
+            return None
+        if fr.name == "self" and alias in cp.place_names:
+            return None  # "I'm Chad": a person's name, not an identity
+        conf = fr.confidence
+        if alias in cp.ambiguous:
+            strong = fr.strong or "politic" in t.low[max(0, start - 30) : a_end] or \
+                _VOTERS.match(norm, a_end) is not None
+            if not strong and not text[a_start].isupper():
+                return None
+            if not strong:
+                conf *= 0.85
+        return PersonaMatch(persona_id=pid, dimension=cp.pack.dimension, span=(start, a_end),
+                            evidence=text[start:a_end], confidence=round(conf, 4))
+
+    def _repaired(self, cp: _CompiledPack, fr: _Frame, t: _Text, text: str, start: int,
+                  a_end: int) -> PersonaMatch | None:
+        """The statement a repair right after ``[start, a_end)`` makes instead: "I'm from Japan?
+        No, Brazil", "I'm a Democrat, I mean a Republican". The evidence runs from the frame to
+        the corrected alias or place."""
+        rx = cp.repairs.get(fr.target)
+        if rx is None:
+            return None
+        a, b = t._window(a_end, min(len(t.norm), a_end + 80))
+        m = rx.match(t.norm, a, b)
+        if m is None:
+            return None
+        y_start, y_end = m.span("A")
+        alias = _norm_phrase(m.group("A"))
+        pid = cp.alias_owner.get(alias)
+        if pid is None:
+            return None
+        if fr.target == "alias" and not self._follow_ok(t.norm, y_end):
+            return None
+        fixed = self._statement(cp, fr, t, text, start, y_start, y_end, alias, pid)
+        return None if fixed is None else fixed.model_copy(update={"confidence": round(fixed.confidence * 0.95, 4)})
 
     @staticmethod
     def _follow_ok(norm: str, end: int) -> bool:
