@@ -12,8 +12,9 @@ import pytest
 from shared_data import needs_opinionqa, opinionqa_dir
 
 from steerkit import ProbeConfig, facts_pool, model_verdict, probe
-from steerkit._probe import Estimate, decide, gold_questions
 from steerkit.errors import UserError
+from steerkit.evaluation.facts import fact_pools
+from steerkit.evaluation.probe import Estimate, decide, gold_questions
 from steerkit.models import Pool
 from steerkit.testing import FakeScorer, unit_rand
 
@@ -73,11 +74,13 @@ def test_inverted_labels_doing_better_is_said_plainly() -> None:
 
 # --- fake scorers with planted behaviour ----------------------------------------------------------
 
-_BLOCK = re.compile(r"Question: What is the capital of (.*)\?\nClaim: .* as: '(.*)'\nI think this claim is( True| False)?$")
+_BLOCK = re.compile(r"Question: (.*)\nClaim: .* as: '(.*)'\nI think this claim is( True| False)?$")
 
 
 def _truth(pool: Pool) -> dict[tuple[str, str], bool]:
-    return {(it.question, it.option or ""): bool(it.gold) for it in pool.items}
+    """(question, option) → gold, of ``pool`` and every built-in fact domain (a fake serves them all)."""
+    items = [*pool.items, *(it for p in fact_pools().values() for it in p.items)]
+    return {(it.question, it.option or ""): bool(it.gold) for it in items}
 
 
 def _parse(prompt: str) -> tuple[list[tuple[str, str, bool]], tuple[str, str]]:
@@ -86,10 +89,10 @@ def _parse(prompt: str) -> tuple[list[tuple[str, str, bool]], tuple[str, str]]:
     for b in blocks[:-1]:
         m = _BLOCK.match(b)
         assert m is not None and m.group(3), f"malformed demonstration {b!r}"
-        demos.append((f"What is the capital of {m.group(1)}?", m.group(2), m.group(3) == " True"))
+        demos.append((m.group(1), m.group(2), m.group(3) == " True"))
     m = _BLOCK.match(blocks[-1])
     assert m is not None and m.group(3) is None, f"malformed target {blocks[-1]!r}"
-    return demos, (f"What is the capital of {m.group(1)}?", m.group(2))
+    return demos, (m.group(1), m.group(2))
 
 
 def following_fake(pool: Pool) -> FakeScorer:
@@ -183,7 +186,9 @@ async def test_the_verdict_is_cached_per_model(tmp_path: Path) -> None:
     second = following_fake(pool)
     r2 = await model_verdict(second, tmp_path, ProbeConfig(n_test=6, n_demos=4, random_seeds=1))
     assert second.stats.calls == 0 and r2.usage["cache_hits"] == r2.usage["requested"] > 0
-    assert r2.as_dict()["conditions"] == r1.as_dict()["conditions"]
+    assert len(r1.domains) == 5 and {k: d["conditions"] for k, d in r2.as_dict()["domains"].items()} == {
+        k: d["conditions"] for k, d in r1.as_dict()["domains"].items()}
+    assert sum(d.usage["model_calls"] for d in r1.domains.values()) == first.stats.calls  # each domain's share
 
 
 async def test_a_pool_too_small_for_the_probe_is_a_user_error() -> None:
@@ -206,13 +211,15 @@ def test_the_built_in_facts_put_the_true_answer_first_about_half_the_time() -> N
 @pytest.mark.llama
 async def test_the_probe_end_to_end_on_the_embedded_model(embedded_backend, tmp_path: Path) -> None:
     cfg = ProbeConfig(n_test=8, n_demos=4, random_seeds=1)
-    report = await model_verdict(embedded_backend, tmp_path, cfg)
-    assert set(report.conditions) == {"zero_shot", "gold", "inverted", "random_0"}
-    assert all(0.0 <= c.accuracy <= 1.0 and len(c.correct) == 8 for c in report.conditions.values())
-    assert report.verdict in ("follows_labels", "format_only", "ignores_demonstrations")
+    report = await model_verdict(embedded_backend, tmp_path, cfg, domains=("capitals", "arithmetic"))
+    assert set(report.domains) == {"capitals", "arithmetic"}
+    for r in report.domains.values():
+        assert set(r.conditions) == {"zero_shot", "gold", "inverted", "random_0"}
+        assert all(0.0 <= c.accuracy <= 1.0 and len(c.correct) == 8 for c in r.conditions.values())
+    assert report.verdict in ("follows_labels", "format_only", "ignores_demonstrations", "domains_disagree")
     assert report.model == embedded_backend.model and report.model in report.summary()
-    assert report.usage["model_calls"] == 8 * 2 * 4 and report.usage["prompt_tokens"] > 0
-    again = await model_verdict(embedded_backend, tmp_path, cfg)
+    assert report.usage["model_calls"] == 2 * 8 * 2 * 4 and report.usage["prompt_tokens"] > 0
+    again = await model_verdict(embedded_backend, tmp_path, cfg, domains=("capitals", "arithmetic"))
     assert again.usage["model_calls"] == 0 and again.verdict == report.verdict
 
 
@@ -228,25 +235,26 @@ async def test_the_verdict_line_the_demo_and_precompute_print(tmp_path: Path) ->
     report = await print_verdict(following_fake(pool), tmp_path, console=Console(file=out, width=300))
     assert report is not None and report.verdict == "follows_labels"
     text = out.getvalue()
-    assert text.startswith("probe: fake-follower: follows in-context labels") and "inverted gold" in text
+    assert text.startswith("probe: fake-follower: follows in-context labels") and "in all 5 domains" in text
+    assert "capitals gold 1.00 vs inverted 0.00" in " ".join(text.split())
     assert (tmp_path / "eval" / "scores").is_dir()  # cached under <cache_dir>/eval
 
 
 @needs_opinionqa
 def test_the_probe_command_builds_a_persona_pool_from_a_dataset() -> None:
     from steerkit.cli import build_parser
-    from steerkit.cli.probe_cmd import _pool
+    from steerkit.cli.probe_cmd import _pools
 
     data = opinionqa_dir()
     args = build_parser().parse_args(["probe", "--dataset", "opinionqa", "--data", str(data), "--persona", "Republican"])
-    pool = _pool(args)
+    [pool] = _pools(args).values()  # a dataset's persona is one domain
     assert pool.persona.name == "Republicans"
     qs = gold_questions(pool)
     assert len(qs) >= 38  # enough for the default 8 demonstrations + 30 held out
     assert {len(q) for q in qs} == {2, 3}  # two- and three-option questions
     args = build_parser().parse_args(["probe", "--dataset", "opinionqa"])
     with pytest.raises(UserError, match="needs --data"):
-        _pool(args)
+        _pools(args)
 
 
 @pytest.mark.llama
@@ -265,14 +273,14 @@ def test_the_probe_command_against_an_openai_compatible_server(llama_server_url:
             monkeypatch.delenv(k)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     rc = main(["probe", "--search-base-url", llama_server_url, "--search-model", embedded_backend.chat_model,
-               "--n-test", "6", "--n-demos", "2", "--random-seeds", "1", "--json", "--cache-dir", str(tmp_path / "c"),
+               "--domains", "capitals", "--n-test", "6", "--n-demos", "2", "--random-seeds", "1", "--json", "--cache-dir", str(tmp_path / "c"),
                "--agreement-questions", "0"])  # no seed-to-seed search: minutes (tests/test_reliability_report.py)
     out = capsys.readouterr()
     assert rc == 0, out.err
     report = json.loads(out.out)
     assert report["model"] == embedded_backend.chat_model and report["verdict"] in (
         "follows_labels", "format_only", "ignores_demonstrations")
-    assert set(report["conditions"]) == {"zero_shot", "gold", "inverted", "random_0"}
+    assert set(report["domains"]["capitals"]["conditions"]) == {"zero_shot", "gold", "inverted", "random_0"}
     # 6 questions × 2 options × 4 conditions, less the prompts two conditions share (a random
     # labelling can equal the gold one), scored by the server
     assert 6 * 2 * 2 <= report["usage"]["model_calls"] <= 6 * 2 * 4 and report["usage"]["prompt_tokens"] > 0

@@ -2,11 +2,13 @@
 
 Zero-shot accuracy on gold-labelled questions, then the same held-out questions after gold,
 inverted-gold and random-labelled demonstrations, with standard errors and a verdict
-(`steerkit.probe`). Default data: built-in two-option fact questions; ``--dataset``/``--data``
-probe a persona's real questions instead. Then a default ICM search labels a few of the held-out
-questions (``--agreement-questions``) and the report says how far its restarts (one per seed)
-agreed: low agreement means a set from this model depends on the seed. Every scored prompt is
-cached on disk (``<cache_dir>/eval/scores``), so a re-run, the demo and ``precompute`` reuse the work.
+(`steerkit.probe`). Default data: built-in two-option fact questions in several domains
+(capitals, units, science, arithmetic, dates; ``--domains``), each reported, with a verdict only
+where the domains agree; ``--dataset``/``--data`` probe a persona's real questions instead. Then a
+default ICM search labels a few of the held-out questions (``--agreement-questions``) and the
+report says how far its restarts (one per seed) agreed: low agreement means a set from this model
+depends on the seed. Every scored prompt is cached on disk (``<cache_dir>/eval/scores``), so a
+re-run, the demo and ``precompute`` reuse the work.
 """
 
 from __future__ import annotations
@@ -32,16 +34,20 @@ def register(sub: Any, common: Any, models: Any) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = p.add_argument_group("data (default: built-in two-option fact questions)")
+    from steerkit.evaluation.facts import DOMAINS
+
+    d = p.add_argument_group("data (default: built-in two-option fact questions in several domains)")
     d.add_argument("--dataset", choices=["facts", "opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"], default="facts",
                    help="questions to probe with (default: built-in facts)")
+    d.add_argument("--domains", type=_domains, default=None, metavar="A,B",
+                   help=f"--dataset facts: which domains, comma-separated (default: all of {','.join(DOMAINS)})")
     d.add_argument("--data", metavar="PATH", help="dataset path (see `steerkit eval --help`)")
     d.add_argument("--persona", metavar="NAME", help="which persona of the dataset (default: its first)")
     d.add_argument("--persona-name", metavar="TEXT", help="persona name for --dataset jsonl")
     r = p.add_argument_group("probe")
-    r.add_argument("--n-test", type=int, default=30, metavar="N", help="held-out questions (default 30)")
-    r.add_argument("--n-demos", type=int, default=8, metavar="N", help="demonstration questions (default 8)")
-    r.add_argument("--random-seeds", type=int, default=3, metavar="N", help="random labellings (default 3)")
+    r.add_argument("--n-test", type=int, metavar="N", help="held-out questions (per domain; default 12 for facts, 30 for a dataset)")
+    r.add_argument("--n-demos", type=int, metavar="N", help="demonstration questions (per domain; default 4 for facts, 8 for a dataset)")
+    r.add_argument("--random-seeds", type=int, metavar="N", help="random labellings (default 2 for facts, 3 for a dataset)")
     r.add_argument("--seed", type=int, default=0, help="random seed of the question split and labellings (default 0)")
     r.add_argument("--agreement-questions", type=int, default=4, metavar="N",
                    help="held-out questions a default ICM search labels to measure how far its labels depend on the seed "
@@ -49,6 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "calls; 0: skip)")
     r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _domains(text: str) -> tuple[str, ...]:
+    from steerkit.evaluation.facts import DOMAINS
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in DOMAINS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown domain(s) {', '.join(bad) or text!r}: choose from {', '.join(DOMAINS)}")
+    return names
 
 
 def resolve_model_path(args: argparse.Namespace) -> None:
@@ -70,11 +86,20 @@ def settings_for(args: argparse.Namespace) -> Any:
     return settings
 
 
-def run(args: argparse.Namespace) -> int:
-    from steerkit._probe import ProbeConfig
+def probe_config(args: argparse.Namespace) -> Any:
+    """The per-domain `ProbeConfig` of the flags: the facts defaults (`DOMAIN_CONFIG`: a few
+    questions per domain) or a dataset's (30 held out, 8 demonstrations, 3 random labellings)."""
+    from steerkit.evaluation.probe import DOMAIN_CONFIG, ProbeConfig
 
-    cfg = ProbeConfig(n_test=args.n_test, n_demos=args.n_demos, random_seeds=args.random_seeds, seed=args.seed,
-                      agreement_questions=max(0, min(args.agreement_questions, args.n_test)))
+    base = DOMAIN_CONFIG if args.dataset == "facts" else ProbeConfig()
+    n_test = args.n_test if args.n_test is not None else base.n_test
+    return ProbeConfig(n_test=n_test, n_demos=args.n_demos if args.n_demos is not None else base.n_demos,
+                       random_seeds=args.random_seeds if args.random_seeds is not None else base.random_seeds,
+                       seed=args.seed, agreement_questions=max(0, args.agreement_questions))
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = probe_config(args)
     settings = settings_for(args)
     report = asyncio.run(_main(args, settings, cfg))
     if args.json:
@@ -84,58 +109,54 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool(args: argparse.Namespace) -> Any:
-    from steerkit._probe import facts_pool
+def _pools(args: argparse.Namespace) -> dict[str, Any]:
+    """The probe's domains: the built-in fact domains, or one persona's questions of a dataset."""
     from steerkit.evaluation import load_dataset
+    from steerkit.evaluation.facts import fact_pools
     from steerkit.models import Pool
 
     if args.dataset == "facts":
-        return facts_pool(args.seed)
+        return fact_pools(args.seed, args.domains)
+    if args.domains:
+        raise UserError("--domains chooses among the built-in fact domains; a --dataset is one domain")
     if not args.data:
         raise UserError(f"--dataset {args.dataset} needs --data PATH")
     eps = load_dataset(args.dataset, args.data, personas=[args.persona] if args.persona else None,
                        persona_name=args.persona_name, seed=args.seed, options=(2, 3))
     ep = eps[0]
-    return Pool.from_items(ep.persona, [it for q in ep.questions for it in q])
+    return {ep.persona.id: Pool.from_items(ep.persona, [it for q in ep.questions for it in q])}
 
 
 async def _main(args: argparse.Namespace, settings: Any, cfg: Any) -> Any:
     from rich.console import Console
 
-    from steerkit._probe import probe
     from steerkit._runtime import Runtime
     from steerkit._scorecache import CachedBackend, ScoreCache
+    from steerkit.evaluation.probe import probe_domains
 
-    pool = _pool(args)
+    pools = _pools(args)
     console = Console(stderr=True)
     rt = await Runtime.open(settings, steerer=False, chat=False)
     cache = ScoreCache(Path(settings.cache_dir) / "eval" / "scores")
     try:
         with console.status(f"probing {rt.backend.model}…") as st:
-            return await probe(pool, CachedBackend(rt.backend, cache), cfg,
-                               progress=lambda d, t: st.update(f"probing {rt.backend.model}: condition {d}/{t}"))
+            return await probe_domains(pools, CachedBackend(rt.backend, cache), cfg,
+                                       progress=lambda d, t: st.update(f"probing {rt.backend.model}: condition {d}/{t}"))
     finally:
         cache.close()
         await rt.aclose()
 
 
 def render(report: Any, console: Any = None) -> None:
+    """The probe's tables: per domain (one row each) when there are several, every condition when
+    there is one; then the verdict."""
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
-    t = Table(title=f"steerability probe: {report.model} ({report.persona}, {report.n_test} held-out questions)")
-    t.add_column("condition")
-    t.add_column("accuracy ± SE", justify="right")
-    t.add_column("mean P(gold)", justify="right")
-    t.add_column("demo labels = gold", justify="right")
-    for name, c in report.conditions.items():
-        d = c.as_dict()
-        agree = "—" if d["agreement_with_gold"] is None else f"{d['agreement_with_gold']:.2f}"
-        t.add_row(name, f"{d['accuracy']:.2f} ± {d['se']:.2f}", f"{d['mean_p_gold']:.2f}", agree)
-    console.print(t)
-    console.print(f"label effect (gold − inverted): {report.label_effect}   format effect (demos − zero-shot): "
-                  f"{report.format_effect}   P(gold) shift: {report.label_shift}")
+    if len(report.domains) == 1:
+        _render_conditions(next(iter(report.domains.values())), console)
+    else:
+        _render_domains(report, console)
     style = "green" if report.steerable else "yellow"
     console.print(f"[bold {style}]verdict: {report.verdict}[/] — {report.summary()}")
     a = report.seed_agreement
@@ -148,14 +169,50 @@ def render(report: Any, console: Any = None) -> None:
                       f"{u['prompt_tokens']} prompt tokens[/dim]")
 
 
+def _render_domains(report: Any, console: Any) -> None:
+    from rich.table import Table
+
+    from steerkit.evaluation.probe import SHORT_TEXT
+
+    first = next(iter(report.domains.values()))
+    t = Table(title=f"steerability probe: {report.model} ({len(report.domains)} domains, {first.n_test} held-out and "
+                    f"{first.n_demos} demonstration questions each; accuracy ± SE)")
+    for col in ("domain", "zero-shot", "gold demos", "inverted gold", "random labels", "gold − inverted", "demos − zero-shot", "verdict"):
+        t.add_column(col, justify="left" if col in ("domain", "verdict") else "right")
+    for name, r in report.domains.items():
+        c = r.conditions
+        lo, hi = r.random_range()
+        weak = ", weakly" if "weakly" in r.reason else ""
+        t.add_row(name, *(f"{c[k].accuracy:.2f} ± {c[k].se:.2f}" for k in ("zero_shot", "gold", "inverted")),
+                  f"{lo:.2f}–{hi:.2f}", str(r.label_effect), str(r.format_effect), SHORT_TEXT[r.verdict] + weak)
+    console.print(t)
+
+
+def _render_conditions(report: Any, console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"steerability probe: {report.model} ({report.persona}, {report.n_test} held-out questions)")
+    t.add_column("condition")
+    t.add_column("accuracy ± SE", justify="right")
+    t.add_column("mean P(gold)", justify="right")
+    t.add_column("demo labels = gold", justify="right")
+    for name, c in report.conditions.items():
+        d = c.as_dict()
+        agree = "—" if d["agreement_with_gold"] is None else f"{d['agreement_with_gold']:.2f}"
+        t.add_row(name, f"{d['accuracy']:.2f} ± {d['se']:.2f}", f"{d['mean_p_gold']:.2f}", agree)
+    console.print(t)
+    console.print(f"label effect (gold − inverted): {report.label_effect}   format effect (demos − zero-shot): "
+                  f"{report.format_effect}   P(gold) shift: {report.label_shift}")
+
+
 async def print_verdict(backend: Any, cache_dir: Any = None, *, console: Any = None) -> Any:
     """For the demo and ``precompute``: the probe verdict of ``backend`` on the built-in fact
-    questions (cached: computed once per model), printed as one line on stderr. Returns the report,
+    domains (cached: computed once per model), printed as one line on stderr. Returns the report,
     or None when the probe could not run (the command goes on)."""
     from rich.console import Console
 
-    from steerkit._probe import model_verdict
     from steerkit.errors import SteerkitError
+    from steerkit.evaluation.probe import model_verdict
 
     console = console or Console(stderr=True)
     try:

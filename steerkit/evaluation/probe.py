@@ -21,8 +21,11 @@ errors into one of three verdicts:
 ``ignores_demonstrations``
     neither: predictions do not move with demonstrations.
 
-`model_verdict` runs the probe on a built-in set of two-option fact questions (capital cities: the
-truth is not in doubt, so only label-following is measured) with a disk cache, so the demo and
+One domain is not enough: a model can follow the labels of capital-city demonstrations and not
+those of sums. `probe_domains` runs the probe in each of several domains (a few questions each) and
+gives a verdict only where the domains agree; where they do not, it says so and what each showed
+(`DomainsReport`). `model_verdict` runs it on the built-in fact domains (`steerkit.evaluation.facts`:
+the truth is not in doubt, so only label-following is measured) with a disk cache, so the demo and
 ``precompute`` can show the verdict for their model and a second call costs nothing.
 """
 
@@ -31,37 +34,52 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import UserError
-from steerkit.evaluation import gold_questions, question_outcome, random_labels
+from steerkit.evaluation.facts import FACTS_PERSONA, fact_pools, facts_pool
+from steerkit.evaluation.predictors import question_outcome
+from steerkit.evaluation.protocol import gold_questions, random_labels
 from steerkit.models import RELIABLE_AGREEMENT, Item, Persona, Pool, SearchConfig
 
 __all__ = [
+    "DOMAIN_CONFIG",
     "FACTS_PERSONA",
+    "DomainsReport",
     "Estimate",
     "ProbeCondition",
     "ProbeConfig",
     "ProbeReport",
     "Verdict",
+    "agree",
     "decide",
     "facts_pool",
     "gold_questions",
     "model_verdict",
     "probe",
+    "probe_domains",
 ]
 
 Verdict = Literal["follows_labels", "format_only", "ignores_demonstrations"]
+OverallVerdict = Literal["follows_labels", "format_only", "ignores_demonstrations", "domains_disagree"]
 
 VERDICT_TEXT: dict[str, str] = {
     "follows_labels": "follows in-context labels: example sets can steer this model",
     "format_only": "gains from the demonstration format only: its predictions do not follow the labels, "
     "so no example set (ICM or gold) can steer it",
     "ignores_demonstrations": "ignores demonstrations: predictions do not move with them, so no example set can steer it",
+    "domains_disagree": "no verdict: the domains disagree",
+}
+
+SHORT_TEXT: dict[str, str] = {
+    "follows_labels": "follows labels",
+    "format_only": "format only",
+    "ignores_demonstrations": "ignores demonstrations",
 }
 
 
@@ -110,47 +128,6 @@ def decide(label_effect: Estimate, format_effect: Estimate, *, z: float = 2.0, m
     if label_effect.mean < 0 and (-label_effect.mean) > z * label_effect.se and -label_effect.mean >= min_effect:
         why += "; inverted labels did significantly *better* than gold"
     return v, why
-
-
-# --- data -----------------------------------------------------------------------------------------
-
-FACTS_PERSONA = Persona(
-    id="probe/geography",
-    name="people who know world geography",
-    dimension="probe",
-    description="Answers to plain geography questions; the truth is not in doubt.",
-)
-
-_CAPITALS = [
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-    ("China", "Beijing"), ("Russia", "Moscow"), ("the United Kingdom", "London"), ("Egypt", "Cairo"),
-    ("Kenya", "Nairobi"), ("Canada", "Ottawa"), ("Peru", "Lima"), ("Greece", "Athens"), ("Norway", "Oslo"),
-    ("Australia", "Canberra"), ("Ireland", "Dublin"), ("Portugal", "Lisbon"), ("Austria", "Vienna"),
-    ("Sweden", "Stockholm"), ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Poland", "Warsaw"),
-    ("Hungary", "Budapest"), ("the Czech Republic", "Prague"), ("Turkey", "Ankara"), ("Iran", "Tehran"),
-    ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("South Korea", "Seoul"), ("Indonesia", "Jakarta"),
-    ("the Philippines", "Manila"), ("India", "New Delhi"), ("Argentina", "Buenos Aires"), ("Chile", "Santiago"),
-    ("Colombia", "Bogota"), ("Mexico", "Mexico City"), ("Cuba", "Havana"), ("Morocco", "Rabat"),
-    ("Ethiopia", "Addis Ababa"), ("Nigeria", "Abuja"), ("Belgium", "Brussels"), ("the Netherlands", "Amsterdam"),
-    ("Switzerland", "Bern"), ("Ukraine", "Kyiv"),
-]
-
-
-def facts_pool(seed: int = 0) -> Pool:
-    """Two-option fact questions with gold labels: "What is the capital of X?" with the true capital
-    and another country's, in a seeded order (the true option is first about half the time)."""
-    rng = random.Random(seed)
-    n = len(_CAPITALS)
-    items: list[Item] = []
-    for k, (country, city) in enumerate(_CAPITALS):
-        other = _CAPITALS[(k + 1 + rng.randrange(n - 1)) % n][1]
-        opts = [(city, True), (other, False)]
-        rng.shuffle(opts)
-        gid = f"probe/capital/{k}"
-        for j, (opt, gold) in enumerate(opts):
-            items.append(Item(id=f"{gid}/o{j}", kind="claim", question=f"What is the capital of {country}?",
-                              option=opt, group=gid, gold=gold))
-    return Pool.from_items(FACTS_PERSONA, items)
 
 
 # --- the probe ------------------------------------------------------------------------------------
@@ -267,6 +244,22 @@ class ProbeReport:
         }
 
 
+def split(pool: Pool, cfg: ProbeConfig) -> tuple[list[list[Item]], list[list[Item]]]:
+    """(demonstration questions, held-out questions) of ``pool``: its gold-labelled questions
+    shuffled with ``cfg.seed``, the first ``n_demos``, then the next ``n_test``."""
+    qs = gold_questions(pool)
+    need = cfg.n_demos + cfg.n_test
+    if len(qs) < need:
+        raise UserError(
+            f"the probe needs {need} gold-labelled questions ({cfg.n_demos} demonstrations + {cfg.n_test} held out); "
+            f"{pool.persona.id} has {len(qs)}",
+            hint="lower n_test/n_demos or give a larger pool with gold labels",
+        )
+    qs = list(qs)
+    random.Random(cfg.seed).shuffle(qs)
+    return qs[: cfg.n_demos], qs[cfg.n_demos : need]
+
+
 def _se(values: Sequence[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
@@ -290,18 +283,7 @@ async def probe(
     from steerkit.evaluation import score_claims
 
     cfg = config or ProbeConfig()
-    qs = gold_questions(pool)
-    need = cfg.n_demos + cfg.n_test
-    if len(qs) < need:
-        raise UserError(
-            f"the probe needs {need} gold-labelled questions ({cfg.n_demos} demonstrations + {cfg.n_test} held out); "
-            f"the pool has {len(qs)}",
-            hint="lower n_test/n_demos or give a larger pool with gold labels",
-        )
-    rng = random.Random(cfg.seed)
-    qs = list(qs)
-    rng.shuffle(qs)
-    demo_qs, test_qs = qs[: cfg.n_demos], qs[cfg.n_demos : need]
+    demo_qs, test_qs = split(pool, cfg)
     demo_items = [it for q in demo_qs for it in q]
     gold = {it.id: bool(it.gold) for it in demo_items}
     labellings: dict[str, dict[str, bool] | None] = {
@@ -366,21 +348,150 @@ async def _seed_agreement(pool: Pool, questions: Sequence[Sequence[Item]], backe
             "model_calls": es.stats.model_calls, "prompt_tokens": es.stats.prompt_tokens, "seconds": round(es.stats.wall_seconds, 2)}
 
 
+# --- several domains -------------------------------------------------------------------------------
+
+DOMAIN_CONFIG = ProbeConfig(n_test=12, n_demos=4, random_seeds=2)
+"""Per domain on the built-in facts: 4 demonstration questions, 12 held out, 2 random labellings
+(16 questions a domain; 120 scored prompts a domain)."""
+
+
+def agree(verdicts: dict[str, tuple[Verdict, str]]) -> tuple[OverallVerdict, str]:
+    """One verdict where every domain's verdict is the same; else ``domains_disagree`` and what
+    each domain showed. ``verdicts``: domain → (its verdict, its reason)."""
+    if not verdicts:
+        raise UserError("no domain to give a verdict on")
+    kinds = {v for v, _ in verdicts.values()}
+    if len(kinds) == 1:
+        v = next(iter(kinds))
+        if len(verdicts) == 1:
+            return v, next(iter(verdicts.values()))[1]
+        return v, f"all {len(verdicts)} domains agree"
+    shown = "; ".join(f"{name}: {SHORT_TEXT[v]}" for name, (v, _) in verdicts.items())
+    why = f"the domains disagree ({shown})"
+    if "follows_labels" in kinds:
+        follows = [name for name, (v, _) in verdicts.items() if v == "follows_labels"]
+        why += (f": it follows the labels of {', '.join(follows)} demonstrations only, so whether an example set "
+                "can steer it depends on the questions; probe your own (`--dataset`)")
+    else:
+        why += ": in none does it follow the labels, so no example set can steer it on these questions"
+    return "domains_disagree", why
+
+
+@dataclass
+class DomainsReport:
+    """The probe in several domains: each domain's `ProbeReport`, and one verdict where they agree."""
+
+    model: str
+    backend: str
+    domains: dict[str, ProbeReport]
+    verdict: OverallVerdict
+    reason: str
+    config: ProbeConfig
+    usage: dict[str, Any] = field(default_factory=dict)
+    seed_agreement: dict[str, Any] | None = None
+    """As `ProbeReport.seed_agreement`, over held-out questions of every domain (taken in turn)."""
+
+    @property
+    def steerable(self) -> bool:
+        return self.verdict == "follows_labels"
+
+    def domain_line(self, name: str) -> str:
+        r = self.domains[name]
+        c = r.conditions
+        return (f"{name} gold {c['gold'].accuracy:.2f} vs inverted {c['inverted'].accuracy:.2f} "
+                f"(zero-shot {c['zero_shot'].accuracy:.2f}): {SHORT_TEXT[r.verdict]}" + (", weakly" if "weakly" in r.reason else ""))
+
+    def summary(self) -> str:
+        if len(self.domains) == 1:
+            return next(iter(self.domains.values())).summary() + self.agreement_summary()
+        n = next(iter(self.domains.values())).n_test
+        agreed = "" if self.verdict == "domains_disagree" else f" in all {len(self.domains)} domains"
+        head = f"{self.model}: {VERDICT_TEXT[self.verdict]}{agreed}. "
+        lines = "; ".join(self.domain_line(name) for name in self.domains)
+        return (head + f"Per domain ({n} held-out questions each): {lines}. {self.reason[0].upper()}{self.reason[1:]}."
+                + self.agreement_summary())
+
+    def agreement_summary(self) -> str:
+        return ProbeReport.agreement_summary(self)  # type: ignore[arg-type]  # the same fields
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "verdict": self.verdict,
+            "verdict_text": VERDICT_TEXT[self.verdict],
+            "reason": self.reason,
+            "domains": {k: v.as_dict() for k, v in self.domains.items()},
+            "config": asdict(self.config),
+            "usage": self.usage,
+            "seed_agreement": self.seed_agreement,
+        }
+
+
+async def probe_domains(
+    pools: dict[str, Pool],
+    backend: LogprobBackend,
+    config: ProbeConfig | None = None,
+    *,
+    search_config: SearchConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DomainsReport:
+    """`probe` in each domain of ``pools`` (domain name → pool; ``config`` per domain), then one
+    verdict where the domains agree (`agree`). The seed-to-seed check (``agreement_questions``)
+    runs once, over held-out questions of every domain in turn. ``progress(done, total)``: after
+    each condition of each domain."""
+    if not pools:
+        raise UserError("the probe needs at least one domain")
+    cfg = config or DOMAIN_CONFIG
+    per_domain = replace(cfg, agreement_questions=0)
+    steps = 3 + cfg.random_seeds
+    reports: dict[str, ProbeReport] = {}
+    for k, (name, pool) in enumerate(pools.items()):
+        tick = None if progress is None else (lambda d, t, k=k: progress(k * steps + d, len(pools) * steps))
+        before, t0 = _usage(backend), time.perf_counter()
+        r = await probe(pool, backend, per_domain, search_config=search_config, progress=tick)
+        r.usage = {k: v - before.get(k, 0) for k, v in r.usage.items() if isinstance(v, int | float)}
+        r.usage["seconds"] = round(time.perf_counter() - t0, 2)  # this domain's share (the figure the README gives)
+        reports[name] = r
+    verdict, why = agree({name: (r.verdict, r.reason) for name, r in reports.items()})
+    seed_agreement = None
+    if cfg.agreement_questions:
+        held = [split(pool, cfg)[1] for pool in pools.values()]
+        turns = [q for row in zip(*held) for q in row][: cfg.agreement_questions]
+        if len(pools) == 1:
+            persona = next(iter(pools.values())).persona
+        else:
+            persona = Persona(id="probe/facts", name="people who know plain facts", dimension="probe",
+                              description="Answers to plain questions; the truth is not in doubt.")
+        seed_agreement = await _seed_agreement(Pool.from_items(persona, [it for q in turns for it in q]), turns, backend, cfg)
+    usage = getattr(backend, "usage", None)
+    return DomainsReport(model=backend.model, backend=backend.name, domains=reports, verdict=verdict, reason=why,
+                         config=cfg, usage=usage.as_dict() if usage is not None else {}, seed_agreement=seed_agreement)
+
+
+def _usage(backend: LogprobBackend) -> dict[str, Any]:
+    usage = getattr(backend, "usage", None)
+    return usage.as_dict() if usage is not None else {}
+
+
 async def model_verdict(
     backend: LogprobBackend,
     cache_dir: str | Path | None = None,
     config: ProbeConfig | None = None,
     *,
+    domains: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> ProbeReport:
-    """The probe on the built-in fact questions, every scored prompt cached in
-    ``<cache_dir>/scores`` (default: the default cache location's ``eval`` folder), so the demo,
-    ``precompute`` and ``steerkit probe`` share the work and a repeat costs no model call."""
+) -> DomainsReport:
+    """The probe on the built-in fact domains (``domains``: default all; ``config`` per domain,
+    default `DOMAIN_CONFIG`), every scored prompt cached in ``<cache_dir>/scores`` (default: the
+    default cache location's ``eval`` folder), so the demo, ``precompute`` and ``steerkit probe``
+    share the work and a repeat costs no model call."""
     from steerkit._scorecache import CachedBackend, ScoreCache
 
+    cfg = config or DOMAIN_CONFIG
     cache = ScoreCache(Path(cache_dir or default_eval_dir()) / "scores")
     try:
-        return await probe(facts_pool(), CachedBackend(backend, cache), config, progress=progress)
+        return await probe_domains(fact_pools(cfg.seed, domains), CachedBackend(backend, cache), cfg, progress=progress)
     finally:
         cache.close()
 
