@@ -89,7 +89,7 @@ if TYPE_CHECKING:  # the lazy exports below, for type checkers and IDEs
     from steerkit.adapters.label_studio import LabelStudioAdapter
     from steerkit._ray_precompute import precompute_on_ray
     from steerkit.evaluation import EvalConfig, EvalPersona, EvalReport, load_dataset, run_eval, write_plots
-    from steerkit._probe import ProbeConfig, ProbeReport, facts_pool, model_verdict, probe
+    from steerkit.evaluation.probe import DomainsReport, ProbeConfig, ProbeReport, facts_pool, model_verdict, probe, probe_domains
 
 #: Exports whose modules are imported on first use (they pull in openai, llama.cpp, Starlette…).
 _LAZY = {
@@ -105,11 +105,13 @@ _LAZY = {
     "CallbackAdapter": "steerkit.adapters.callback",
     "WebhookAdapter": "steerkit.adapters.webhook",
     "create_app": "steerkit._server",
-    "probe": "steerkit._probe",
-    "model_verdict": "steerkit._probe",
-    "facts_pool": "steerkit._probe",
-    "ProbeConfig": "steerkit._probe",
-    "ProbeReport": "steerkit._probe",
+    "probe": "steerkit.evaluation.probe",
+    "probe_domains": "steerkit.evaluation.probe",
+    "model_verdict": "steerkit.evaluation.probe",
+    "facts_pool": "steerkit.evaluation.probe",
+    "ProbeConfig": "steerkit.evaluation.probe",
+    "ProbeReport": "steerkit.evaluation.probe",
+    "DomainsReport": "steerkit.evaluation.probe",
     "run_eval": "steerkit.evaluation",
     "load_dataset": "steerkit.evaluation",
     "write_plots": "steerkit.evaluation",
@@ -182,10 +184,12 @@ __all__ = [
     "collaborative_rerun",
     # evaluation: the steerability probe and the seed paper's protocol (lazy)
     "probe",
+    "probe_domains",
     "model_verdict",
     "facts_pool",
     "ProbeConfig",
     "ProbeReport",
+    "DomainsReport",
     "run_eval",
     "load_dataset",
     "write_plots",
