@@ -19,6 +19,7 @@ their ``multiprocess_mode`` says), so a scrape that lands on any worker sees eve
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -30,6 +31,7 @@ from prometheus_client import (
 )
 from prometheus_client import values as _values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 __all__ = ["CONTENT_TYPE_LATEST", "GAUGE_MODE", "MULTIPROC_ENV", "Counters", "Metrics", "mark_process_dead", "multiprocess_dir",
            "render_all_processes"]
@@ -123,11 +125,24 @@ def render_all_processes(registry: CollectorRegistry) -> bytes:
     path = multiprocess_dir()
     if path is None:
         return generate_latest(registry)
-    from prometheus_client.multiprocess import MultiProcessCollector
+    return generate_latest(_AllProcesses(registry, path))  # type: ignore[arg-type]
 
-    merged = CollectorRegistry()
-    MultiProcessCollector(merged, path=path)
-    return generate_latest(merged)
+
+class _AllProcesses:
+    """Every process's series from the multiprocess files, then the families only ``registry``
+    has: its custom collectors (the router's per-server series), read at scrape time in this
+    process, which the files never hold."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._registry, self._path = registry, path
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        families = list(MultiProcessCollector(None, path=self._path).collect())
+        yield from families
+        names = {f.name for f in families}
+        yield from (f for f in self._registry.collect() if f.name not in names)
 
 
 def mark_process_dead(pid: int, path: str | None = None) -> None:

@@ -192,3 +192,33 @@ def test_one_process_renders_its_own_registry(monkeypatch: pytest.MonkeyPatch) -
         assert multiprocess_dir() is None
         assert chat_ok(samples(app.render_metrics().decode())) == 3
         assert samples(render_all_processes(metrics.registry).decode())[("steerkit_cache_hits_total", ())] == 2
+
+
+def test_multiprocess_render_keeps_custom_collectors(tmp_path: Path) -> None:
+    """In multiprocess mode (a fresh interpreter: prometheus_client picks it at import), the merged
+    exposition keeps what only the registry has (a custom collector, as the router's per-server
+    series) beside the files' series, each family once."""
+    code = """if True:
+        from prometheus_client.core import GaugeMetricFamily
+        from steerkit._metrics import Metrics, multiprocess_dir, render_all_processes
+
+        class FakeEndpointCollector:
+            def collect(self):
+                g = GaugeMetricFamily("fake_endpoint_up", "A fake per-server gauge.", labels=["endpoint"])
+                g.add_metric(["a"], 1.0)
+                yield g
+
+        m = Metrics()
+        m.inc("cache_hits", 3)
+        m.registry.register(FakeEndpointCollector())
+        assert multiprocess_dir()
+        print(render_all_processes(m.registry).decode())
+    """
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    m = samples(out.stdout)
+    assert m[("steerkit_cache_hits_total", ())] == 3 and m[("fake_endpoint_up", (("endpoint", "a"),))] == 1
+    assert list(tmp_path.glob("counter_*.db"))  # the counts came through the files
+    types = [ln for ln in out.stdout.splitlines() if ln.startswith("# TYPE")]
+    assert len(types) == len(set(types))
