@@ -347,7 +347,7 @@ async def generate(path: str | Path, chat: ChatFn, *, chat_model: str, backend: 
         if state.calls:
             sp.write_text(state.model_dump_json(), encoding="utf-8")
     mean = (lambda xs: round(sum(xs) / len(xs), 4) if xs else None)
-    counts: dict[str, float] = {"calls": state.calls, "candidates": state.candidates, "accepted": state.accepted,
+    counts: dict[str, int | float] = {"calls": state.calls, "candidates": state.candidates, "accepted": state.accepted,
                                 **{f"rejected_{k}": v for k, v in state.rejected.items()},
                                 "seconds": round(state.seconds, 1)}
     if state.scored_spreads:

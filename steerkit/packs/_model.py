@@ -241,7 +241,7 @@ class PackProvenance(_Strict):
     """The base model whose scores measured discriminativeness (``spread``)."""
     added: int = Field(default=0, ge=0)
     """Questions this run added to the pool."""
-    counts: dict[str, float] = Field(default_factory=dict)
+    counts: dict[str, int | float] = Field(default_factory=dict)
     """What the run measured: candidates, each filter's rejections, the pool's mean spread …"""
 
 
