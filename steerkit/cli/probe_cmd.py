@@ -63,7 +63,7 @@ def _domains(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [n for n in names if n not in DOMAINS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown domain(s) {', '.join(bad) or text!r}: choose from {', '.join(DOMAINS)}")
+        raise argparse.ArgumentTypeError(f"unknown domain(s) {', '.join(bad) or repr(text)}: choose from {', '.join(DOMAINS)}")
     return names
 
 
