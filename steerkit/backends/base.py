@@ -136,7 +136,8 @@ def sum_label_probs(top: Iterable[tuple[str, float]]) -> tuple[float | None, flo
             pt = (pt or 0.0) + math.exp(lp)
         elif kind is False:
             pf = (pf or 0.0) + math.exp(lp)
-    return pt, pf
+    # within the checked rounding noise of 1, never above it
+    return (None if pt is None else min(pt, 1.0)), (None if pf is None else min(pf, 1.0))
 
 
 def _token(value: object) -> str:

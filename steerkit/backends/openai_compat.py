@@ -35,13 +35,18 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import openai
 from asyncio_throttle import Throttler
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
 from tenacity.wait import wait_base, wait_random_exponential
 
 from steerkit.backends import _response as R
@@ -198,7 +203,7 @@ def _error_text(exc: openai.APIStatusError) -> str:
             return str(body["message"])
     try:
         return exc.response.text[:500]
-    except Exception:  # pragma: no cover - a response without text
+    except (httpx.StreamError, UnicodeDecodeError, LookupError, AttributeError):  # pragma: no cover - no text
         return str(exc.message)[:500]
 
 
@@ -317,7 +322,8 @@ class OpenAIBackend:
         if client is None and http_client is None:
             # Ours, not the SDK's default (which follows redirects and asks for gzip).
             http_client = httpx.AsyncClient(
-                transport=transport, verify=_ssl_context(), timeout=timeout, follow_redirects=False, headers={"Accept-Encoding": "identity"},
+                transport=transport, verify=_ssl_context(), timeout=timeout, follow_redirects=False,
+                headers={"Accept-Encoding": "identity"},
                 event_hooks={"response": [_response_guard(max_response_bytes, self.server)]},
                 limits=httpx.Limits(max_connections=max(100, max_concurrency), max_keepalive_connections=max(20, max_concurrency)),
             )
@@ -337,7 +343,7 @@ class OpenAIBackend:
     def __repr__(self) -> str:
         return f"OpenAIBackend(base_url={self.server!r}, model={self.model!r})"
 
-    async def __aenter__(self) -> OpenAIBackend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

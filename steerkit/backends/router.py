@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from steerkit.backends.base import BackendStats, LabelScore, score_each
 from steerkit.backends.openai_compat import OpenAIBackend, public_url
@@ -140,7 +140,7 @@ class RouterBackend:
     def __repr__(self) -> str:
         return f"RouterBackend({[ep.label for ep in self.endpoints]!r}, model={self.model!r})"
 
-    async def __aenter__(self) -> RouterBackend:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
