@@ -10,7 +10,10 @@ The file is, in order: the path given with ``--config``, else ``$STEERKIT_CONFIG
 Environment variables name a top-level field as ``STEERKIT_<FIELD>`` and a field of a section as
 ``STEERKIT_<SECTION>__<FIELD>`` (two underscores), e.g. ``STEERKIT_CACHE_DIR``,
 ``STEERKIT_CHAT_MODEL__BASE_URL``, ``STEERKIT_SERVER__PORT``, ``STEERKIT_SEARCH__MAX_ITERATIONS``.
-List values (``packs_dirs``, ``server.api_keys``) are comma-separated or a JSON array.
+List values (``packs_dirs``, ``server.api_keys``) are comma-separated or a JSON array. A variable
+that is set but empty (or only blanks) counts as unset, as XDG's own variables do: ``STEERKIT_CACHE_DIR=``
+means the default cache, never the current folder; ``$XDG_CACHE_HOME`` and ``$XDG_CONFIG_HOME`` are
+also ignored when they are not absolute paths (the XDG Base Directory rules).
 
 Example file::
 
@@ -49,12 +52,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steerkit.errors import ConfigError
 from steerkit.models import SearchConfig
 
 __all__ = [
+    "CHAT_MAX_TOKENS",
+    "EXAMPLES_SUBDIR",
     "ChatModelSettings",
     "MissPolicy",
     "Mode",
@@ -63,13 +76,12 @@ __all__ = [
     "Settings",
     "SteerConfig",
     "SteerOptions",
-    "EXAMPLES_SUBDIR",
+    "command_search_config",
     "default_cache_dir",
     "default_config_path",
     "default_examples_dir",
+    "env_value",
     "expand_path",
-    "CHAT_MAX_TOKENS",
-    "command_search_config",
 ]
 
 ENV_PREFIX = "STEERKIT_"
@@ -86,14 +98,28 @@ def expand_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).expanduser()
 
 
+def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """``$name``, or None when it is unset, empty or only blanks: an empty variable counts as unset
+    everywhere (XDG's rule), so ``STEERKIT_CACHE_DIR=`` never means the current folder."""
+    value = (os.environ if env is None else env).get(name)
+    return value if value is not None and value.strip() else None
+
+
+def _xdg_dir(name: str, env: Mapping[str, str] | None, fallback: str) -> Path:
+    """An XDG base directory: ``$name`` when it is set, non-empty and absolute (``~`` expanded),
+    else ``fallback``; the XDG rules ignore a relative path in these variables."""
+    value = env_value(name, env)
+    path = expand_path(value) if value is not None else None
+    return path if path is not None and path.is_absolute() else expand_path(fallback)
+
+
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """The one default cache location: ``$STEERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/steerkit``,
-    else ``~/.cache/steerkit`` (``~`` expanded in each)."""
-    env = os.environ if env is None else env
-    if env.get("STEERKIT_CACHE_DIR"):
-        return expand_path(env["STEERKIT_CACHE_DIR"])
-    base = env.get("XDG_CACHE_HOME") or "~/.cache"
-    return expand_path(base) / "steerkit"
+    else ``~/.cache/steerkit`` (``~`` expanded in each; empty variables count as unset)."""
+    own = env_value("STEERKIT_CACHE_DIR", env)
+    if own is not None:
+        return expand_path(own)
+    return _xdg_dir("XDG_CACHE_HOME", env, "~/.cache") / "steerkit"
 
 
 def default_examples_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -102,9 +128,7 @@ def default_examples_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "steerkit" / "config.toml"
+    return _xdg_dir("XDG_CONFIG_HOME", env, "~/.config") / "steerkit" / "config.toml"
 
 
 #: `steerkit chat`'s default answer length (``chat_model.max_tokens``).
@@ -361,6 +385,13 @@ class Settings(BaseModel):
     ignored_env: list[str] = Field(default_factory=list, exclude=True)
     """``STEERKIT_*`` variables that name no setting (reported by `config show`)."""
 
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("is empty: leave it unset for the default cache folder (an empty path would be '.')")
+        return v
+
     @field_validator("cache_dir", "config_file", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
@@ -413,11 +444,12 @@ class Settings(BaseModel):
         sources: dict[tuple[str, ...], str] = {}
 
         path: Path | None
-        explicit = config_file is not None or bool(env.get("STEERKIT_CONFIG"))
+        from_env = env_value("STEERKIT_CONFIG", env)
+        explicit = config_file is not None or from_env is not None
         if config_file is not None:
             path = Path(config_file).expanduser()
-        elif env.get("STEERKIT_CONFIG"):
-            path = Path(env["STEERKIT_CONFIG"]).expanduser()
+        elif from_env is not None:
+            path = Path(from_env).expanduser()
         else:
             path = default_config_path(env)
         if path.exists() or explicit:
@@ -430,6 +462,9 @@ class Settings(BaseModel):
         _merge(data, env_data, sources, "env", env_names=True)
         if overrides:
             _merge(data, _drop_none(overrides), sources, "flag")
+        if isinstance(data.get("cache_dir"), str) and not data["cache_dir"].strip():
+            del data["cache_dir"]  # `cache_dir = ""` in the file is unset too, never "."
+        data.setdefault("cache_dir", default_cache_dir(env))  # the env given, not os.environ
 
         try:
             settings = cls.model_validate(data)
@@ -517,6 +552,8 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == "STEERKIT_CONFIG":
             continue
+        if not value.strip():
+            continue  # set but empty: unset, as XDG's variables (`STEERKIT_CACHE_DIR=` is not ".")
         rest = name[len(ENV_PREFIX) :].lower()
         parts = tuple(rest.split("__"))
         if len(parts) == 1 and parts[0] in top_fields and parts[0] not in _SECTIONS:
