@@ -1,11 +1,20 @@
 """``steerkit eval``: the seed paper's protocol on your model and personas (`steerkit.evaluation`).
 
+``--task classification`` (the default; OpinionQA, GlobalOpinionQA, Persona-Tailoring, JSONL):
 k-fold cross-validation stratified by persona; conditions zero-shot (chat and base), random, ICM
 (the fast sparse search by default), accuracy-matched (5 perturbations), gold and inverted gold;
 per-persona accuracy and mean ± SE, ICM label accuracy, U of each condition's labels, prediction
 stability, ECE (15 bins), the n sweep. Writes ``report.json`` (every number and the provenance)
 and PNG plots to ``--out``; prints a rich table. Every scored prompt is cached on disk
 (``<cache_dir>/eval/scores``): a re-run (more conditions, or after Ctrl-C) repeats no model work.
+
+``--task generation`` (OvertonBench's rows, or a JSONL answer pool; `steerkit.evaluation.generation`):
+one search/test split; the chat model answers each test question zero-shot and with ICM, gold,
+random and accuracy-matched examples; a judge (``--judge-base-url``/``--judge-model``; default the
+chat model) rates every answer 1–5 after its self-check. Writes ``report.json`` (Table 8 shape, the
+self-check, every generated answer), ``report.md``, ``answers.jsonl`` (one line per generated
+answer), plots, and ``answer_pool.jsonl`` when the pool's answers were generated first (a JSONL of
+questions only). Chat completions and judgements are cached like the scores.
 """
 
 from __future__ import annotations
@@ -18,11 +27,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steerkit.errors import UserError
+
 __all__ = ["add_arguments", "register", "render", "run"]
 
 
+CLASSIFICATION_DATASETS = ("opinionqa", "globalopinionqa", "jsonl", "persona-tailoring")
+GENERATION_DATASETS = ("overtonbench", "answers")
+
+
 def register(sub: Any, common: Any, models: Any) -> None:
-    p = sub.add_parser("eval", help="the seed paper's evaluation protocol (k-fold; ICM vs gold vs baselines)")
+    p = sub.add_parser("eval", help="the seed paper's evaluation protocol (ICM vs gold vs baselines; "
+                                    "--task generation: open-ended answers rated by a judge)")
     common(p)
     models(p)
     add_arguments(p)
@@ -37,23 +53,34 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from steerkit.evaluation import CONDITIONS
+    from steerkit.evaluation import (
+        CONDITIONS,
+        DEFAULT_GENERATION_CONDITIONS,
+        GENERATION_CONDITIONS,
+    )
 
+    p.add_argument("--task", choices=["classification", "generation"], default="classification",
+                   help="classification (pick an option; default) or generation (write an answer, rated by a judge)")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=["opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"],
-                   help="the dataset format of --data")
+    d.add_argument("--dataset", required=True, choices=[*CLASSIFICATION_DATASETS, *GENERATION_DATASETS],
+                   help="the dataset format of --data (generation: overtonbench or answers)")
     d.add_argument("--data", required=True, metavar="PATH",
-                   help="OpinionQA human_resp/ (or a wave) folder; GlobalOpinionQA CSV; JSONL file; Persona-Tailoring data/ folder")
+                   help="OpinionQA human_resp/ (or a wave) folder; GlobalOpinionQA CSV; JSONL file; Persona-Tailoring data/ "
+                        "folder; OvertonBench's parquet (or CSV of its rows); an answer-pool JSONL")
     d.add_argument("--persona", action="append", metavar="NAME",
-                   help="persona(s): party (Democrat), country (Nigeria) or style (dcf); default: the paper's set")
-    d.add_argument("--persona-name", metavar="TEXT", help="persona name for --dataset jsonl")
-    d.add_argument("--questions", type=int, default=16, metavar="N", help="questions per persona (default 16)")
+                   help="persona(s): party (Democrat), country (Nigeria) or style (dcf); default: the paper's set "
+                        "(generation: the pool's personas)")
+    d.add_argument("--persona-name", action="append", metavar="TEXT",
+                   help="persona name for --dataset jsonl; for --dataset answers, the persona(s) of a pool that declares none")
+    d.add_argument("--questions", type=int, metavar="N",
+                   help="questions per persona (default 16; generation: every question of the pool)")
     d.add_argument("--wave", default="American_Trends_Panel_W92", help="OpinionQA wave (default W92)")
     d.add_argument("--options", type=_ints, default=(2,), metavar="2,3", help="answer options kept (default 2)")
     d.add_argument("--max-chars", type=int, metavar="N", help="Persona-Tailoring: skip pairs longer than N characters")
     r = p.add_argument_group("protocol")
     r.add_argument("--folds", type=int, default=4, metavar="K", help="cross-validation folds (default 4)")
-    r.add_argument("--conditions", default=",".join(CONDITIONS), help=f"comma-separated subset of {','.join(CONDITIONS)}")
+    r.add_argument("--conditions", help=f"comma-separated subset of {','.join(CONDITIONS)} (default all); generation: "
+                                        f"of {','.join(GENERATION_CONDITIONS)} (default {','.join(DEFAULT_GENERATION_CONDITIONS)})")
     r.add_argument("--perturbations", type=int, default=5, metavar="N", help="accuracy-matched perturbations (default 5)")
     r.add_argument("--n-sweep", type=_ints, default=(1, 2, 4, 8, 16), metavar="1,2,4", help="in-context question counts")
     r.add_argument("--coherence-folds", type=int, default=1, metavar="N",
@@ -67,6 +94,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--context-k", type=int, default=8, metavar="K", help="sparse mode: demonstrations per prompt (default 8)")
     s.add_argument("--max-iterations", type=int, default=50, metavar="N", help="search iteration budget per fold (default 50)")
     s.add_argument("--restarts", type=int, default=1, metavar="N", help="search restarts per fold (default 1)")
+    g = p.add_argument_group("generation (--task generation)")
+    g.add_argument("--judge-base-url", metavar="URL",
+                   help="OpenAI-compatible server of the judge (default: the chat model's; key from STEERKIT_JUDGE_API_KEY)")
+    g.add_argument("--judge-model", metavar="NAME", help="judge model name (default: the chat model)")
+    g.add_argument("--search-fraction", type=float, default=0.3, metavar="F",
+                   help="share of questions whose answers the search labels; the rest are test questions (default 0.3)")
+    g.add_argument("--k", type=int, default=6, metavar="K", help="representative answers injected per test question (default 6)")
+    g.add_argument("--max-tokens", type=int, default=200, metavar="N", help="tokens per generated answer (default 200)")
+    g.add_argument("--self-check-pairs", type=int, default=6, metavar="N", help="known answer pairs per persona for the judge's self-check (default 6)")
+    g.add_argument("--judge-retries", type=int, default=1, metavar="N", help="re-asks after a malformed verdict before it counts as missing (default 1)")
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="report.json and plots (default ./steerkit-eval/<dataset>-<model>)")
     o.add_argument("--no-plots", action="store_true", help="write no plot files")
@@ -79,10 +116,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from steerkit.cli.probe_cmd import settings_for
-    from steerkit.evaluation import EvalConfig, load_dataset, write_plots
+    from steerkit.evaluation import CONDITIONS, EvalConfig, load_dataset, write_plots
     from steerkit.models import SearchConfig
 
-    conditions = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    if args.task == "generation" or args.dataset in GENERATION_DATASETS:
+        return _run_generation(args)
+    if args.dataset not in CLASSIFICATION_DATASETS:
+        raise UserError(f"--dataset {args.dataset} is not a classification dataset", hint="pass --task generation")
+    conditions = tuple(c.strip() for c in (args.conditions or ",".join(CONDITIONS)).split(",") if c.strip())
     if args.no_chat:
         conditions = tuple(c for c in conditions if c != "zero_shot_chat")
     search = SearchConfig(mode=args.search_mode, context_k=args.context_k, max_iterations=args.max_iterations,
@@ -90,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(folds=args.folds, search=search, conditions=conditions, perturbations=args.perturbations,
                      n_sweep=args.n_sweep, coherence_folds=args.coherence_folds, max_demos=args.max_demos, seed=args.seed,
                      predictor=args.predictor)
-    personas = load_dataset(args.dataset, args.data, questions=args.questions, personas=args.persona, seed=args.seed,
-                            wave=args.wave, options=args.options, max_chars=args.max_chars, persona_name=args.persona_name)
+    personas = load_dataset(args.dataset, args.data, questions=args.questions or 16, personas=args.persona, seed=args.seed,
+                            wave=args.wave, options=args.options, max_chars=args.max_chars,
+                            persona_name=args.persona_name[0] if args.persona_name else None)
     settings = settings_for(args)
     report = asyncio.run(_main(args, settings, cfg, personas))
     out = Path(args.out) if args.out else Path("steerkit-eval") / f"{args.dataset}-{report.data['provenance']['model']}"
@@ -184,3 +226,181 @@ def render(report: Any, console: Any = None) -> None:
     console.print(f"[dim]{u['requested']} scored prompts ({u['cache_hits']} from the cache), {u['model_calls']} model calls, "
                   f"{u['prompt_tokens']} prompt tokens sent, {u['evaluated_tokens']} evaluated; chat calls {u['chat_calls']} "
                   f"(+{u['chat_cache_hits']} cached); {u['wall_seconds']}s[/dim]")
+
+
+# --- --task generation ------------------------------------------------------------------------------
+
+
+def _load_pool(args: argparse.Namespace) -> Any:
+    from steerkit.evaluation import PoolPersona, import_overtonbench, read_answer_pool
+
+    if args.dataset == "overtonbench":
+        return import_overtonbench(args.data, parties=args.persona or ("Democrat", "Republican", "Independent"))
+    extra = [PoolPersona(id=f"custom/{_slug(n)}", name=n, label=n) for n in (args.persona_name or [])]
+    return read_answer_pool(args.data, personas=extra)
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "persona"
+
+
+def _run_generation(args: argparse.Namespace) -> int:
+    from steerkit.cli.probe_cmd import settings_for
+    from steerkit.evaluation import (
+        DEFAULT_GENERATION_CONDITIONS,
+        GenerationConfig,
+        write_generation_plots,
+    )
+    from steerkit.models import SearchConfig
+
+    if args.dataset not in GENERATION_DATASETS:
+        raise UserError(f"--task generation reads --dataset {' or '.join(GENERATION_DATASETS)}, not {args.dataset}")
+    conditions = tuple(c.strip() for c in (args.conditions or ",".join(DEFAULT_GENERATION_CONDITIONS)).split(",") if c.strip())
+    search = SearchConfig(mode=args.search_mode, context_k=args.context_k, max_iterations=args.max_iterations,
+                          restarts=args.restarts, seed=args.seed)
+    cfg = GenerationConfig(conditions=conditions, search_fraction=args.search_fraction, search=search, k=args.k,
+                           perturbations=args.perturbations, max_tokens=args.max_tokens, seed=args.seed,
+                           self_check_pairs=args.self_check_pairs, judge_retries=args.judge_retries)
+    pool = _load_pool(args)
+    settings = settings_for(args)
+    out = Path(args.out) if args.out else None
+    report, generated = asyncio.run(_generation_main(args, settings, cfg, pool))
+    prov = report.data["provenance"]
+    out = out or Path("steerkit-eval") / f"{args.dataset}-{_slug(prov['chat_model'])}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.data, indent=1, allow_nan=False), encoding="utf-8")
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
+    with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
+        for r in report.data["questions"]:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    if generated is not None:
+        from steerkit.evaluation import write_answer_pool
+
+        write_answer_pool(generated, out / "answer_pool.jsonl")
+    title = f"{args.dataset}, chat {prov['chat_model']}, judge {prov['judge_model']}"
+    plots = [] if args.no_plots else write_generation_plots(report, out, title=title)
+    if args.json:
+        print(json.dumps(report.data, indent=1, allow_nan=False))
+    elif args.markdown:
+        print(report.markdown(), end="")
+    else:
+        render_generation(report)
+        print(f"report: {out / 'report.json'}; answers: {out / 'answers.jsonl'}"
+              + (f"; plots: {', '.join(str(p) for p in plots)}" if plots else ""))
+    return 0
+
+
+def _judge_chat(args: argparse.Namespace, rt: Any, writer: Any) -> tuple[Any, Any]:
+    """(the judge's chat model, a client to close or None): ``--judge-base-url``/``--judge-model``,
+    else the chat model itself (the toy default)."""
+    import os
+
+    import openai
+
+    from steerkit.evaluation import OpenAIChat
+
+    if not args.judge_base_url:
+        if args.judge_model and args.judge_model != writer.model:
+            return OpenAIChat(writer.client, args.judge_model), None
+        return writer, None
+    if not args.judge_model:
+        raise UserError("--judge-base-url needs --judge-model (the judge's model name on that server)")
+    key = os.environ.get("STEERKIT_JUDGE_API_KEY") or (
+        rt.chat_api_key if args.judge_base_url.rstrip("/") == (rt.chat_base_url or "").rstrip("/") else None)
+    client = openai.AsyncOpenAI(base_url=args.judge_base_url, api_key=key or "not-needed",
+                                timeout=rt.settings.chat_model.timeout, max_retries=2)
+    return OpenAIChat(client, args.judge_model), client
+
+
+async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, pool: Any) -> tuple[Any, Any]:
+    from rich.console import Console
+
+    from steerkit._runtime import Runtime
+    from steerkit._scorecache import ScoreCache
+    from steerkit.evaluation import (
+        CachedChat,
+        OpenAIChat,
+        generate_answers,
+        run_generation_eval,
+    )
+
+    console = Console(stderr=True)
+    need_search = any(c in cfg.conditions for c in ("icm", "accuracy_matched"))
+    rt = await Runtime.open(settings, backend=need_search, steerer=False, chat=True)
+    clients: list[Any] = []
+    try:
+        rt.require_chat()
+        client = rt.chat_client()
+        clients.append(client)
+        writer = OpenAIChat(client, rt.chat_model or "", params=rt.chat_defaults())
+        judge, judge_client = _judge_chat(args, rt, writer)
+        if judge_client is not None:
+            clients.append(judge_client)
+        plain = not args.no_progress
+        t0 = time.monotonic()
+
+        def log(what: str, done: int, total: int) -> None:
+            if plain:
+                print(f"[{time.monotonic() - t0:7.1f}s] {done}/{total} {what}", file=sys.stderr, flush=True)
+
+        generated = None
+        if any(not q.answers for q in pool.questions):
+            if not pool.personas:
+                raise UserError("the answer pool names no persona", hint="add persona lines or pass --persona-name")
+            log("writing candidate answers (the pool has questions without answers)", 0, 1)
+            cache = ScoreCache(Path(settings.cache_dir) / "eval" / "scores")
+            try:
+                generated = await generate_answers(pool.questions, pool.personas, CachedChat(writer, cache), seed=args.seed)
+            finally:
+                cache.close()
+            pool = generated
+        if not args.no_progress and sys.stderr.isatty():
+            console.print("[dim]the judge's self-check runs first[/dim]")
+        return await run_generation_eval(
+            pool, writer, judge, cfg, backend=rt.backend, cache_dir=Path(settings.cache_dir) / "eval",
+            personas=args.persona if args.dataset == "answers" else None, questions=args.questions, progress=log,
+            templates={p.id: rt.registry.templates(p.id) for p in pool.personas if rt.registry and p.id in rt.registry},
+            provenance={"argv": sys.argv[1:], "data": str(Path(args.data).resolve()), "dataset": args.dataset,
+                        "chat_embedded": rt.chat_embedded},
+        ), generated
+    except KeyboardInterrupt:
+        print("eval interrupted; run the same command again: answers and judgements are cached", file=sys.stderr)
+        raise
+    finally:
+        for c in clients:
+            await c.close()
+        await rt.aclose()
+
+
+def render_generation(report: Any, console: Any = None) -> None:
+    """The Table 8 shape in the terminal, the judge's self-check beside it, then the notes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    d = report.data
+    prov = d["provenance"]
+    t = Table(title=f"steerkit eval --task generation: representation score {d['scale']['min']}–{d['scale']['max']} "
+                    f"(mean ± SE over test questions) · chat {prov['chat_model']} · judge {prov['judge_model']}")
+    for h in report.header():
+        t.add_column(h, justify="left" if h == "persona" else "right")
+    for row in report.table_rows():
+        t.add_row(*row)
+    console.print(t)
+    sc = d["judge"]["self_check"]
+    console.print(sc["summary"], style="green" if sc["passed"] else "bold red")
+    if d["icm_label_accuracy"]:
+        console.print("ICM label accuracy (search answers, vs gold): " + ", ".join(
+            f"{d['persona_labels'][p]} {v:.2f}" for p, v in d["icm_label_accuracy"].items()))
+    for c, per in d["skipped"].items():
+        for pid, why in per.items():
+            console.print(f"[yellow]{c} not run for {d['persona_labels'].get(pid, pid)}: {why}[/]")
+    for n in d["notes"]:
+        if n != sc["summary"]:
+            console.print(n, style="bold yellow")
+    u = d["usage"]
+    console.print(f"[dim]{len(d['split']['test_questions'])} test questions × {len(d['personas'])} personas; "
+                  f"chat calls {u['chat_calls']} (+{u['chat_cache_hits']} cached), judge calls {u['judge_calls']} "
+                  f"(+{u['judge_cache_hits']} cached); {u['wall_seconds']}s, {u['seconds_per_question']}s per question[/dim]")

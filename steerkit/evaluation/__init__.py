@@ -20,6 +20,17 @@ One module per task, and what they share:
 Every name below is importable from ``steerkit.evaluation``; the modules may move.
 """
 
+from steerkit.evaluation.answers import (
+    Answer,
+    AnswerPool,
+    AnswerQuestion,
+    PoolPersona,
+    generate_answers,
+    import_overtonbench,
+    read_answer_pool,
+    write_answer_pool,
+)
+from steerkit.evaluation.chat import CachedChat, ChatModel, OpenAIChat
 from steerkit.evaluation.classification import (
     CONDITIONS,
     FEW_SHOT,
@@ -34,6 +45,22 @@ from steerkit.evaluation.datasets import (
     DatasetKind,
     EvalPersona,
     load_dataset,
+)
+from steerkit.evaluation.generation import (
+    DEFAULT_GENERATION_CONDITIONS,
+    GENERATION_CONDITIONS,
+    GenerationConfig,
+    GenerationReport,
+    run_generation_eval,
+    write_generation_plots,
+)
+from steerkit.evaluation.judge import (
+    RUBRIC_VERSION,
+    Judge,
+    KnownPair,
+    SelfCheck,
+    parse_score,
+    self_check,
 )
 from steerkit.evaluation.predictors import (
     AccuracyReport,
@@ -64,38 +91,61 @@ from steerkit.evaluation.protocol import (
 
 __all__ = [
     "CONDITIONS",
+    "DEFAULT_GENERATION_CONDITIONS",
     "FEW_SHOT",
+    "GENERATION_CONDITIONS",
     "GQA_COUNTRIES",
     "OQA_PARTIES",
     "PT_NAMES",
+    "RUBRIC_VERSION",
     "AccuracyReport",
+    "Answer",
+    "AnswerPool",
+    "AnswerQuestion",
+    "CachedChat",
+    "ChatModel",
     "ChatPredictor",
     "ClaimPredictor",
     "DatasetKind",
     "EvalConfig",
     "EvalPersona",
     "EvalReport",
+    "GenerationConfig",
+    "GenerationReport",
+    "Judge",
+    "KnownPair",
+    "OpenAIChat",
+    "PoolPersona",
     "Predictor",
     "Progress",
     "QuestionResult",
+    "SelfCheck",
     "accuracy_matched",
     "bootstrap_se",
     "coherence",
     "expected_calibration_error",
+    "generate_answers",
     "gold_questions",
+    "import_overtonbench",
     "label_accuracy",
     "load_dataset",
     "load_persona_tailoring",
     "make_folds",
     "mutual_predictability",
     "normalise",
+    "parse_score",
     "prediction_confidence",
     "question_outcome",
     "random_labels",
+    "read_answer_pool",
     "run_eval",
+    "run_generation_eval",
     "score_claims",
+    "self_check",
     "split_questions",
     "test_accuracy",
+    "write_answer_pool",
+    "write_generation_plots",
     "write_plots",
 ]
 
