@@ -2,6 +2,8 @@
 
 Shows the persona found in the message, the example set used (version, cache outcome), the
 examples injected, and the chat model's answer. ``--json`` prints the same as one JSON object.
+``--compare`` asks twice, without steering and with it, and shows the two answers side by side
+with the examples the steered one was given (JSON: ``{"query", "unsteered", "steered"}``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from typing import Any
 
-__all__ = ["add_arguments", "complete_answer", "injected_messages", "run", "steered_answer"]
+__all__ = ["add_arguments", "complete_answer", "injected_examples", "injected_messages", "render_compare", "run",
+           "steered_answer"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="a system prompt to send before the message")
     p.add_argument("--persona", metavar="ID", help="use this persona (an id, or a pack's name for it: nigeria, democrat) instead of extracting one from the message")
     p.add_argument("--no-steer", action="store_true", help="answer without steering (for comparison)")
+    p.add_argument("--compare", action="store_true",
+                   help="answer twice, unsteered and steered, and show the two answers side by side with the examples used")
     p.add_argument("-k", "--examples", type=int, metavar="N", help="number of examples to inject")
     p.add_argument(
         "--miss-policy",
@@ -126,11 +132,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, settings: Any) -> int:
-    from steerkit._runtime import Runtime
     from steerkit._config import SteerOptions
+    from steerkit._runtime import Runtime, make_registry
+    from steerkit.errors import UserError
 
-    from steerkit._runtime import make_registry
-
+    if args.compare and args.no_steer:
+        raise UserError("--compare already shows the unsteered answer beside the steered one; drop --no-steer")
     persona = make_registry(settings).resolve(args.persona) if args.persona else None  # before the model loads
     options = SteerOptions(
         enabled=not args.no_steer,
@@ -156,6 +163,10 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
         finally:
             if running is not None:
                 await _stop(running, rt)
+        if args.compare:  # the same query, the same sampling, no steering
+            plain = await steered_answer(rt, messages, options.model_copy(update={"enabled": False}), max_tokens=max_tokens,
+                                         temperature=args.temperature)
+            result = {"query": args.message, "unsteered": plain, "steered": result}
     if rt.chat_embedded:  # tell the truth about what answered
         from steerkit.cli.demo import REAL_MODEL
 
@@ -170,7 +181,7 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return 0
-    render(result)
+    (render_compare if args.compare else render)(result)
     return 0
 
 
@@ -265,5 +276,60 @@ def render(result: dict[str, Any]) -> None:
     for m in result["injected"]:
         console.print(Panel(str(m.get("content", "")), title=f"injected {m.get('role')} message", border_style="dim"))
     console.print(Panel(result["answer"], title=f"answer ({result['model']})", border_style="green"))
+    if result.get("note"):
+        console.print(f"[yellow]note:[/] {result['note']}", soft_wrap=True)
+
+
+_EXAMPLE = re.compile(r"^Question: (?P<q>.+)\n(?P<kind>Representative answer|Preferred response): (?P<a>.+)$", re.DOTALL)
+
+
+def injected_examples(injected: list[dict]) -> list[dict[str, str]]:
+    """The examples in the injected messages, as ``{"question", "answer"}`` (the ``generate``
+    rendering's "Question: …" / "Representative answer: …" blocks), in the order shown."""
+    out = []
+    for m in injected:
+        content = m.get("content")
+        text = content if isinstance(content, str) else " ".join(
+            str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+        for block in text.split("\n\n"):
+            hit = _EXAMPLE.match(block.strip())
+            if hit:
+                out.append({"question": hit["q"].strip(), "answer": hit["a"].strip()})
+    return out
+
+
+def render_compare(result: dict[str, Any], console: Any = None) -> None:
+    """The unsteered and the steered answer side by side, then the examples the steered one was given."""
+    from rich.columns import Columns
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = console or Console()
+    plain, steered = result["unsteered"], result["steered"]
+    console.print(f"[bold]query[/bold] {result['query']}")
+    who = ", ".join(str(p.get("persona_id")) for p in steered["personas"]) or "no persona found: not steered"
+    console.print(
+        f"[bold]steered for[/bold] {who}; example set {steered['example_set_version'] or '-'}, cache {steered['cache']}, "
+        f"{steered['examples_used']} examples, +{steered['added_ms']:.0f} ms")
+    width = max(30, (console.width - 4) // 2)
+    console.print(Columns([
+        Panel(plain["answer"], title=f"unsteered ({plain['model']})", border_style="blue", width=width),
+        Panel(steered["answer"], title=f"steered ({steered['model']}, {steered['examples_used']} examples)",
+              border_style="green", width=width),
+    ], equal=True, expand=True))
+    examples = injected_examples(steered["injected"])
+    if examples:
+        t = Table(title="examples the steered answer was given", show_lines=True, expand=True)
+        t.add_column("#", justify="right")
+        t.add_column("question")
+        t.add_column("representative answer")
+        for k, ex in enumerate(examples, start=1):
+            t.add_row(str(k), ex["question"], ex["answer"])
+        console.print(t)
+    for m in steered["injected"] if not examples else []:
+        console.print(Panel(str(m.get("content", "")), title=f"injected {m.get('role')} message", border_style="dim"))
+    if not steered["injected"]:
+        console.print("[yellow]nothing was injected: the two answers differ only by sampling[/]")
     if result.get("note"):
         console.print(f"[yellow]note:[/] {result['note']}", soft_wrap=True)
