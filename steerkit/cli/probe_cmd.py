@@ -9,6 +9,11 @@ default ICM search labels a few of the held-out questions (``--agreement-questio
 report says how far its restarts (one per seed) agreed: low agreement means a set from this model
 depends on the seed. Every scored prompt is cached on disk (``<cache_dir>/eval/scores``), so a
 re-run, the demo and ``precompute`` reuse the work.
+
+``--task generation`` asks the same of a chat model's *answers* (`steerkit.evaluation.probe_generation`):
+on the same domains, does what it writes move toward the persona after gold examples rather than
+inverted ones? A judge rates every answer (``--judge-base-url``/``--judge-model``, default the chat
+model), after its self-check; beside it, which option each answer names.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ __all__ = ["add_arguments", "print_verdict", "register", "resolve_model_path", "
 def register(sub: Any, common: Any, models: Any) -> None:
     p = sub.add_parser("probe", help="does the search model follow in-context labels? (verdict in minutes)")
     common(p)
-    models(p, chat=False)
+    models(p)
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -36,6 +41,9 @@ def register(sub: Any, common: Any, models: Any) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from steerkit.evaluation.facts import DOMAINS
 
+    p.add_argument("--task", choices=["classification", "generation"], default="classification",
+                   help="classification (default): the search model's option scores; generation: the chat model's answers, "
+                        "rated by a judge")
     d = p.add_argument_group("data (default: built-in two-option fact questions in several domains)")
     d.add_argument("--dataset", choices=["facts", "opinionqa", "globalopinionqa", "jsonl", "persona-tailoring"], default="facts",
                    help="questions to probe with (default: built-in facts)")
@@ -45,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--persona", metavar="NAME", help="which persona of the dataset (default: its first)")
     d.add_argument("--persona-name", metavar="TEXT", help="persona name for --dataset jsonl")
     r = p.add_argument_group("probe")
-    r.add_argument("--n-test", type=int, metavar="N", help="held-out questions (per domain; default 12 for facts, 30 for a dataset)")
-    r.add_argument("--n-demos", type=int, metavar="N", help="demonstration questions (per domain; default 4 for facts, 8 for a dataset)")
+    r.add_argument("--n-test", type=int, metavar="N", help="held-out questions (per domain; default 12 for facts, 30 for a dataset, 6 for --task generation)")
+    r.add_argument("--n-demos", type=int, metavar="N", help="demonstration questions (per domain; default 4 for facts, 8 for a dataset, 3 for --task generation)")
     r.add_argument("--random-seeds", type=int, metavar="N", help="random labellings (default 2 for facts, 3 for a dataset)")
     r.add_argument("--seed", type=int, default=0, help="random seed of the question split and labellings (default 0)")
     r.add_argument("--agreement-questions", type=int, default=4, metavar="N",
@@ -54,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 4: one 8-restart search, ~100 scoring calls, ~2 min on the embedded model; 6: ~260 "
                         "calls; 0: skip)")
     r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
+    g = p.add_argument_group("generation (--task generation)")
+    g.add_argument("--judge-base-url", metavar="URL",
+                   help="OpenAI-compatible server of the judge (default: the chat model's; key from STEERKIT_JUDGE_API_KEY)")
+    g.add_argument("--judge-model", metavar="NAME", help="judge model name (default: the chat model)")
+    g.add_argument("--pairs", type=int, metavar="N", help="known answer pairs per domain for the judge's self-check (default 2)")
+    g.add_argument("--max-tokens", type=int, metavar="N", help="tokens per answer (default 48)")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -98,7 +112,19 @@ def probe_config(args: argparse.Namespace) -> Any:
                        seed=args.seed, agreement_questions=max(0, args.agreement_questions))
 
 
+def generation_config(args: argparse.Namespace) -> Any:
+    """The per-domain `GenerationProbeConfig` of the flags (defaults: `GENERATION_CONFIG`)."""
+    from dataclasses import replace
+
+    from steerkit.evaluation.probe_generation import GENERATION_CONFIG
+
+    given = {"n_test": args.n_test, "n_demos": args.n_demos, "pairs": args.pairs, "max_tokens": args.max_tokens}
+    return replace(GENERATION_CONFIG, seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.task == "generation":
+        return _run_generation(args)
     cfg = probe_config(args)
     settings = settings_for(args)
     report = asyncio.run(_main(args, settings, cfg))
@@ -203,6 +229,88 @@ def _render_conditions(report: Any, console: Any) -> None:
     console.print(t)
     console.print(f"label effect (gold − inverted): {report.label_effect}   format effect (demos − zero-shot): "
                   f"{report.format_effect}   P(gold) shift: {report.label_shift}")
+
+
+def _run_generation(args: argparse.Namespace) -> int:
+    if args.dataset != "facts":
+        raise UserError("--task generation probes the built-in fact domains (--domains); a dataset's persona has no "
+                        "answers to check", hint="for your own personas, run `steerkit eval --task generation`")
+    cfg = generation_config(args)
+    settings = settings_for(args)
+    report = asyncio.run(_generation_main(args, settings, cfg))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        render_generation(report)
+    return 0
+
+
+async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any) -> Any:
+    from rich.console import Console
+
+    from steerkit._runtime import Runtime
+    from steerkit.cli.eval_cmd import _judge_chat
+    from steerkit.evaluation.chat import OpenAIChat
+    from steerkit.evaluation.facts import fact_pools
+    from steerkit.evaluation.probe_generation import probe_generation
+
+    pools = fact_pools(args.seed, args.domains)
+    console = Console(stderr=True)
+    rt = await Runtime.open(settings, backend=False, steerer=False, chat=True)
+    clients: list[Any] = []
+    try:
+        rt.require_chat()
+        client = rt.chat_client()
+        clients.append(client)
+        writer = OpenAIChat(client, rt.chat_model or "", params=rt.chat_defaults())
+        judge, judge_client = _judge_chat(args, rt, writer)
+        if judge_client is not None:
+            clients.append(judge_client)
+        with console.status(f"probing {writer.model}'s answers: the judge's self-check…") as st:
+            return await probe_generation(
+                pools, writer, judge, cfg, cache_dir=Path(settings.cache_dir) / "eval",
+                progress=lambda d, t: st.update(f"probing {writer.model}'s answers: {d}/{t} (self-check, then each domain)"))
+    finally:
+        for c in clients:
+            await c.close()
+        await rt.aclose()
+
+
+def render_generation(report: Any, console: Any = None) -> None:
+    """The generation probe: one row per domain, the judge's self-check, the notes, the verdict."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from steerkit.evaluation.probe import SHORT_TEXT
+
+    console = console or Console()
+    first = next(iter(report.domains.values()))
+    t = Table(title=f"generation probe: {report.model}'s answers, judged by {report.judge_model} ({len(report.domains)} "
+                    f"domains, {first.n_test} held-out and {first.n_demos} demonstration questions each)")
+    for col in ("domain", "judge: zero-shot", "gold examples", "inverted", "gold − inverted", "names true: gold",
+                "inverted", "verdict (basis)"):
+        t.add_column(col, justify="left" if col in ("domain", "verdict (basis)") else "right")
+
+    def score(c: Any) -> str:
+        d = c.as_dict()
+        return "—" if d["mean_score"] is None else f"{d['mean_score']:.2f}" + (f" ± {d['se']:.2f}" if d["se"] is not None else "")
+
+    for name, d in report.domains.items():
+        c = d.conditions
+        t.add_row(name, score(c["zero_shot"]), score(c["gold"]), score(c["inverted"]),
+                  "—" if d.label_effect is None else str(d.label_effect),
+                  f"{c['gold'].true_share:.2f}", f"{c['inverted'].true_share:.2f}", f"{SHORT_TEXT[d.verdict]} ({d.basis})")
+    console.print(t)
+    sc = report.self_check
+    console.print(sc.summary, style="green" if sc.passed else "bold red")
+    for n in report.notes:
+        if n != sc.summary:
+            console.print(n, style="bold yellow")
+    style = "green" if report.steerable else "yellow"
+    console.print(f"[bold {style}]verdict: {report.verdict}[/] — {report.summary()}")
+    u = report.usage
+    console.print(f"[dim]chat calls {u['chat_calls']} (+{u['chat_cache_hits']} cached), judge calls {u['judge_calls']} "
+                  f"(+{u['judge_cache_hits']} cached), {u['seconds']}s[/dim]")
 
 
 async def print_verdict(backend: Any, cache_dir: Any = None, *, console: Any = None) -> Any:
