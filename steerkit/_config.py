@@ -194,6 +194,12 @@ class SearchModelSettings(_ModelSource):
     rate_limit: float | None = Field(None, gt=0, le=100_000)
     """Requests per second to the server (None: no limit)."""
     timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds one read from the server may take."""
+    deadline: float | None = Field(None, gt=0, le=7200)
+    """Seconds a whole scoring request may take, however slowly the server drips its answer
+    (None: twice ``timeout``); past it the request counts as that server failing."""
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest answer read from the server (compressed answers are refused outright)."""
     max_retries: int = Field(5, ge=0, le=20)
 
     @property
@@ -325,6 +331,26 @@ class SteerConfig(BaseModel):
     search_retry_s: float = Field(60.0, ge=0, le=86_400)
     """After a failed search (a miss, a re-run, precompute), no new search of that persona starts on
     a request for this long."""
+    combined_personas: Literal["off", "allow-list"] = "off"
+    """A request stating personas of several dimensions ("I'm a Nigerian Democrat"): ``off`` steers
+    it with each persona's own set (k split); ``allow-list`` with the combined persona's own set
+    (``country/nigeria+polparty/democrat``) when ``combined_allow`` names the combination. Its search
+    counts against the request search limits like any persona's."""
+    combined_allow: list[str] = Field(default_factory=list)
+    """The combinations ``allow-list`` permits, as persona ids joined with ``+`` (any order; stored
+    sorted). A request can never create a combination not listed here."""
+
+    @field_validator("combined_allow")
+    @classmethod
+    def _combined_ids(cls, v: list[str]) -> list[str]:
+        out = []
+        for entry in v:
+            members = sorted({p.strip() for p in str(entry).split("+") if p.strip()})
+            if len(members) < 2:
+                raise ValueError(f"{entry!r} is not a combination: join two or more persona ids with '+', "
+                                 "e.g. 'country/nigeria+polparty/democrat'")
+            out.append("+".join(members))
+        return list(dict.fromkeys(out))
 
 
 class SteerOptions(BaseModel):
@@ -530,7 +556,7 @@ class Settings(BaseModel):
 # --- helpers ------------------------------------------------------------------------------------
 
 _SECTIONS = ("search_model", "chat_model", "search", "server", "steer")
-_LIST_FIELDS = {("packs_dirs",), ("server", "api_keys")}
+_LIST_FIELDS = {("packs_dirs",), ("server", "api_keys"), ("steer", "combined_allow")}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

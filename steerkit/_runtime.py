@@ -31,7 +31,7 @@ def make_backend(settings: Settings) -> LogprobBackend:
 
         return RouterBackend(sm.base_url.split(","), sm.model or "", api_key=sm.api_key.get_secret_value() if sm.api_key else None,
                              top_logprobs=sm.top_logprobs, max_concurrency=sm.max_concurrency, rate_limit=sm.rate_limit,
-                             timeout=sm.timeout)
+                             timeout=sm.timeout, deadline=sm.deadline, max_response_bytes=sm.max_response_bytes)
     if sm.kind == "openai":
         from steerkit.backends import OpenAIBackend
 
@@ -44,6 +44,8 @@ def make_backend(settings: Settings) -> LogprobBackend:
             max_concurrency=sm.max_concurrency,
             rate_limit=sm.rate_limit,
             timeout=sm.timeout,
+            deadline=sm.deadline,
+            max_response_bytes=sm.max_response_bytes,
             max_retries=sm.max_retries,
         )
     from steerkit.backends import EmbeddedBackend
