@@ -107,6 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="report.json and plots (default ./steerkit-eval/<dataset>-<model>)")
     o.add_argument("--no-plots", action="store_true", help="write no plot files")
+    o.add_argument("--report", metavar="HTML", help="--task generation: also write one self-contained HTML page a person "
+                                                     "reads (tables, plots, every answer beside the unsteered one)")
     o.add_argument("--no-chat", action="store_true", help="skip the zero-shot chat condition")
     o.add_argument("--no-progress", action="store_true", help="no live progress display")
     o.add_argument("--json", action="store_true", help="print report.json on stdout")
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_generation(args)
     if args.dataset not in CLASSIFICATION_DATASETS:
         raise UserError(f"--dataset {args.dataset} is not a classification dataset", hint="pass --task generation")
+    if args.report:
+        raise UserError("--report renders --task generation results", hint="the classification task writes report.md and plots")
     conditions = tuple(c.strip() for c in (args.conditions or ",".join(CONDITIONS)).split(",") if c.strip())
     if args.no_chat:
         conditions = tuple(c for c in conditions if c != "zero_shot_chat")
@@ -281,6 +285,10 @@ def _run_generation(args: argparse.Namespace) -> int:
         write_answer_pool(generated, out / "answer_pool.jsonl")
     title = f"{args.dataset}, chat {prov['chat_model']}, judge {prov['judge_model']}"
     plots = [] if args.no_plots else write_generation_plots(report, out, title=title)
+    if args.report:  # plots drawn in memory under --no-plots
+        from steerkit.evaluation.report import write_html_report
+
+        print(f"HTML report: {write_html_report(report, args.report, plots=plots or None)}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.data, indent=1, allow_nan=False))
     elif args.markdown:
