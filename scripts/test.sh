@@ -25,4 +25,8 @@ if ! python -c 'import sys; sys.path.insert(0, "tests"); from services import re
         echo "scripts/test.sh: no redis-server found; the Redis tests will be skipped (install redis-server)" >&2
     fi
 fi
+# chromium renders the generation report in tests/test_report_html.py (.ci/run installs Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    echo "scripts/test.sh: no chromium found; the HTML report's browser tests will be skipped (apt-get install chromium)" >&2
+fi
 python -m pytest -q -rs -p no:cacheprovider "$@"
