@@ -22,6 +22,7 @@ from steerkit.evaluation.probe import (
     ProbeConfig,
     agree,
     gold_questions,
+    probe,
     probe_domains,
 )
 from steerkit.testing import FakeScorer, unit_rand
@@ -162,6 +163,20 @@ async def test_the_seed_to_seed_check_takes_held_out_questions_of_every_domain_i
     assert sorted(domain_of(it) for it in pool.items[::2]) == sorted(DOMAINS)  # one question of each
     assert report.seed_agreement is not None and report.seed_agreement["questions"] == 5
     assert all(r.seed_agreement is None for r in report.domains.values())  # run once, not per domain
+
+
+async def test_random_labellings_differ_from_gold_inverted_and_each_other() -> None:
+    fake = selective_fake(set())
+    cfg = ProbeConfig(n_test=2, n_demos=3, random_seeds=4)  # 8 labellings of 3 questions: 6 to show
+    for name, pool in fact_pools().items():
+        fake.prompts.clear()
+        await probe(pool, fake, cfg)
+        seen = set()
+        for p in fake.prompts:
+            blocks = p.split("\n\n")[:-1]
+            if blocks:
+                seen.add(tuple(_BLOCK.match(b).group(3) for b in blocks))
+        assert len(seen) == 2 + 4, name  # gold, inverted and four other labellings
 
 
 # --- the command ----------------------------------------------------------------------------------------

@@ -291,8 +291,18 @@ async def probe(
         "gold": gold,
         "inverted": {k: not v for k, v in gold.items()},
     }
+    shown: list[dict[str, bool]] = [gold, {k: not v for k, v in gold.items()}]
     for r in range(cfg.random_seeds):
-        labellings[f"random_{r}"] = random_labels(demo_qs, random.Random(f"{cfg.seed}/random/{r}"))
+        # seeded per pool (domains draw independently); a labelling already shown is drawn again
+        # (a few demonstration questions have few labellings: 4 two-option questions have 16)
+        rng = random.Random(f"{cfg.seed}/random/{r}/{pool.persona.id}")
+        labels = random_labels(demo_qs, rng)
+        for _ in range(100):
+            if labels not in shown:
+                break
+            labels = random_labels(demo_qs, rng)
+        shown.append(labels)
+        labellings[f"random_{r}"] = labels
     conditions: dict[str, ProbeCondition] = {}
     for done, (name, labels) in enumerate(labellings.items(), start=1):
         demos = [] if labels is None else [(it, labels[it.id]) for it in demo_items]
