@@ -41,6 +41,7 @@ from steerkit._redact import mask_credentials
 from steerkit._store import CacheKey, ExampleSetStore, SingleFlight
 from steerkit.errors import SteerkitError, StoreError, StoreWriteError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig
+from steerkit.packs._combine import CombinedPersona, agreed_labels, allowed_combinations
 
 if TYPE_CHECKING:
     from steerkit.packs import PackRegistry
@@ -129,6 +130,9 @@ class ExampleSets:
         self._rate_limited: set[str] = set()  # personas whose last request search was refused
         self._local_limiter: Any = None  # this instance's request search limits (no shared store)
         self._start_locks: dict[str, asyncio.Lock] = {}  # persona -> lock of the start decision
+        #: the combined personas the operator allowed (``steer.combined_allow``): searched and cached
+        #: like configured personas, warm-started from their members' cached sets
+        self.combined: dict[str, CombinedPersona] = allowed_combinations(registry, self.config)
 
     # keys and pools ----------------------------------------------------------------------------
     @property
@@ -139,6 +143,9 @@ class ExampleSets:
         return str(getattr(self.backend, "model", None) or "none")
 
     def pool(self, persona_id: str) -> Pool:
+        combo = self.combined.get(persona_id)
+        if combo is not None:
+            return combo.pool
         if self.registry is None:
             raise UserError(f"no persona packs to find {persona_id!r} in", hint="give ExampleSets a PackRegistry, or compute a Pool")
         return self.registry.pool(persona_id, max_items=self.config.max_pool_items)
@@ -182,7 +189,11 @@ class ExampleSets:
             es = None
         if es is None:
             es = kept
-        if es is not None and self.registry is not None and es.persona.id in self.registry:
+        if es is not None and es.persona.id in self.combined:
+            persona = self.combined[es.persona.id].persona
+            if es.persona != persona:
+                es = es.model_copy(update={"persona": persona})
+        elif es is not None and self.registry is not None and es.persona.id in self.registry:
             persona = self.registry.persona(es.persona.id)
             if es.persona != persona:
                 es = es.model_copy(update={"persona": persona})
@@ -225,11 +236,12 @@ class ExampleSets:
             es = await self._read(key)
             if es is not None:
                 return es
+            warm = await self._members_warm_start(persona_id)
             shared = getattr(self.store, "single_flight", None)  # a shared store (RedisStore): one search among replicas
             try:
                 if shared is not None:
-                    return await shared(key, lambda: self.compute(persona_id, key=key))
-                return await self.compute(persona_id)
+                    return await shared(key, lambda: self.compute(persona_id, key=key, warm_start=warm))
+                return await self.compute(persona_id, warm_start=warm)
             except StoreWriteError as e:  # the result is kept in memory: serve it
                 return e.example_set
             except StoreError:  # the shared store went away after our search finished: serve what it found
@@ -240,6 +252,23 @@ class ExampleSets:
 
         task = self._flight.start(key.digest(), run)
         return task
+
+    async def _members_warm_start(self, persona_id: str) -> dict[str, bool] | None:
+        """A combined persona's warm start: its members' cached labels where they agree (None for
+        a configured persona, or when no member set is cached or readable)."""
+        combo = self.combined.get(persona_id)
+        if combo is None:
+            return None
+        sets = []
+        for m in combo.members:
+            try:
+                sets.append(await self._read(self.cache_key(m)))
+            except StoreError:
+                sets.append(None)
+        warm = agreed_labels(combo.pool, sets)
+        if warm:
+            log.info("search for %s warm-started with %d labels from its members' sets", persona_id, len(warm))
+        return warm or None
 
     async def ensure_for_request(self, persona_id: str) -> asyncio.Task[ExampleSet | None] | None:
         """`ensure` for a search that a request asks for: None also when starting it would exceed

@@ -21,14 +21,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from steerkit._compute import ExampleSets, Hook, SearchFn
-from steerkit._redact import mask_credentials
-from steerkit._metrics import Counters, Metrics
 from steerkit._config import MissPolicy, Mode, SteerConfig, SteerOptions
+from steerkit._inject import (
+    PersonaBlock,
+    inject_block,
+    render_block,
+    select_examples,
+    version_of,
+)
+from steerkit._metrics import Counters, Metrics
+from steerkit._redact import mask_credentials
+from steerkit._store import CacheKey, DiskStore, ExampleSetStore
 from steerkit.errors import InvalidRequestError, UnknownPersonaError
 from steerkit.extract import (
     Extractor,
@@ -38,16 +46,9 @@ from steerkit.extract import (
     best_per_dimension,
     message_text,
 )
-from steerkit._inject import (
-    PersonaBlock,
-    inject_block,
-    render_block,
-    select_examples,
-    version_of,
-)
 from steerkit.models import ExampleSet, Pool
 from steerkit.packs import PackRegistry
-from steerkit._store import CacheKey, DiskStore, ExampleSetStore
+from steerkit.packs._combine import is_combined, members_of, plan_combinations
 
 __all__ = [
     "CacheStatus",
@@ -84,13 +85,20 @@ class SteerInfo(BaseModel):
     examples_used: int = 0
     added_ms: float = 0.0
     mode: Mode = "generate"
+    combined: list[str] = Field(default_factory=list)
+    """Combined personas whose own sets steered this request (``country/nigeria+polparty/democrat``;
+    their versions and cache statuses are in ``versions`` and ``cache_by_persona``)."""
     note: str | None = None
-    """Why steering did not happen, when it did not ("disabled", "no persona stated", …), in words
-    (credentials masked)."""
+    """Why steering did not happen, when it did not ("disabled", "no persona stated", …), or why
+    personas stated together were steered each by its own set, in words (credentials masked)."""
     reason: str | None = None
     """The same as a short, stable code (what the proxy sends in ``X-Steerkit-Note``):
     ``disabled``, ``no_persona``, ``miss_policy_off``, ``no_backend``, ``computing``,
-    ``search_failed``, ``search_rate_limited``, ``search_not_allowed``, ``no_usable_examples``."""
+    ``search_failed``, ``search_rate_limited``, ``search_not_allowed``, ``no_usable_examples``;
+    and, when steering happened with each stated persona's own set instead of their combination:
+    ``combined_off`` (``steer.combined_personas`` is off), ``combined_not_allowed`` (not in
+    ``steer.combined_allow``), ``combined_unavailable`` (the combined set is not cached yet, or its
+    search cannot start now)."""
 
 
 # --- the steerer --------------------------------------------------------------------------------
@@ -140,10 +148,11 @@ class Steerer:
             self.extractor.on_call = self.count_llm_call  # type: ignore[attr-defined]
         # extraction results per message text: earlier turns of a conversation are not re-extracted
         self._extracted: OrderedDict[str, list[PersonaMatch]] = OrderedDict()
-        unknown = [p for p in self.config.persona_miss_policy if p not in self.registry]
+        combined = self.example_sets.combined
+        unknown = [p for p in self.config.persona_miss_policy if p not in self.registry and p not in combined]
         if unknown:
             raise UnknownPersonaError(f"persona_miss_policy names unknown persona(s) {unknown}")
-        unknown = [p for p in self.config.request_search_personas or [] if p not in self.registry]
+        unknown = [p for p in self.config.request_search_personas or [] if p not in self.registry and p not in combined]
         if unknown:
             raise UnknownPersonaError(f"request_search_personas names unknown persona(s) {unknown}")
         if self.config.model is None and backend is None:
@@ -241,11 +250,11 @@ class Steerer:
                 es = await asyncio.wait_for(asyncio.shield(task), self.config.wait_timeout_s)
             else:
                 es = await asyncio.shield(task)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # the any-time answer: the best complete labelling so far; the search goes on
             sets.track(task)
             return self._provisional(persona_id)
-        except Exception as e:  # the chat request goes on unsteered; the error is logged and counted
+        except Exception as e:  # noqa: BLE001 - the chat request goes on unsteered; the error is logged and counted
             log.error("search for %s failed: %s: %s", persona_id, type(e).__name__, mask_credentials(str(e)))
             return None, "miss"
         return es, ("computed" if es is not None else "miss")
@@ -256,6 +265,33 @@ class Steerer:
             return None, "miss"
         self.metrics.inc("provisional_served")
         return es, "provisional"
+
+    def _combination_note(self, matches: Sequence[PersonaMatch]) -> tuple[str, str] | None:
+        """Why personas stated together are not steered as one (note, reason code); None when one
+        persona was stated or some allowed combination of them can steer."""
+        if len(matches) < 2:
+            return None
+        stated = "+".join(sorted(m.persona_id for m in matches))
+        if self.config.combined_personas == "off":
+            note = (f"personas stated together ({stated}); combined personas are off (steer.combined_personas); "
+                    "steered by each persona's own set")
+            return note, "combined_off"
+        if not plan_combinations([m.persona_id for m in matches], self.example_sets.combined):
+            note = (f"personas stated together ({stated}); no combination of them is in steer.combined_allow; "
+                    "steered by each persona's own set")
+            return note, "combined_not_allowed"
+        return None
+
+    def _unavailable_because(self, persona_id: str, status: CacheStatus) -> str:
+        if self.example_sets.rate_limited(persona_id):
+            return "cache miss, request searches are rate-limited"
+        if self.last_error(persona_id):
+            return "its search failed"
+        if status == "off":
+            return "cache miss, miss policy off" if self.may_search(persona_id) else "cache miss, requests may not search it"
+        if self.backend is None:
+            return "cache miss, no backend to compute with"
+        return "cache miss, example set being computed"
 
     # requests --------------------------------------------------------------------------------
     async def extract(self, messages: Sequence[Mapping[str, Any]]) -> list[PersonaMatch]:
@@ -313,39 +349,68 @@ class Steerer:
         if not opts.enabled:
             return done(SteerInfo(cache="off", mode=mode, note="disabled by request", reason="disabled"))
         if opts.persona is not None:
-            persona = self.registry.persona(opts.persona)  # UnknownPersonaError for unknown ids
-            matches = [PersonaMatch(persona_id=persona.id, dimension=persona.dimension, span=(0, 0), evidence="",
-                                    confidence=1.0, source="forced")]
+            # a combined id forces its members (each must be configured); whether they are then
+            # steered together is the operator's allow-list's to say, as for stated personas
+            forced = members_of(opts.persona) if is_combined(opts.persona) else (opts.persona,)
+            personas = [self.registry.persona(p) for p in forced]  # UnknownPersonaError for unknown ids
+            matches = [PersonaMatch(persona_id=p.id, dimension=p.dimension, span=(0, 0), evidence="",
+                                    confidence=1.0, source="forced") for p in personas]
+            if len({p.dimension for p in personas}) != len(personas):
+                raise InvalidRequestError(f"steerkit.persona {opts.persona!r} names two personas of one dimension",
+                                          hint="a combined persona joins personas of different dimensions with '+'")
         else:
             matches = await self.extract(msgs)
         if not matches:
             return done(SteerInfo(cache="none", mode=mode, note="no persona stated", reason="no_persona"))
 
         statuses: dict[str, CacheStatus] = {}
-        sets: list[tuple[PersonaMatch, ExampleSet]] = []
+        sets: list[tuple[str, ExampleSet]] = []  # (persona id, combined or not; its set)
+        covered: set[str] = set()
+        combined: list[str] = []
+        combo_note = self._combination_note(matches)
+        for combo in plan_combinations([m.persona_id for m in matches], self.example_sets.combined):
+            es, status = await self._example_set(combo.id, self.miss_policy_for(combo.id, opts.miss_policy))
+            statuses[combo.id] = status
+            if es is not None:
+                sets.append((combo.id, es))
+                covered.update(combo.members)
+                combined.append(combo.id)
+            elif combo_note is None:
+                why = self._unavailable_because(combo.id, status)
+                combo_note = (f"combined persona {combo.id}: {why}; steered by each persona's own set",
+                              "combined_unavailable")
         for m in matches:
+            if m.persona_id in covered:
+                continue
             policy = self.miss_policy_for(m.persona_id, opts.miss_policy)
             es, status = await self._example_set(m.persona_id, policy)
             statuses[m.persona_id] = status
             if es is not None:
-                sets.append((m, es))
-        versions = {m.persona_id: version_of(es) for m, es in sets}
+                sets.append((m.persona_id, es))
+        versions = {pid: version_of(es) for pid, es in sets}
+        first = next((pid for pid, _ in sets if pid == matches[0].persona_id or matches[0].persona_id in members_of(pid)),
+                     matches[0].persona_id)
         info = SteerInfo(
             personas=matches,
-            example_set_version=versions.get(matches[0].persona_id),
+            example_set_version=versions.get(first),
             versions=versions,
-            cache=_aggregate(list(statuses.values())),
+            # a combination that fell back is in cache_by_persona, not in the aggregate
+            cache=_aggregate([st for p, st in statuses.items() if not is_combined(p) or p in combined]),
             cache_by_persona=statuses,
+            combined=combined,
             mode=mode,
         )
+        if combo_note is not None:
+            info.note, info.reason = combo_note
         if not sets:
-            errors = [e for e in (self.last_error(m.persona_id) for m in matches) if e]
-            limited = [m.persona_id for m in matches if self.example_sets.rate_limited(m.persona_id)]
+            tried = list(statuses)  # the stated personas, and any combination of them tried first
+            errors = [e for e in (self.last_error(p) for p in tried) if e]
+            limited = [p for p in tried if self.example_sets.rate_limited(p)]
             if limited:
                 info.note, info.reason = "cache miss; request searches are rate-limited", "search_rate_limited"
             elif errors:
                 info.note, info.reason = f"search failed: {mask_credentials(errors[0])[:200]}", "search_failed"
-            elif info.cache == "off" and not any(self.may_search(m.persona_id) for m in matches):
+            elif info.cache == "off" and not any(self.may_search(p) for p in tried):
                 info.note, info.reason = "cache miss; requests may not start a search for this persona", "search_not_allowed"
             elif info.cache == "off":
                 info.note, info.reason = "cache miss; miss policy off", "miss_policy_off"
@@ -353,15 +418,20 @@ class Steerer:
                 info.note, info.reason = "cache miss; no backend to compute with", "no_backend"
             else:
                 info.note, info.reason = "cache miss; example set being computed", "computing"
+            if combo_note is not None:  # why the stated personas were not searched together, too
+                info.note = f"{info.note} ({combo_note[0]})"
             return done(info)
         query = _last_user_text(msgs)[-_QUERY_CHARS:]  # relevance needs the question, not a whole upload
         per = _split_k(k, len(sets))
         blocks = []
-        for (m, es), kk in zip(sets, per):
-            spec = self.registry.spec(m.persona_id)
+        for (pid, es), kk in zip(sets, per):
             examples = tuple(select_examples(es, query, kk, mode))
-            blocks.append(PersonaBlock(persona=es.persona, label=spec.display,
-                                       templates=self.registry.templates(m.persona_id), examples=examples))
+            combo = self.example_sets.combined.get(pid)
+            if combo is not None:
+                label, templates = combo.label, combo.templates
+            else:
+                label, templates = self.registry.spec(pid).display, self.registry.templates(pid)
+            blocks.append(PersonaBlock(persona=es.persona, label=label, templates=templates, examples=examples))
         used = sum(len(b.examples) for b in blocks)
         if used == 0:
             info.note, info.reason = "the example set has no usable examples for this mode", "no_usable_examples"
@@ -389,7 +459,7 @@ class Steerer:
             if asyncio.iscoroutine(r):
                 await r
 
-    async def __aenter__(self) -> Steerer:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

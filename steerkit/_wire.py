@@ -7,13 +7,14 @@
 - `split_sdk_kwargs`: the same for the keyword arguments of ``chat.completions.create``;
 - `parse_chat_body`: a raw HTTP request body → (options, body), every malformed part an
   `InvalidRequestError` carrying the OpenAI error ``code``/``param``;
-- `steer_headers`: the ``X-Steerkit-*`` response headers describing a `SteerInfo`;
+- `steer_headers`: the ``X-Steerkit-*`` response headers describing a `SteerInfo` (``-Combined``:
+  the combined personas that steered; ``-Note``: a reason code, also why personas stated together
+  were steered each by its own set);
 - `record_usage`: count an upstream answer's prompt tokens.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,9 +22,9 @@ from pydantic import ValidationError
 
 from steerkit._config import SteerOptions
 from steerkit._json import loads_strict as _loads_strict
+from steerkit._middleware import SteerInfo, validate_messages
 from steerkit._redact import header_value
 from steerkit.errors import InvalidRequestError
-from steerkit._middleware import SteerInfo, validate_messages
 
 __all__ = [
     "WireError",
@@ -168,6 +169,8 @@ def steer_headers(info: SteerInfo) -> dict[str, str]:
         "X-Steerkit-Cache": header_value(info.cache),
         "X-Steerkit-Added-Ms": f"{info.added_ms:.3f}",
     }
+    if info.combined:  # the combined personas whose own sets steered (X-Steerkit-Persona: those stated)
+        out["X-Steerkit-Combined"] = header_value(",".join(info.combined))
     if info.reason or info.note:
         out["X-Steerkit-Note"] = header_value(info.reason or "unspecified")
     return out

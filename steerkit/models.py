@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from steerkit._version import __version__
 from steerkit.errors import InvalidPoolError
 
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-/]+$")]
+PersonaIdent = Annotated[str, StringConstraints(min_length=1, max_length=400, pattern=r"^[A-Za-z0-9_.:\-/+]+$")]
+"""A persona id: an `Ident`, or a combined persona's member ids joined with ``+`` (packs cannot
+define ``+`` in an id, so a combined id never names a pack's persona)."""
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def stable_hash(obj: Any) -> str:
@@ -48,8 +58,9 @@ class PersonaCues(_Frozen):
 
 
 class Persona(_Frozen):
-    id: Ident
-    """Stable id, unique across all loaded packs, e.g. "polparty/democrat"."""
+    id: PersonaIdent
+    """Stable id, unique across all loaded packs, e.g. "polparty/democrat"; a combined persona's is
+    its members' ids sorted and joined with ``+`` ("country/nigeria+polparty/democrat")."""
     name: str = Field(min_length=1)
     """Display name used in claims: "The majority of {name} would answer …"."""
     dimension: str = Field(min_length=1)
@@ -147,9 +158,7 @@ class ConsistencyGroup(_Frozen):
                 for b in range(a + 1, len(members)):
                     i, j = members[a], members[b]
                     same = keys.get(i) == keys.get(j)
-                    if same and labels[i] != labels[j]:
-                        bad += 1
-                    elif not same and labels[i] and labels[j]:
+                    if (same and labels[i] != labels[j]) or (not same and labels[i] and labels[j]):
                         bad += 1
         return bad
 
