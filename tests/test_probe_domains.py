@@ -121,6 +121,15 @@ def test_one_domain_keeps_its_own_reason() -> None:
         "format_only", "gold − inverted +0.00 ± 0.10 (not significant)")
 
 
+def test_demonstrations_that_make_the_model_worse_are_said_plainly() -> None:
+    from steerkit.evaluation.probe import Estimate, decide
+
+    # Gemma 3 270M on the arithmetic domain: zero-shot 0.92, gold 0.50, inverted 0.67
+    verdict, why = decide(Estimate(-0.17, 0.21, 12), Estimate(-0.23, 0.07, 12))
+    assert verdict == "ignores_demonstrations" and "demonstrations did significantly *worse* than zero-shot" in why
+    assert "worse" not in decide(Estimate(0.0, 0.1, 12), Estimate(-0.05, 0.1, 12))[1]
+
+
 # --- the probe over domains on fakes ------------------------------------------------------------------
 
 

@@ -127,6 +127,8 @@ def decide(label_effect: Estimate, format_effect: Estimate, *, z: float = 2.0, m
         why += f", but weakly: P(gold option) moves by only {label_shift}"
     if label_effect.mean < 0 and (-label_effect.mean) > z * label_effect.se and -label_effect.mean >= min_effect:
         why += "; inverted labels did significantly *better* than gold"
+    if format_effect.mean < 0 and (-format_effect.mean) > z * format_effect.se and -format_effect.mean >= min_effect:
+        why += "; demonstrations did significantly *worse* than zero-shot"
     return v, why
 
 
