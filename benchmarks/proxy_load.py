@@ -14,13 +14,16 @@ Starts, all on loopback:
 
 then sends the same chat requests directly to the stub, through the bare relay and through the
 proxy at 1, 16 and 128 concurrent clients, streaming and not, and prints JSON: requests/second,
-latency p50/p99 (ms, to the last byte), the latency each adds over the direct upstream (p50, p99),
-the serving processes' CPU time per request (from /proc, workers included), and the proxy's
-figures as ratios of the bare relay's (same run, same machine).
+latency p50/p99 (ms, to the last byte) and p99/p50, the latency each adds over the direct upstream
+(p50, p99), the serving processes' CPU time per request and the time they waited, runnable, for a
+CPU (from /proc, workers included: a busy machine shows there, not in the CPU per request), the
+client's own CPU (a saturated client process is reported, and the run repeated over several), the
+proxy's figures as ratios of the bare relay's (same run, same machine), and per arm how
+requests/s and p99/p50 hold up as clients are added (``scaling``).
 
 Every run is bounded in request count and time. Usage::
 
-    python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16] [--workers 1]
+    python benchmarks/proxy_load.py [--duration 3] [--concurrency 1 16 128] [--chunks 16] [--workers 1] [--client-procs 1]
     python benchmarks/proxy_load.py --quick   # seconds: 0.5 s runs at 1 and 4 clients, a 12-item pool (CI)
 """
 
@@ -38,7 +41,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loadgen import chat_request, closed_loop, free_port, machine, read_response, stop
+from _loadgen import (
+    chat_request,
+    closed_loop,
+    free_port,
+    load_in_processes,
+    machine,
+    serving_share,
+    stop,
+    warm_up,
+)
 
 QUERY = "As a Democrat, what do you think about raising the minimum wage?"
 
@@ -261,16 +273,51 @@ def _spawn(args: list[str], port_file: Path, timeout: float = 60) -> tuple[subpr
     raise RuntimeError(f"helper process {args[0]} did not start")
 
 
-async def _load(port: int, body: dict, *, concurrency: int, duration: float, max_requests: int) -> dict:
+def _server_reading(pid: int | None) -> tuple[float | None, tuple[float, float] | None, float]:
+    return (_cpu_seconds(pid) if pid else None), (serving_share(pid) if pid else None), time.perf_counter()
+
+
+def _server_figures(res: dict, before: tuple, after: tuple) -> None:
+    """The serving process tree's CPU ms per request, the cores it used and the cores' worth it
+    spent runnable but waiting for a CPU (the machine's load, not the server's: on a quiet
+    machine it is near 0), between two `_server_reading`s around the measured loop."""
+    (cpu0, sched0, t0), (cpu1, sched1, t1) = before, after
+    if cpu0 is not None and cpu1 is not None and res["requests"]:
+        res["server_cpu_ms_per_request"] = round(1000 * (cpu1 - cpu0) / res["requests"], 3)
+    if sched0 is not None and sched1 is not None and t1 > t0:
+        res["server_cpu_share"] = round((sched1[0] - sched0[0]) / 1e9 / (t1 - t0), 2)
+        res["server_wait_share"] = round((sched1[1] - sched0[1]) / 1e9 / (t1 - t0), 2)
+
+
+async def _load(port: int, body: dict, *, concurrency: int, duration: float, max_requests: int,
+                pid: int | None = None, client_procs: int = 1) -> dict:
     """``concurrency`` keep-alive connections, each sending requests back to back for ``duration`` s
-    after one warm-up request."""
+    after a warm-up request on every connection at once (so the server's upstream connections are
+    open before the clock starts); over ``client_procs`` client processes when more than one.
+    With ``pid``, the serving process tree's figures for the measured loop (`_server_figures`)."""
     request = chat_request(body)
-    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
-    for r, w in conns:  # warm-up request per connection
-        w.write(request)
-        await w.drain()
-        await read_response(r)
-    return await closed_loop(conns, request, duration=duration, max_requests=max_requests)
+    if client_procs > 1:
+        res, before = load_in_processes(port, request, concurrency=concurrency, processes=client_procs,
+                                        duration=duration, max_requests=max_requests, at_start=lambda: _server_reading(pid))
+    else:
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+        await warm_up(conns, request)
+        before = _server_reading(pid)
+        res = await closed_loop(conns, request, duration=duration, max_requests=max_requests)
+    if pid:
+        _server_figures(res, before, _server_reading(pid))
+    return res
+
+
+async def _measured(pid: int | None, port: int, body: dict, *, client_procs: int = 1, **kw: object) -> dict:
+    """`_load`; a run whose client process was saturated is run again over more client processes
+    (and says so: ``client_processes``, ``client_saturated_with_one``)."""
+    res = await _load(port, body, pid=pid, client_procs=client_procs, **kw)  # type: ignore[arg-type]
+    more = min(4, os.cpu_count() or 1)
+    if res.get("client_saturated") and client_procs < more:
+        res = await _load(port, body, pid=pid, client_procs=more, **kw)  # type: ignore[arg-type]
+        res["client_saturated_with_one"] = True
+    return res
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -287,16 +334,6 @@ def _cpu_seconds(pid: int) -> float | None:
         return total / tick
     except (OSError, ValueError, IndexError):
         return None
-
-
-async def _measured(pid: int | None, port: int, body: dict, **kw: object) -> dict:
-    """`_load`, plus the serving process tree's CPU time per request (ms) when it can be read."""
-    before = _cpu_seconds(pid) if pid else None
-    res = await _load(port, body, **kw)  # type: ignore[arg-type]
-    after = _cpu_seconds(pid) if pid else None
-    if before is not None and after is not None and res["requests"]:
-        res["server_cpu_ms_per_request"] = round(1000 * (after - before) / res["requests"], 3)
-    return res
 
 
 async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, proxy_port: int,
@@ -316,8 +353,9 @@ async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, 
         for conc in args.concurrency:
             body = dict(base, stream=stream)
             row: dict = {"stream": stream, "concurrency": conc}
-            kw = {"concurrency": conc, "duration": args.duration, "max_requests": args.max_requests}
-            row["direct"] = await _load(upstream_port, body, **kw)
+            kw = {"concurrency": conc, "duration": args.duration, "max_requests": args.max_requests,
+                  "client_procs": args.client_procs}
+            row["direct"] = await _measured(None, upstream_port, body, **kw)
             row["bare_relay"] = await _measured(relay_pid, relay_port, body, **kw)
             row["proxy_steered"] = await _measured(proxy_pid, proxy_port, body, **kw)
             row["proxy_unsteered"] = await _measured(proxy_pid, proxy_port, dict(body, steerkit={"enabled": False}), **kw)
@@ -330,15 +368,39 @@ async def _bench(args: argparse.Namespace, upstream_port: int, relay_port: int, 
                 "added_p50_ratio": round(row["proxy_steered"]["added_p50_ms"] / bare["added_p50_ms"], 2) if bare["added_p50_ms"] > 0 else None,
             }
             runs.append(row)
+            steered = row["proxy_steered"]
             print(
                 f"stream={stream} c={conc}: direct {row['direct']['rps']} rps | bare relay {bare['rps']} rps "
-                f"+{bare['added_p50_ms']}/{bare['added_p99_ms']} ms | steered {row['proxy_steered']['rps']} rps "
-                f"+{row['proxy_steered']['added_p50_ms']}/{row['proxy_steered']['added_p99_ms']} ms | "
-                f"unsteered {row['proxy_unsteered']['rps']} rps +{row['proxy_unsteered']['added_p50_ms']} ms | CPU/request "
-                f"relay {bare.get('server_cpu_ms_per_request')} steered {row['proxy_steered'].get('server_cpu_ms_per_request')} ms",
+                f"+{bare['added_p50_ms']}/{bare['added_p99_ms']} ms p99/p50 {bare.get('p99_over_p50')} | steered "
+                f"{steered['rps']} rps +{steered['added_p50_ms']}/{steered['added_p99_ms']} ms p99/p50 "
+                f"{steered.get('p99_over_p50')} | unsteered {row['proxy_unsteered']['rps']} rps "
+                f"+{row['proxy_unsteered']['added_p50_ms']} ms | CPU/request relay {bare.get('server_cpu_ms_per_request')} "
+                f"steered {steered.get('server_cpu_ms_per_request')} ms | waiting for a CPU: relay "
+                f"{bare.get('server_wait_share')} steered {steered.get('server_wait_share')} cores",
                 file=sys.stderr,
             )
-    return {"warm_request_headers": steer_headers, "runs": runs}
+    return {"warm_request_headers": steer_headers, "runs": runs, "scaling": _scaling(runs)}
+
+
+ARMS = ("direct", "bare_relay", "proxy_steered", "proxy_unsteered")
+
+
+def _scaling(runs: list[dict]) -> dict:
+    """Per arm and mode, across the concurrency levels: requests/s and p99/p50, and each level's
+    requests/s as a share of the best lower level's (1.0: no loss with more clients)."""
+    out: dict = {}
+    for stream in (False, True):
+        rows = sorted((r for r in runs if r["stream"] == stream), key=lambda r: r["concurrency"])
+        mode = out["stream" if stream else "plain"] = {"concurrency": [r["concurrency"] for r in rows]}
+        for arm in ARMS:
+            rps = [r[arm]["rps"] for r in rows]
+            mode[arm] = {
+                "rps": rps,
+                "p99_over_p50": [r[arm].get("p99_over_p50") for r in rows],
+                "rps_vs_best_lower": [None] + [round(rps[i] / max(rps[:i]), 3) if max(rps[:i]) else None
+                                               for i in range(1, len(rps))],
+            }
+    return out
 
 
 def main() -> None:
@@ -348,6 +410,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
     ap.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
     ap.add_argument("--workers", type=int, default=1, help="proxy and bare-relay worker processes (default 1)")
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="load-client processes (default 1; a run that saturates one is repeated over more)")
     ap.add_argument("--pool-items", type=int, default=None, help="cut the persona's pool to this many items")
     ap.add_argument("--quick", action="store_true", help="seconds (CI): 0.5 s runs at 1 and 4 clients, 4 chunks, a 12-item pool")
     ap.add_argument("--_stub", nargs=2, help=argparse.SUPPRESS)
@@ -383,7 +447,10 @@ def main() -> None:
         "settings": {"quick": args.quick, "duration_s": args.duration, "concurrency": args.concurrency,
                      "sse_chunks": args.chunks, "workers": args.workers, "pool_items": args.pool_items},
         "note": "latency is to the last byte; added = relay/proxy minus direct at the same concurrency; "
-        "client, proxy and stub share this machine's cores, so high-concurrency figures include CPU contention",
+        "client, proxy and stub share this machine's cores, so high-concurrency figures include CPU contention: "
+        "server_wait_share is the cores' worth of time the server was ready to run but waited for a CPU (near 0 on "
+        "a quiet machine), client_cpu_share the busiest client process's (client_saturated: the client, not the "
+        "server, limited the run); scaling: requests/s and p99/p50 across the concurrency levels per arm",
         "wall_s": round(time.perf_counter() - t0, 1),
         **result,
     }
