@@ -398,7 +398,7 @@ class ProxyApp:
         if self.upstream is not None and self.client is not None and not self._draining:
             if self.upstream.stale():
                 with self.client.pick() as http:
-                    await self.upstream.check(http, self._upstream_headers(None))
+                    await self.upstream.refresh(http, self._upstream_headers(None))
             body["upstream"] = self.upstream.as_dict()
             if self.upstream.ok is False:
                 body["status"] = "upstream_unavailable"
@@ -508,7 +508,7 @@ class ProxyApp:
             options, body = parse_chat_body(raw)
         except WireError as e:
             raise _HTTPError(400, e.message, "invalid_request_error", e.code, e.param) from None
-        if self.upstream is not None:  # a down upstream: 502 now, before steering can start a search
+        if self.upstream is not None and self.upstream.ok is False:  # down: 502 now, before steering can start a search
             with client.pick() as http:
                 if not await self.upstream.usable(http, self._upstream_headers(request)):
                     self.metrics.upstream_errors.labels("connect").inc()

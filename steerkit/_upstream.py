@@ -5,7 +5,9 @@ answer below 500 means a server is there; a connection failure, a timeout or a 5
 not). The proxy checks at start-up, `/healthz` reports it, a failed upstream call marks it down,
 and while it is down a chat request is answered 502 *before* steering, so an unreachable upstream
 never starts a persona search that nobody will get an answer from. A down upstream is re-checked
-at most every ``recheck_s`` seconds, so it comes back on its own.
+at most every ``recheck_s`` seconds, so it comes back on its own, by one check at a time: under
+many clients every request (and every ``/healthz`` probe) that finds the state stale waits for the
+one check in flight instead of sending its own.
 
 `public_url` is the upstream's address as it may be shown to clients and in logs: no user-info,
 query or fragment (where credentials would hide).
@@ -13,8 +15,9 @@ query or fragment (where credentials would hide).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +53,7 @@ class UpstreamHealth:
     ok: bool | None = None
     error: str | None = None
     checked_at: float = 0.0
+    _checking: asyncio.Future[bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def public_url(self) -> str:
@@ -77,10 +81,24 @@ class UpstreamHealth:
         self.ok, self.error, self.checked_at = True, None, time.monotonic()
         return True
 
+    async def refresh(self, http: Any, headers: Any = None) -> bool:
+        """`check`, shared: while one is in flight, callers wait for its answer (a waiter that is
+        cancelled does not cancel it)."""
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self.check(http, headers))
+            self._checking.add_done_callback(self._checked)
+        return await asyncio.shield(self._checking)
+
+    def _checked(self, fut: asyncio.Future[bool]) -> None:
+        self._checking = None
+        if not fut.cancelled():
+            fut.exception()  # retrieved: check() records failures itself
+
     async def usable(self, http: Any, headers: Any = None) -> bool:
-        """False while the upstream is known down (re-checked at most every ``recheck_s``)."""
+        """False while the upstream is known down (re-checked at most every ``recheck_s``, one
+        check at a time)."""
         if self.ok is False and self.stale():
-            await self.check(http, headers)
+            await self.refresh(http, headers)
         return self.ok is not False
 
     def as_dict(self) -> dict[str, Any]:

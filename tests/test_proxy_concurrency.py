@@ -4,8 +4,8 @@ Behaviour only, nothing timed: many kept-alive clients all get answers and no co
 upstream requests in flight spread over shards of two connections; the header deadline arms a
 timer only for a request whose headers a read left incomplete, and still cuts off a stalled later
 request on a kept-alive connection; a client hang-up answers 499 without leaving the request's task
-cancelled, and a cancellation from outside is not swallowed; the start-up heap is frozen once per
-process. A real proxy on loopback, configured as ``steerkit serve`` configures uvicorn, in front of
+cancelled, and a cancellation from outside is not swallowed; a down upstream is re-checked by one
+request at a time; the start-up heap is frozen once per process. A real proxy on loopback, configured as ``steerkit serve`` configures uvicorn, in front of
 fake upstreams (tests/fake_upstream.py, and a holding one here).
 """
 
@@ -29,6 +29,7 @@ from steerkit._http_guard import uvicorn_limits
 from steerkit._middleware import Steerer
 from steerkit._server import UpstreamClients, _unless_disconnected, create_app
 from steerkit._store import MemoryStore
+from steerkit._upstream import UpstreamHealth
 from steerkit.packs import PackRegistry
 from steerkit.testing import FakeScorer
 
@@ -314,6 +315,39 @@ async def test_an_answer_before_any_hangup_is_returned() -> None:
 
     response = await _unless_disconnected(request, work())  # type: ignore[arg-type]
     assert response.status_code == 200 and response.body == b"ok"
+
+
+# --- the upstream's health under many clients ---------------------------------------------------
+
+
+class FakeModelsClient:
+    """A fake upstream HTTP client: ``GET models`` waits until released, then answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.calls = 0
+        self.status = status
+        self.released = asyncio.Event()
+
+    async def get(self, path: str, headers: Any = None, timeout: Any = None) -> httpx.Response:
+        self.calls += 1
+        await self.released.wait()
+        return httpx.Response(self.status)
+
+
+async def test_a_down_upstream_is_rechecked_once_for_many_waiting_requests() -> None:
+    health = UpstreamHealth("http://127.0.0.1:9/v1", recheck_s=0.0)
+    health.mark_down("unreachable (ConnectError)")
+    http = FakeModelsClient(200)
+    waiters = [asyncio.create_task(health.usable(http)) for _ in range(20)]
+    for _ in range(1000):
+        if http.calls:
+            break
+        await asyncio.sleep(0.01)
+    waiters[0].cancel()  # a client that hangs up does not cancel the check the others wait for
+    http.released.set()
+    results = await asyncio.gather(*waiters[1:])
+    assert http.calls == 1
+    assert results == [True] * 19 and health.ok is True
 
 
 # --- the start-up heap --------------------------------------------------------------------------
