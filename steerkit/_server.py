@@ -42,7 +42,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import anyio
 import httpx
@@ -185,22 +185,46 @@ def _sse_error(message: str, type_: str, code: str | int | None) -> bytes:
     return b"data: " + _error_body(message, type_, code) + b"\n\n"
 
 
+class _HangupCancels:
+    """While inside, the client's ``http.disconnect`` cancels the current task; that cancellation
+    ends the block (suppressed) and sets ``hung_up``. One listener task per request, where a task
+    group (or two tasks and a wait) cost measurably more under many clients. Only for code that
+    lets a cancellation through (as the relay and the upstream call do)."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.hung_up = False
+
+    async def __aenter__(self) -> Self:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        return self
+
+    async def _listen(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.hung_up = True
+        self._task.cancel()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        self._listener.cancel()
+        if self.hung_up and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self._task.uncancel()
+            return True  # ours: the client left; a cancellation from elsewhere (shutdown) goes on
+        return False
+
+
 class _RelayResponse(StreamingResponse):
-    """`StreamingResponse` that always races the relay against the client's disconnect (Starlette
+    """`StreamingResponse` that always listens for the client's disconnect while relaying (Starlette
     does so only for servers older than ASGI spec 2.4), so a hang-up during an upstream pause
     cancels the relay, and with it the upstream request, at once."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
-        async with anyio.create_task_group() as tg:
-
-            async def relay() -> None:
-                with contextlib.suppress(OSError):
-                    await self.stream_response(send)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(relay)
-            await self.listen_for_disconnect(receive)
-            tg.cancel_scope.cancel()
+        async with _HangupCancels(receive):
+            with contextlib.suppress(OSError):
+                await self.stream_response(send)
 
 
 class ProxyApp:
@@ -675,32 +699,11 @@ def create_app(
 async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
     """Run ``work`` while listening for the client's ``http.disconnect``: a client that hangs up
     (while steering waits for a search, or the upstream has not answered yet) cancels it, and with
-    it the upstream request. The request body must have been read.
-
-    ``work`` runs in the request's own task and one listener task cancels that task on a hang-up
-    (one task per request, not two plus a wait: measurable under many clients)."""
-    task = asyncio.current_task()
-    assert task is not None
-    hung_up = False
-
-    async def hangup() -> None:
-        nonlocal hung_up
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        hung_up = True
-        task.cancel()
-
-    watch = asyncio.get_running_loop().create_task(hangup())
-    try:
+    it the upstream request (499). The request body must have been read."""
+    async with _HangupCancels(request.receive):
         return await work
-    except asyncio.CancelledError:
-        if not hung_up:
-            raise  # cancelled from outside (shutdown): not ours to swallow
-        task.uncancel()
-        log.info("client disconnected before the upstream answered; the upstream request was cancelled")
-        return Response(status_code=499)
-    finally:
-        watch.cancel()
+    log.info("client disconnected before the upstream answered; the upstream request was cancelled")
+    return Response(status_code=499)
 
 
 _heap_frozen = False
