@@ -235,7 +235,7 @@ async def test_the_verdict_line_the_demo_and_precompute_print(tmp_path: Path) ->
     report = await print_verdict(following_fake(pool), tmp_path, console=Console(file=out, width=300))
     assert report is not None and report.verdict == "follows_labels"
     text = out.getvalue()
-    assert text.startswith("probe: fake-follower: follows in-context labels") and "in all 5 domains" in text
+    assert text.startswith("probe: fake-follower: follows in-context labels") and "(all 5 domains agree)" in text
     assert "capitals gold 1.00 vs inverted 0.00" in " ".join(text.split())
     assert (tmp_path / "eval" / "scores").is_dir()  # cached under <cache_dir>/eval
 

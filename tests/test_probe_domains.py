@@ -150,7 +150,7 @@ async def test_a_model_that_follows_labels_in_one_domain_only_gets_no_verdict() 
 async def test_a_model_that_follows_labels_everywhere_gets_the_verdict() -> None:
     report = await probe_domains(fact_pools(), selective_fake(set(DOMAINS)))
     assert report.verdict == "follows_labels" and report.steerable
-    assert "in all 5 domains" in report.summary()
+    assert "(all 5 domains agree)" in report.summary()
     data = report.as_dict()
     assert set(data["domains"]) == set(DOMAINS) and data["verdict"] == "follows_labels"
     assert all(d["verdict"] == "follows_labels" for d in data["domains"].values())

@@ -105,7 +105,7 @@ async def test_a_writer_that_follows_its_examples_is_told_apart() -> None:
         assert d.basis == "judge" and d.verdict == "follows_labels"
         assert d.conditions["gold"].mean_score == 5.0 and d.conditions["inverted"].mean_score == 1.0
         assert d.conditions["gold"].true_share == 1.0 and d.conditions["inverted"].true_share == 0.0
-    assert "its answers follow the examples" in report.summary() and "in all 5 domains" in report.summary()
+    assert "its answers follow the examples" in report.summary() and "(all 5 domains agree)" in report.summary()
     assert "Verdicts from the judge's scores" in report.summary()
 
 

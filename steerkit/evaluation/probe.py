@@ -417,10 +417,11 @@ class DomainsReport:
         if len(self.domains) == 1:
             return next(iter(self.domains.values())).summary() + self.agreement_summary()
         n = next(iter(self.domains.values())).n_test
-        agreed = "" if self.verdict == "domains_disagree" else f" in all {len(self.domains)} domains"
+        agreed = "" if self.verdict == "domains_disagree" else f" (all {len(self.domains)} domains agree)"
         head = f"{self.model}: {VERDICT_TEXT[self.verdict]}{agreed}. "
         lines = "; ".join(self.domain_line(name) for name in self.domains)
-        return (head + f"Per domain ({n} held-out questions each): {lines}. {self.reason[0].upper()}{self.reason[1:]}."
+        why = "" if self.verdict != "domains_disagree" else f" {self.reason[0].upper()}{self.reason[1:]}."
+        return (head + f"Per domain ({n} held-out questions each): {lines}.{why}"
                 + self.agreement_summary())
 
     def agreement_summary(self) -> str:

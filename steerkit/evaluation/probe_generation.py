@@ -217,13 +217,14 @@ class GenerationProbeReport:
 
     def summary(self) -> str:
         n = next(iter(self.domains.values())).n_test
-        agreed = "" if self.verdict == "domains_disagree" or len(self.domains) == 1 else f" in all {len(self.domains)} domains"
+        agreed = "" if self.verdict == "domains_disagree" or len(self.domains) == 1 else f" (all {len(self.domains)} domains agree)"
         lines = "; ".join(d.line() for d in self.domains.values())
         basis = ("the judge's scores" if self.self_check.passed else
                  "which option each answer names (the judge failed its self-check, so its scores are shown, not used)")
         return (f"{self.model}: {GENERATION_VERDICT_TEXT[self.verdict]}{agreed}. Per domain ({n} held-out questions each, "
                 f"judge scores {SCALE[0]}–{SCALE[1]} after gold vs inverted examples): {lines}. "
-                f"{self.reason[0].upper()}{self.reason[1:]}. Verdicts from {basis}.")
+                + (f"{self.reason[0].upper()}{self.reason[1:]}. " if self.verdict == "domains_disagree" else "")
+                + f"Verdicts from {basis}.")
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": "generation", "model": self.model, "judge_model": self.judge_model, "rubric_version": RUBRIC_VERSION,
