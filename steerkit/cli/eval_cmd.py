@@ -354,6 +354,8 @@ async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, po
                 print(f"[{time.monotonic() - t0:7.1f}s] {done}/{total} {what}", file=sys.stderr, flush=True)
 
         generated = None
+        if args.questions:
+            pool = pool.model_copy(update={"questions": pool.questions[: args.questions]})
         if any(not q.answers for q in pool.questions):
             if not pool.personas:
                 raise UserError("the answer pool names no persona", hint="add persona lines or pass --persona-name")
