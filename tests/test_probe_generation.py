@@ -154,6 +154,31 @@ async def test_what_the_writer_is_shown_in_each_condition() -> None:
     assert len(writer.calls) == 3 * SMALL.n_test
 
 
+class DriftingFakeJudge(FactFakeJudge):
+    """A *fake* judge whose score of an answer drifts from call to call (as a server answering
+    identical concurrent requests may); counts its scoring calls."""
+
+    model = "fake-drifting-judge"
+
+    def __init__(self) -> None:
+        self.scored = 0
+
+    async def complete(self, messages, *, max_tokens, temperature=0.0, seed=None, json_schema=None) -> str:
+        if "Answer A:" in messages[1]["content"]:
+            return await super().complete(messages, max_tokens=max_tokens)
+        self.scored += 1
+        return json.dumps({"reason": "drift", "score": 1 + self.scored % 5})
+
+
+async def test_the_same_answer_is_judged_once() -> None:
+    judge = DriftingFakeJudge()
+    pools = {"dates": fact_pools()["dates"]}
+    report = await probe_generation(pools, FollowingFakeWriter(follows=set()), judge, SMALL)
+    c = report.domains["dates"].conditions
+    assert c["zero_shot"].scores == c["gold"].scores == c["inverted"].scores  # one answer, one judgement
+    assert judge.scored == 2 * SMALL.pairs + SMALL.n_test  # the self-check's two answers, then each distinct answer
+
+
 async def test_a_rerun_with_a_cache_asks_no_model(tmp_path: Path) -> None:
     pools = {"science": fact_pools()["science"]}
     first = await probe_generation(pools, FollowingFakeWriter(), FactFakeJudge(), SMALL, cache_dir=tmp_path)
@@ -227,3 +252,30 @@ def test_the_generation_probe_refuses_a_dataset(fake_server: dict[str, Any], cap
 
     assert main([*GEN, "--dataset", "opinionqa", "--data", "x"]) == 2
     assert "steerkit eval --task generation" in capsys.readouterr().err
+
+
+@pytest.mark.llama
+def test_the_generation_probe_on_the_embedded_model_behind_its_server(llama_server_url: str, embedded_backend: Any,
+                                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real path: llama.cpp's OpenAI-compatible server writes the answers and judges them
+    (JSON-schema output), one small domain; the second run comes from the cache."""
+    import os
+
+
+    for k in list(os.environ):
+        if k.startswith("STEERKIT_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    argv = ["probe", "--task", "generation", "--chat-base-url", llama_server_url, "--chat-model", embedded_backend.chat_model,
+            "--domains", "units", "--n-test", "2", "--n-demos", "1", "--pairs", "1", "--json", "--cache-dir", str(tmp_path / "c")]
+    data = run_json(capsys, argv)
+    d = data["domains"]["units"]
+    assert {r["condition"] for r in d["answers"]} == {"zero_shot", "gold", "inverted"} and len(d["answers"]) == 6
+    assert all(r["answer"] and r["named"] in ("true", "wrong", "both", "neither") for r in d["answers"])
+    assert all(r["score"] in (None, 1, 2, 3, 4, 5) for r in d["answers"])  # a verdict, or missing: never 0
+    assert data["self_check"]["pairs"] == 1 and data["usage"]["chat_calls"] == 6
+    assert data["verdict"] in ("follows_labels", "format_only", "ignores_demonstrations")
+    again = run_json(capsys, argv)
+    assert again["usage"]["chat_calls"] == 0 and again["usage"]["judge_calls"] == 0
+    assert again["domains"]["units"]["answers"] == d["answers"]

@@ -269,7 +269,22 @@ def _format(c: dict[str, GenerationCondition], key: Callable[[GenerationConditio
     return Estimate.of(vals) if vals else None
 
 
-async def _domain(name: str, pool: Pool, chat: ChatModel, judge: Judge, cfg: GenerationProbeConfig,
+class _OnceJudge:
+    """``judge.score`` once per (persona, question, answer): the same answer in two conditions gets
+    one judgement (a server may answer identical concurrent requests differently)."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self._tasks: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
+
+    async def score(self, persona: Persona, question: str, answer: str) -> Any:
+        key = (persona.id, question, answer)
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.ensure_future(self.judge.score(persona, question, answer))
+        return await asyncio.shield(self._tasks[key])
+
+
+async def _domain(name: str, pool: Pool, chat: ChatModel, judge: _OnceJudge, cfg: GenerationProbeConfig,
                   judge_ok: bool) -> GenerationDomainReport:
     t0 = time.perf_counter()
     demo_qs, test_qs = split(pool, ProbeConfig(n_test=cfg.n_test, n_demos=cfg.n_demos, random_seeds=1, seed=cfg.seed))
@@ -348,8 +363,9 @@ async def probe_generation(
         if progress is not None:
             progress(1, 1 + len(pools))
         domains: dict[str, GenerationDomainReport] = {}
+        once = _OnceJudge(judge)
         for k, (name, pool) in enumerate(pools.items(), start=2):
-            domains[name] = await _domain(name, pool, writer, judge, cfg, check.passed)
+            domains[name] = await _domain(name, pool, writer, once, cfg, check.passed)
             if progress is not None:
                 progress(k, 1 + len(pools))
     finally:
