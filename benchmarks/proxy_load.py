@@ -5,7 +5,10 @@ Starts, all on loopback:
 - a fast stub OpenAI upstream (raw asyncio HTTP/1.1, keep-alive; a fixed completion, or an SSE
   stream of ``--chunks`` chunks) in its own process;
 - a bare relay: the same upstream through a minimal httpx pass-through (pure ASGI, under
-  uvicorn, ``--workers`` processes) — the floor any Python proxy pays;
+  uvicorn, ``--workers`` processes) — the floor any Python proxy pays. Its connections are spread
+  over httpx pools of two, as the proxy's are: one pool checks each of its idle connections on
+  every request and response, which at 64 clients costs a single pool ~20 ms of CPU per request
+  (httpx's cost, neither the machine's nor the proxy's);
 - the proxy, started as users start it (``steerkit serve [--workers N]``), in front of the stub,
   steering with the real `Steerer` over the shipped packs and a disk cache filled before measuring
   (by the fake scorer, in this process; the proxy's search backend is never called: miss policy
@@ -127,22 +130,34 @@ async def _stub_main(port_file: str, chunks: int) -> None:
 
 
 def relay_app() -> object:
-    """A minimal httpx pass-through (uvicorn factory): what a Python relay costs with no steering."""
+    """A minimal httpx pass-through (uvicorn factory): what a Python relay costs with no steering.
+    Requests go to the least busy of several small httpx pools (a new one when all are full)."""
     import httpx
 
     upstream = os.environ["BENCH_UPSTREAM"].rstrip("/") + "/"
-    state: dict = {}
+    per_pool = 2
+    pools: list[httpx.AsyncClient] = []
+    load: list[int] = []
+
+    def pick() -> int:
+        i = min(range(len(load)), key=load.__getitem__) if load else -1
+        if i < 0 or load[i] >= per_pool:
+            limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+            pools.append(httpx.AsyncClient(base_url=upstream, limits=limits, trust_env=False))
+            load.append(0)
+            i = len(pools) - 1
+        load[i] += 1
+        return i
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         if scope["type"] == "lifespan":
             while True:
                 msg = await receive()
                 if msg["type"] == "lifespan.startup":
-                    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-                    state["c"] = httpx.AsyncClient(base_url=upstream, limits=limits, trust_env=False)
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    await state["c"].aclose()
+                    for c in pools:
+                        await c.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         body = b""
@@ -151,17 +166,21 @@ def relay_app() -> object:
             body += msg.get("body", b"")
             if not msg.get("more_body"):
                 break
-        c = state["c"]
-        req = c.build_request("POST", "chat/completions", content=body, headers={"content-type": "application/json"})
-        resp = await c.send(req, stream=True)
+        i = pick()
         try:
-            await send({"type": "http.response.start", "status": resp.status_code,
-                        "headers": [(b"content-type", resp.headers["content-type"].encode())]})
-            async for chunk in resp.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            c = pools[i]
+            req = c.build_request("POST", "chat/completions", content=body, headers={"content-type": "application/json"})
+            resp = await c.send(req, stream=True)
+            try:
+                await send({"type": "http.response.start", "status": resp.status_code,
+                            "headers": [(b"content-type", resp.headers["content-type"].encode())]})
+                async for chunk in resp.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                await resp.aclose()
         finally:
-            await resp.aclose()
+            load[i] -= 1
 
     return app
 
