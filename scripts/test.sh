@@ -29,4 +29,7 @@ fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     echo "scripts/test.sh: no chromium found; the HTML report's browser tests will be skipped (apt-get install chromium)" >&2
 fi
-python -m pytest -q -rs -p no:cacheprovider "$@"
+# On every core, at most 4 (pytest-xdist): most slow tests run the embedded model on one thread. Tests
+# that share a service or a session run stay on one worker (tests/conftest.py); `-n 0` runs them here.
+# No test collected is still exit 5 (xdist keeps pytest's code).
+python -m pytest -q -rs -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup "$@"

@@ -19,6 +19,7 @@ import shlex
 import tomllib
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from doc_blocks import ROOT, fenced_blocks, needs_a_server, run_block, run_imports
@@ -160,63 +161,148 @@ def test_the_readme_commands_that_run_are_the_first_hour_path() -> None:
         assert must in cmds, f"{must} is no longer run by test_readme_commands_run_as_written"
 
 
-@pytest.mark.llama
-@pytest.mark.timeout(1500)
-def test_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each README command line that needs no remote server runs, in order, as written, in a clean
-    home, on the embedded models; bounded by an 8-item pool (``STEERKIT_STEER__MAX_POOL_ITEMS``) and
-    a 30 s any-time budget for chat, so the whole path takes minutes. The proxy is started, checked
-    on /healthz (its upstream named) and stopped. examples/wrap_openai.py runs too."""
+def _words(command: str) -> tuple[dict[str, str], list[str]]:
+    """(``VAR=value`` prefixes, the command's words)."""
+    words = shlex.split(command)
+    extra = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        k, v = words.pop(0).split("=", 1)
+        extra[k] = v
+    return extra, words
+
+
+def readme_chains() -> list[list[str]]:
+    """The README's commands (`readme_commands`, in order) as chains that need nothing of each other,
+    so each runs as a test of its own (in its own clean home, on any worker). A command that reads
+    what an earlier one stored joins that one's chain, as it follows it for a user: ``steerkit
+    cache …`` the ``steerkit precompute`` before it (the set it lists, shows, exports), ``steerkit
+    probe`` on the default model the ``steerkit demo`` (whose probe verdict scored the same prompts,
+    cached: the probe reuses them). Every other command is a chain of its own."""
+    chains: list[list[str]] = []
+
+    def chain_with(kind: str) -> list[str] | None:
+        return next((chain for chain in reversed(chains) if any(_words(c)[1][:2] == ["steerkit", kind] for c in chain)), None)
+
+    for cmd in readme_commands():
+        _, words = _words(cmd)
+        follows = None
+        if words[:2] == ["steerkit", "cache"]:
+            follows = chain_with("precompute")
+        elif words[:2] == ["steerkit", "probe"] and "--model-path" not in words:
+            follows = chain_with("demo")
+        if follows is not None:
+            follows.append(cmd)
+        else:
+            chains.append([cmd])
+    return chains
+
+
+def _chain_id(chain: list[str]) -> str:
+    _, words = _words(chain[0])
+    return re.sub(r"\W+", "-", " ".join(words[1:] if words[0] == "steerkit" else words))[:40].strip("-")
+
+
+def test_every_readme_command_is_in_one_chain() -> None:
+    chains = readme_chains()
+    assert sorted(c for chain in chains for c in chain) == sorted(readme_commands())  # none dropped, none twice
+    cache_chain = next(chain for chain in chains if any("steerkit cache ls" in c for c in chain))
+    assert "steerkit precompute" in cache_chain[0]  # the cache commands see what precompute stored
+    if "steerkit probe" in readme_commands():  # it reuses the demo's scored prompts
+        assert any(chain[0] == "steerkit demo" and "steerkit probe" in chain for chain in chains)
+    assert len({_chain_id(chain) for chain in chains}) == len(chains) and len(readme_commands()) >= 8
+
+
+def _readme_env(home: Path) -> dict[str, str]:
+    """A clean home on the embedded models, bounded: an 8-item pool and a 30 s any-time budget."""
     import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEERKIT_", "XDG_"))}
+    env.update(HOME=str(home), STEERKIT_CACHE_DIR=str(home / "cache"), STEERKIT_STEER__MAX_POOL_ITEMS="8",
+               STEERKIT_STEER__WAIT_TIMEOUT_S="30", STEERKIT_SEARCH_MODEL__N_THREADS="1")
+    return env
+
+
+def _run_serve(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """The proxy is started, checked on /healthz (its upstream named) and stopped (exit 0)."""
     import socket
     import subprocess
-    import sys
     import time
 
     import httpx
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEERKIT_", "XDG_"))}
-    env.update(HOME=str(tmp_path), STEERKIT_CACHE_DIR=str(tmp_path / "cache"), STEERKIT_STEER__MAX_POOL_ITEMS="8",
-               STEERKIT_STEER__WAIT_TIMEOUT_S="30", STEERKIT_SEARCH_MODEL__N_THREADS="1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**env, "STEERKIT_SERVER__PORT": str(port)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(240):
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.5)
+        assert body is not None, "steerkit serve did not come up"
+        assert body["upstream"]["url"] == "http://127.0.0.1:8000/v1"  # checked and named at start-up
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+
+
+def _chain_params() -> list[Any]:
+    """The chains as parameters; the demo's shares the session's tiny demo (and so its worker)."""
+    return [pytest.param(chain, id=_chain_id(chain),
+                         marks=[pytest.mark.xdist_group("demo")] if chain[0] == "steerkit demo" else [])
+            for chain in readme_chains()]
+
+
+@pytest.mark.llama
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("chain", _chain_params())
+def test_readme_commands_run_as_written(chain: list[str], tmp_path: Path, request: pytest.FixtureRequest,
+                                        record_property: Any) -> None:
+    """Each README command line that needs no remote server runs as written, in a clean home, on the
+    embedded models; bounded by an 8-item pool (``STEERKIT_STEER__MAX_POOL_ITEMS``) and a 30 s
+    any-time budget for chat, so each takes a minute or two. One chain of `readme_chains` per test:
+    independent commands run on different workers under pytest-xdist. The proxy is started,
+    checked on /healthz (its upstream named) and stopped. The demo's home starts with the scored
+    prompts of the session's tiny demo (tests/conftest.py, which computed the probe verdict of the
+    same model): its verdict, and the probe's, are read from that cache instead of computed again."""
+    import subprocess
+    import sys
+    import time
+
+    env = _readme_env(tmp_path)
+    if chain[0] == "steerkit demo":
+        import shutil
+
+        shutil.copytree(Path(request.getfixturevalue("tiny_demo")["env"]["STEERKIT_CACHE_DIR"]) / "eval",
+                        tmp_path / "cache" / "eval")
     bin_dir = Path(sys.executable).parent
-    ran = []
-    for line in readme_commands():
-        for part in [line]:
-            words = shlex.split(part.strip())
-            extra = {}
-            while words and "=" in words[0] and not words[0].startswith("-"):
-                k, v = words.pop(0).split("=", 1)
-                extra[k] = v
-            if not words:
-                continue
-            cmd = [str(bin_dir / words[0]) if (bin_dir / words[0]).exists() else words[0], *words[1:]]
-            if words[:2] == ["steerkit", "serve"]:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", 0))
-                    port = s.getsockname()[1]
-                proc = subprocess.Popen(cmd, cwd=tmp_path, env={**env, **extra, "STEERKIT_SERVER__PORT": str(port)},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                try:
-                    body = None
-                    for _ in range(240):
-                        try:
-                            body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
-                            break
-                        except httpx.HTTPError:
-                            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                            time.sleep(0.5)
-                    assert body is not None, "steerkit serve did not come up"
-                    assert body["upstream"]["url"] == "http://127.0.0.1:8000/v1"  # checked and named at start-up
-                finally:
-                    proc.terminate()
-                    out, _ = proc.communicate(timeout=60)
-                assert proc.returncode == 0, out
-            else:
-                res = subprocess.run(cmd, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=600)
-                assert res.returncode == 0, f"`{part.strip()}` exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
-            ran.append(" ".join(words[:3]))
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "wrap_openai.py")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    for line in chain:
+        extra, words = _words(line)
+        assert words, line
+        cmd = [str(bin_dir / words[0]) if (bin_dir / words[0]).exists() else words[0], *words[1:]]
+        t0 = time.perf_counter()
+        if words[:2] == ["steerkit", "serve"]:
+            _run_serve(cmd, tmp_path, {**env, **extra})
+        else:
+            res = subprocess.run(cmd, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=600,
+                                 check=False)
+            assert res.returncode == 0, f"`{line}` exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+        record_property(line, round(time.perf_counter() - t0, 1))  # seconds, in --junitxml's report
+
+
+@pytest.mark.llama
+def test_the_wrap_openai_example_runs(tmp_path: Path) -> None:
+    """examples/wrap_openai.py as written, on the packaged chat model."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "wrap_openai.py")], cwd=tmp_path, env=_readme_env(tmp_path),
+                         capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stderr
     assert "<|im_" not in res.stdout  # an instruction-tuned chat model: no chat-template tokens in answers
-    assert len(ran) >= 8, ran

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,17 +200,16 @@ def test_complete_answer_trims_a_cut_answer_to_its_last_sentence_and_says_so() -
 
 
 @pytest.mark.llama
+@pytest.mark.xdist_group("demo")
+@pytest.mark.timeout(1500)  # the session's tiny demo may start here
 def test_demo_shows_the_verdict_the_injected_examples_and_the_real_model_line_and_caches_for_cache_ls(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], gguf_path: Path) -> None:
-    """The real embedded model; the probe's verdict is computed once per model and cached."""
-    for k in list(os.environ):
-        if k.startswith("STEERKIT_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("STEERKIT_CACHE_DIR", str(tmp_path / "c"))
-    monkeypatch.setenv("STEERKIT_SEARCH_MODEL__N_THREADS", "1")
-    out = run_json(capsys, ["demo", "--items", "4", "--max-iterations", "2", "--max-tokens", "24", "--json",
-                            "--model-path", str(gguf_path)])
+        tiny_demo: dict[str, Any], gguf_path: Path) -> None:
+    """The real embedded model (the session's one tiny demo, tests/conftest.py); the probe's verdict
+    is computed once per model and cached."""
+    import subprocess
+    import sys
+
+    out = tiny_demo["out"]
     assert out["probe"] and out["probe"]["verdict"] and gguf_path.stem[:8] in out["probe"]["summary"].lower().replace("_", "-") or out["probe"]["summary"]
     assert out["injected_examples"] and all("→" in e for e in out["injected_examples"])
     assert len(out["injected_examples"]) == out["steering"]["examples_used"]
@@ -220,7 +218,10 @@ def test_demo_shows_the_verdict_the_injected_examples_and_the_real_model_line_an
     for side in ("unsteered", "steered"):  # complete: ends a sentence, or says it was trimmed
         text = out[side].rstrip()
         assert text.endswith((".", "!", "?", '"', ")")) or "[trimmed" in text or "…" in text
-    listed = run_json(capsys, ["cache", "ls", "--json"])  # one cache location: the demo's set is listed
+    res = subprocess.run([sys.executable, "-m", "steerkit.cli", "cache", "ls", "--json"], env=tiny_demo["env"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    listed = json.loads(res.stdout)  # one cache location: the demo's set is listed
     assert [r["persona"] for r in listed] == [out["persona"]] and listed[0]["version"] == out["example_set"]["version"]
 
 
@@ -339,7 +340,7 @@ def test_the_first_readme_command_installs_what_serve_needs() -> None:
     import tomllib
 
     readme = (ROOT / "README.md").read_text()
-    first = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    first = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1)
     extras = set(re.search(r'pip install -e "\.\[([\w,]+)\]"', first).group(1).split(","))
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installed = " ".join(d for e in extras for d in deps[e])

@@ -1,7 +1,9 @@
 """Persona searches on a real local Ray instance (``ray.init(num_cpus=2)``, started here), results
 in a real redis-server: the *fake* scorer (tests/ray_helpers.py: no model) for the plumbing, a
 worker killed mid-search that is retried and resumes from the store's checkpoint, the embedded
-model on a tiny pool, and ``steerkit precompute --ray`` end to end (its search server a stub)."""
+model on a tiny pool, and ``steerkit precompute --ray`` end to end (its search server a stub): first
+with a local Ray of its own, as a user runs it, then against the module's Ray by its address (one
+Ray start fewer)."""
 
 from __future__ import annotations
 
@@ -39,13 +41,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
+def local_ray() -> Iterator[str]:
+    """The module's own local Ray instance (2 CPUs); its GCS address, for a driver in another process."""
     # the workers import the test factories from this folder
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), saved or ""]).rstrip(os.pathsep)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # our own instance
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # our own instance
     try:
-        yield
+        yield ctx.address_info["gcs_address"]
     finally:
         ray.shutdown()
         if saved is None:
@@ -60,7 +63,7 @@ async def _keys_of(store: RedisStore, factory: FakeFactory, personas: list[str])
 
 
 @ASYNC
-async def test_fake_scorer_searches_on_ray_into_redis(local_ray: None, redis_url: str, tmp_path: Path) -> None:
+async def test_fake_scorer_searches_on_ray_into_redis(local_ray: str, redis_url: str, tmp_path: Path) -> None:
     url = f"{redis_url}?prefix=ray1"
     factory = FakeFactory(url, str(tmp_path))
     statuses: dict[str, list[str]] = {}
@@ -89,7 +92,7 @@ async def test_fake_scorer_searches_on_ray_into_redis(local_ray: None, redis_url
 
 
 @ASYNC
-async def test_failed_search_is_reported_and_typed(local_ray: None, tmp_path: Path) -> None:
+async def test_failed_search_is_reported_and_typed(local_ray: str, tmp_path: Path) -> None:
     factory = FakeFactory(str(tmp_path / "cache"), str(tmp_path))
     with pytest.raises(SearchError, match=r"1 of 2 persona searches failed on Ray: no/such-persona: UnknownPersonaError"):
         await precompute_on_ray(factory, ["polparty/democrat", "no/such-persona"])
@@ -98,7 +101,7 @@ async def test_failed_search_is_reported_and_typed(local_ray: None, tmp_path: Pa
 
 
 @ASYNC
-async def test_killed_worker_is_retried_and_resumes_from_the_stores_checkpoint(local_ray: None, redis_url: str,
+async def test_killed_worker_is_retried_and_resumes_from_the_stores_checkpoint(local_ray: str, redis_url: str,
                                                                                 tmp_path: Path) -> None:
     url = f"{redis_url}?prefix=ray-kill"
     # the first worker's fake scorer is held (it stops answering) once its checkpoint holds 5
@@ -132,7 +135,7 @@ async def test_killed_worker_is_retried_and_resumes_from_the_stores_checkpoint(l
 
 @pytest.mark.llama
 @ASYNC
-async def test_embedded_model_on_ray_tiny_pool(local_ray: None, redis_url: str, tmp_path: Path) -> None:
+async def test_embedded_model_on_ray_tiny_pool(local_ray: str, redis_url: str, tmp_path: Path) -> None:
     url = f"{redis_url}?prefix=ray-embedded"
     factory = EmbeddedFactory(url, str(tmp_path))
     personas = ["polparty/democrat", "polparty/republican"]
@@ -151,8 +154,9 @@ async def test_embedded_model_on_ray_tiny_pool(local_ray: None, redis_url: str, 
     await store.close()
 
 
-def test_cli_precompute_on_ray(redis_url: str, tmp_path: Path) -> None:
-    """``steerkit precompute --ray --store redis://…`` as a user runs it (its own local Ray)."""
+def test_cli_precompute_on_ray(local_ray: str, redis_url: str, tmp_path: Path) -> None:
+    """``steerkit precompute --ray --store redis://…`` as a user runs it (its own local Ray), then
+    again with ``--ray ADDRESS`` of a running Ray (the module's): both found in the shared store."""
     import redis
 
     url = f"{redis_url.rsplit('/', 1)[0]}/3"
@@ -162,17 +166,17 @@ def test_cli_precompute_on_ray(redis_url: str, tmp_path: Path) -> None:
                    STEERKIT_STEER__MAX_POOL_ITEMS="8")
         env.pop("RAY_ADDRESS", None)
         cmd = [sys.executable, "-m", "steerkit.cli", "precompute", "--persona", "polparty/democrat", "--persona",
-               "country/nigeria", "--ray", "--jobs", "2", "--store", url, "--search-base-url", up, "--search-model", "stub",
+               "country/nigeria", "--store", url, "--search-base-url", up, "--search-model", "stub",
                "--max-iterations", "20", "--json", "--no-progress"]
-        out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+        out = subprocess.run([*cmd, "--ray", "--jobs", "2"], check=False, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         rows = json.loads(out.stdout)
         assert [(r["persona"], r["status"]) for r in rows] == [("polparty/democrat", "computed"), ("country/nigeria", "computed")]
         r = redis.Redis.from_url(url)
         assert len(r.keys("steerkit:meta:*")) == 2
         r.close()
-        # again: both cached in the shared store
-        out = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
+        # again, on a running Ray by its address: both cached in the shared store
+        out = subprocess.run([*cmd, "--ray", local_ray], check=False, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         assert [r["status"] for r in json.loads(out.stdout)] == ["cached", "cached"]
 
