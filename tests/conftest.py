@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xdist_groups
 
 from steerkit.backends import EmbeddedBackend, default_model_path
 
@@ -45,13 +46,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """For pytest-xdist's ``--dist loadgroup`` (scripts/test.sh): the tests of a module that use one
     of its module-scoped fixtures (a service it starts: Label Studio, LiteLLM, Ray, redis-server, the
     built site) go to one worker, so the service starts once; every other test goes to any worker.
-    Tests that share a session-scoped run say so with their own ``xdist_group`` mark."""
+    Tests that share a session-scoped run say so with their own ``xdist_group`` mark. The groups
+    reach the scheduler through tests/xdist_groups.py (xdist's own way fails on pytest 9.2)."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None or item.get_closest_marker("xdist_group") is not None:
             continue
         if any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+    xdist_groups.record(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    xdist_groups.start(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    xdist_groups.stop(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return xdist_groups.make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session")
