@@ -7,7 +7,10 @@ says it is steered toward both), an alias no user statement extracts in an "I'm 
 frame, a known false-positive frame that does extract ("I'm not a …", "my uncle is a …"), a small
 pool, placeholder questions left, options that overlap or name a persona, questions that give
 the persona away, near-duplicate questions, gold answers piled on one option position, questions
-on which the personas barely differ under the base model (``spread``, when measured).
+on which the personas barely differ under the base model (``spread``, when measured). The answer
+pool (``[[answer_pool]]``, for ``steerkit eval --task generation``) is counted (questions, answers,
+gold per persona) and checked: too few questions to split, near-duplicate questions or answers,
+answers or questions that name a persona, personas without gold or without a representative answer.
 
 Extraction is tested through the public extractor (`RuleExtractor`) over the configured packs
 with this one added, so what the report says is what a request would get.
@@ -76,6 +79,11 @@ class PackReport(BaseModel):
     spread_measured: int = 0
     spread_mean: float | None = None
     spread_min: float | None = None
+    answer_pool_questions: int = 0
+    """Open-ended questions in the pack's answer pool (``[[answer_pool]]``)."""
+    answer_pool_answers: int = 0
+    answer_pool_gold: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Persona id → answers gold-labelled ``representative``, ``not_representative``, and ``unlabelled``."""
     findings: list[Finding] = Field(default_factory=list)
 
     @property
@@ -156,6 +164,7 @@ def check_pack(path: str | Path | PersonaPack, others: Sequence[PersonaPack] = (
     if registry is not None:
         _extraction(pack, registry, report)
     _pool(pack, report)
+    _answer_pool(pack, report)
     return report
 
 
@@ -323,3 +332,68 @@ def _gold_positions(pools: dict[str, Sequence[Item]], report: PackReport) -> Non
         report.add("warning", "gold_position",
                    f"{shares[top]:.0%} of the gold answers are option {top + 1}: a model that prefers that position "
                    "would look right without following the persona")
+
+
+def _answer_pool(pack: PersonaPack, report: PackReport) -> None:
+    """Counts and findings of the pack's answer pool (none when it has no ``[[answer_pool]]``)."""
+    aq = pack.answer_pool
+    if not aq:
+        return
+    report.answer_pool_questions = len(aq)
+    report.answer_pool_answers = sum(len(q.answers) for q in aq)
+    if len(aq) < 2:
+        report.add("warning", "answer_pool_small",
+                   f"the answer pool has {len(aq)} question: `steerkit eval --task generation` needs 2 or more "
+                   "(some for the search, the rest held out); add questions")
+    texts = [q.question for q in aq]
+    dups = [(i, j, sim) for i, j, sim in near_duplicates(texts) if isinstance(j, int)]
+    if dups:
+        shown = "; ".join(f"{aq[i].id} ~ {aq[j].id} ({sim:.2f})" for i, j, sim in dups[:3])  # type: ignore[index]
+        report.add("warning", "answer_pool_near_duplicate",
+                   f"{len(dups)} pair(s) of near-duplicate answer-pool questions: {shown}{' …' if len(dups) > 3 else ''}")
+    close = []
+    for q in aq:
+        for i, j, sim in near_duplicates([a.text for a in q.answers]):
+            if isinstance(j, int):
+                close.append(f"{q.id}: {q.answers[i].id} ~ {q.answers[j].id} ({sim:.2f})")
+    if close:
+        report.add("warning", "answer_pool_near_duplicate",
+                   f"{len(close)} pair(s) of near-duplicate answers to one question (the judge and ICM cannot tell "
+                   f"them apart): {'; '.join(close[:3])}{' …' if len(close) > 3 else ''}")
+    names = {s.id: [s.name, s.display, *s.aliases, *s.places] for s in pack.specs}
+    naming = sorted({f"{q.id}/{a.id}" for q in aq for a in q.answers if persona_mentions(a.text, names)})
+    if naming:
+        report.add("warning", "answer_pool_names_persona",
+                   f"{len(naming)} answer(s) name a persona (the answer tells the model whom it speaks for): "
+                   f"{', '.join(naming[:5])}{' …' if len(naming) > 5 else ''}")
+    giveaway = [q.id for q in aq if persona_mentions(q.question, names)]
+    if giveaway:
+        report.add("warning", "answer_pool_giveaway",
+                   f"{len(giveaway)} answer-pool question(s) name a persona: {', '.join(giveaway[:5])}")
+    no_gold, partial, none_true = [], [], []
+    for spec in pack.specs:
+        rep = sum(a.gold.get(spec.id) is True for q in aq for a in q.answers)
+        unrep = sum(a.gold.get(spec.id) is False for q in aq for a in q.answers)
+        report.answer_pool_gold[spec.id] = {"representative": rep, "not_representative": unrep,
+                                            "unlabelled": report.answer_pool_answers - rep - unrep}
+        if rep + unrep == 0:
+            no_gold.append(spec.id)
+        elif rep + unrep < report.answer_pool_answers:
+            partial.append(spec.id)
+        if rep + unrep:
+            missing = [q.id for q in aq if all(a.gold.get(spec.id) is not True for a in q.answers)]
+            if missing:
+                none_true.append(f"{spec.id}: {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+    if partial:
+        report.add("warning", "answer_pool_partial_gold",
+                   f"{len(partial)} persona(s) have gold for some answers only ({', '.join(partial[:4])}): the gold, "
+                   "inverted and accuracy-matched conditions run only where every search answer has gold")
+    if none_true:
+        report.add("warning", "answer_pool_no_representative",
+                   f"no answer represents the persona in some questions ({'; '.join(none_true[:3])}"
+                   f"{' …' if len(none_true) > 3 else ''}): gold examples and the judge's self-check have nothing to show there")
+    if no_gold:
+        report.add("info", "answer_pool_no_gold",
+                   f"{len(no_gold)} persona(s) have no gold in the answer pool ({', '.join(no_gold[:4])}"
+                   f"{' …' if len(no_gold) > 4 else ''}): their gold conditions are skipped, and the judge's self-check "
+                   "uses answers the chat model writes for and against them")

@@ -14,7 +14,7 @@ from cli_helpers import cli_env
 
 from steerkit.cli import main
 from steerkit.errors import PackError
-from steerkit.packs import FORMAT_VERSION, PackRegistry, load_pack, pack_from_data
+from steerkit.packs import FORMAT_VERSION, PackRegistry, format_version_needed, load_pack, pack_from_data
 
 NURSES = ["--persona", "Nurses|nurse, RN, registered nurse|Registered nurses in hospitals",
           "--persona", "Physicians|doctor, physician|Doctors in hospitals"]
@@ -54,8 +54,9 @@ def test_format_version_known_legacy_and_unknown() -> None:
     assert pack_from_data(_minimal()).format_version == FORMAT_VERSION  # absent: version 1
     assert pack_from_data(_minimal(format_version=1)).format_version == 1
     assert pack_from_data(_minimal(schema_version=1)).format_version == 1  # the earlier spelling still loads
-    with pytest.raises(PackError, match=r"reads pack format 1, the file is format 2.*upgrade steerkit"):
-        pack_from_data(_minimal(format_version=2), source="new.toml")
+    assert pack_from_data(_minimal(format_version=2)).format_version == 2  # 2: 1 plus answer pools
+    with pytest.raises(PackError, match=r"reads pack formats 1 to 2, the file is format 3.*upgrade steerkit"):
+        pack_from_data(_minimal(format_version=3), source="new.toml")
     with pytest.raises(PackError, match="format 0 does not exist"):
         pack_from_data(_minimal(format_version=0))
     with pytest.raises(PackError, match="must be an integer"):
@@ -67,7 +68,8 @@ def test_format_version_known_legacy_and_unknown() -> None:
 def test_shipped_packs_declare_the_format_and_the_doc_has_a_loading_example() -> None:
     root = Path(__file__).resolve().parents[1] / "personas"
     for f in sorted(root.glob("*.toml")):
-        assert tomllib.loads(f.read_text())["format_version"] == FORMAT_VERSION, f
+        data = tomllib.loads(f.read_text())
+        assert data["format_version"] == format_version_needed(data), f  # the lowest version that reads it
     doc = (root / "FORMAT.md").read_text()
     example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
     pack = pack_from_data(tomllib.loads(example), source="FORMAT.md")

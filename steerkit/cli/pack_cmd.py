@@ -206,6 +206,10 @@ def _render_check(report: Any, code: int) -> None:
         con.print(f"  near-duplicate question pairs: {report.near_duplicate_pairs}")
         if report.gold_position_share:
             con.print("  gold answer by option position: " + ", ".join(f"{s:.0%}" for s in report.gold_position_share))
+        if report.answer_pool_questions:
+            gold = "; ".join(f"{pid.rsplit('/', 1)[-1]} {g['representative']} representative, {g['not_representative']} not, "
+                             f"{g['unlabelled']} unlabelled" for pid, g in report.answer_pool_gold.items())
+            con.print(f"  answer pool: {report.answer_pool_questions} questions, {report.answer_pool_answers} answers; gold: {gold}")
         if report.spread_measured:
             con.print(f"  spread under the base model: mean {report.spread_mean:.3f}, min {report.spread_min:.3f} "
                       f"({report.spread_measured} questions measured)")

@@ -24,13 +24,14 @@ and the templates used to inject examples into a chat prompt::
     options = ["Yes", "No"]
 
 ``personas/FORMAT.md`` describes every field (preferences, open answers, ``items_files`` of
-imported items, templates, provenance). The model and its validation live in `_model`, files,
+imported items, templates, provenance, the ``answer_pool`` of ``steerkit eval --task generation``). The model and its validation live in `_model`, files,
 the shipped packs and `PackRegistry` (the configured packs: only personas it defines can ever be
 matched, cached or searched) in `_registry`, writing pack files in `_write`, and the text
 measures that ``steerkit pack check`` and ``pack generate`` share in `_quality`.
 """
 
 from steerkit.packs._model import (
+    ANSWER_POOL_FORMAT_VERSION,
     FORMAT_VERSION,
     SUPPORTED_FORMAT_VERSIONS,
     AnswerSpec,
@@ -39,8 +40,11 @@ from steerkit.packs._model import (
     PackTemplates,
     PersonaPack,
     PersonaSpec,
+    PoolAnswerSpec,
+    PoolQuestionSpec,
     PreferenceSpec,
     QuestionSpec,
+    format_version_needed,
     pack_from_data,
 )
 from steerkit.packs._quality import (
@@ -57,6 +61,7 @@ from steerkit.packs._registry import (
 )
 
 __all__ = [
+    "ANSWER_POOL_FORMAT_VERSION",
     "FORMAT_VERSION",
     "PACK_SUFFIXES",
     "SUPPORTED_FORMAT_VERSIONS",
@@ -69,10 +74,14 @@ __all__ = [
     "PackTemplates",
     "PersonaPack",
     "PersonaSpec",
+    "PoolAnswerSpec",
+    "PoolQuestionSpec",
     "PreferenceSpec",
     "QuestionSpec",
+    "append_answer_pool",
     "append_questions",
     "default_pack_paths",
+    "format_version_needed",
     "load_pack",
     "near_duplicates",
     "new_pack_document",
@@ -84,7 +93,7 @@ __all__ = [
     "write_survey_pack",
 ]
 
-_WRITE = frozenset({"NewPackSpec", "NewPersona", "append_questions", "new_pack_document", "write_pack_document",
+_WRITE = frozenset({"NewPackSpec", "NewPersona", "append_answer_pool", "append_questions", "new_pack_document", "write_pack_document",
                     "write_survey_pack"})
 
 

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,16 +42,23 @@ __all__ = [
     "PackTemplates",
     "PersonaPack",
     "PersonaSpec",
+    "PoolAnswerSpec",
+    "PoolQuestionSpec",
     "PreferenceSpec",
     "QuestionSpec",
+    "format_version_needed",
     "pack_from_data",
 ]
 
-#: The pack format this steerkit writes.
-FORMAT_VERSION = 1
+#: The newest pack format this steerkit reads and writes. Version 2 is version 1 plus the
+#: ``answer_pool`` section; a file is written in the lowest version its content needs
+#: (`format_version_needed`), so a pack without an answer pool stays readable by older steerkits.
+FORMAT_VERSION = 2
 #: The pack formats this steerkit reads. A file without ``format_version`` is version 1, and the
 #: earlier spelling ``schema_version`` is read as ``format_version``.
-SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2})
+#: The first format with an ``answer_pool`` section.
+ANSWER_POOL_FORMAT_VERSION = 2
 FORMAT_DOC = "personas/FORMAT.md"
 
 
@@ -227,6 +235,51 @@ class AnswerSpec(_Strict):
     topic: str | None = None
 
 
+def _norm_text(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+class PoolAnswerSpec(_Strict):
+    """One candidate free-text answer of an answer-pool question (``[[answer_pool.answers]]``)."""
+
+    id: str = Field(pattern=_LOCAL_ID)
+    text: str = Field(min_length=1)
+    gold: dict[str, StrictBool] = Field(default_factory=dict)
+    """Persona → whether this answer represents it (``true``) or not (``false``); a persona not
+    named has no gold for it. Keys: a persona id of this pack or its last part (``democrat``);
+    stored under the full id. Evaluation only: the search never sees it."""
+    stance: str | None = None
+    """Free text: the position the answer takes ("strongly in favour")."""
+    source: str | None = None
+    """Who wrote it ("pack author", a model name)."""
+
+
+class PoolQuestionSpec(_Strict):
+    """An open-ended question of the pack's answer pool (``[[answer_pool]]``) with 2+ candidate
+    answers: the data of ``steerkit eval --task generation``. Not part of the item pool: the
+    product's searches and their cache keys never see it."""
+
+    id: str = Field(pattern=_LOCAL_ID)
+    question: str = Field(min_length=1)
+    topic: str | None = None
+    answers: tuple[PoolAnswerSpec, ...] = Field(min_length=2)
+
+    @field_validator("answers")
+    @classmethod
+    def _distinct(cls, v: tuple[PoolAnswerSpec, ...]) -> tuple[PoolAnswerSpec, ...]:
+        ids = [a.id for a in v]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate answer id(s) {dup}: give each answer of a question its own id")
+        seen: dict[str, str] = {}
+        for a in v:
+            key = _norm_text(a.text)
+            if key in seen:
+                raise ValueError(f"answers {seen[key]!r} and {a.id!r} have the same text: remove one or reword it")
+            seen[key] = a.id
+        return v
+
+
 class PackProvenance(_Strict):
     """One run of a tool that wrote into the pack (``[[provenance]]``): what made the questions."""
 
@@ -261,6 +314,7 @@ class PackFile(_Strict):
     answers: tuple[AnswerSpec, ...] = ()
     items_files: tuple[str, ...] = ()
     provenance: tuple[PackProvenance, ...] = ()
+    answer_pool: tuple[PoolQuestionSpec, ...] = ()
 
 
 # --- the validated pack -------------------------------------------------------------------------
@@ -285,6 +339,9 @@ class PersonaPack(BaseModel):
     questions: tuple[QuestionSpec, ...] = ()
     """The survey questions as the file wrote them (their ``spread`` when measured)."""
     provenance: tuple[PackProvenance, ...] = ()
+    answer_pool: tuple[PoolQuestionSpec, ...] = ()
+    """Open-ended questions with candidate answers and gold by persona id (``steerkit eval --task
+    generation``); outside the item pool, its hashes and cache keys."""
     format_version: int = FORMAT_VERSION
     source: str = "<memory>"
 
@@ -309,15 +366,16 @@ class PersonaPack(BaseModel):
         return Pool(persona=persona, items=items, groups=self.groups)
 
     def content_hash(self) -> str:
-        return stable_hash(
-            {
-                "id": self.id,
-                "dimension": self.dimension,
-                "specs": [s.model_dump() for s in self.specs],
-                "items": [it.content() for it in self.items],
-                "templates": self.templates.model_dump(),
-            }
-        )
+        content: dict[str, Any] = {
+            "id": self.id,
+            "dimension": self.dimension,
+            "specs": [s.model_dump() for s in self.specs],
+            "items": [it.content() for it in self.items],
+            "templates": self.templates.model_dump(),
+        }
+        if self.answer_pool:  # a pack without one hashes as before
+            content["answer_pool"] = [q.model_dump() for q in self.answer_pool]
+        return stable_hash(content)
 
 
 def _truncate(items: Sequence[Item], max_items: int) -> tuple[Item, ...]:
@@ -426,16 +484,59 @@ def _versioned(data: dict[str, Any], source: str) -> dict[str, Any]:
     version = data.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
         raise PackError(f"{source}: field format_version: must be an integer, got {version!r}",
-                        hint=f"write format_version = {FORMAT_VERSION}; {FORMAT_DOC} describes the format")
+                        hint=f"write format_version = 1 ({ANSWER_POOL_FORMAT_VERSION} with an answer_pool); {FORMAT_DOC} "
+                        "describes the format")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         newer = version > max(SUPPORTED_FORMAT_VERSIONS)
-        readable = ", ".join(map(str, sorted(SUPPORTED_FORMAT_VERSIONS)))
+        vs = sorted(SUPPORTED_FORMAT_VERSIONS)
+        readable = f"formats {vs[0]} to {vs[-1]}" if len(vs) > 1 else f"format {vs[0]}"
         raise PackError(
-            f"{source}: field format_version: this steerkit reads pack format {readable}, the file is format {version}",
+            f"{source}: field format_version: this steerkit reads pack {readable}, the file is format {version}",
             hint="upgrade steerkit to read it" if newer else f"format {version} does not exist; write format_version = "
-            f"{FORMAT_VERSION} ({FORMAT_DOC})",
+            f"1 ({ANSWER_POOL_FORMAT_VERSION} with an answer_pool; {FORMAT_DOC})",
         )
     return data
+
+
+def format_version_needed(data: dict[str, Any]) -> int:
+    """The lowest format a pack's data can be written in: 2 with an ``answer_pool``, else 1."""
+    return ANSWER_POOL_FORMAT_VERSION if data.get("answer_pool") else 1
+
+
+def _resolve_gold(pf: PackFile, source: str, data: dict[str, Any]) -> tuple[PoolQuestionSpec, ...]:
+    """The answer pool with every gold key as a full persona id of this pack (a key may be the id's
+    last part); an unknown or ambiguous key is a `PackError` naming the field."""
+    if not pf.answer_pool:
+        return ()
+    full = {s.id for s in pf.personas}
+    short: dict[str, list[str]] = {}
+    for pid in full:
+        short.setdefault(pid.rsplit("/", 1)[-1], []).append(pid)
+    known = ", ".join(sorted(p.rsplit("/", 1)[-1] for p in full))
+    out = []
+    for qn, q in enumerate(pf.answer_pool):
+        answers = []
+        for an, a in enumerate(q.answers):
+            gold: dict[str, bool] = {}
+            for key, value in a.gold.items():
+                where = _fmt_loc(["answer_pool", qn, "answers", an, "gold"], data)
+                if key in full:
+                    pid = key
+                elif len(short.get(key, ())) == 1:
+                    pid = short[key][0]
+                elif key in short:
+                    raise PackError(f"{source}: field {where}: {key!r} names several personas "
+                                    f"({', '.join(sorted(short[key]))})", hint="write the persona's full id")
+                else:
+                    raise PackError(f"{source}: field {where}: unknown persona {key!r}",
+                                    hint=f"use a persona of this pack ({known}) or its full id")
+                if pid in gold:
+                    raise PackError(f"{source}: field {where}: persona {pid!r} is given twice",
+                                    hint="keep one key per persona")
+                gold[pid] = value
+            answers.append(a.model_copy(update={"gold": gold}))
+        out.append(q.model_copy(update={"answers": tuple(answers)}))
+    return tuple(out)
 
 
 def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: Path | None = None) -> PersonaPack:
@@ -443,6 +544,11 @@ def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: 
     if not isinstance(data, dict):
         raise PackError(f"{source}: a pack file must contain a table/object at the top level")
     data = _versioned(data, source)
+    if data.get("answer_pool") and data.get("format_version", 1) < ANSWER_POOL_FORMAT_VERSION:
+        raise PackError(f"{source}: field answer_pool: needs format_version = {ANSWER_POOL_FORMAT_VERSION} "
+                        f"(the file says {data.get('format_version', 1)})",
+                        hint=f"write format_version = {ANSWER_POOL_FORMAT_VERSION} at the top of the file, so that an "
+                        f"older steerkit says to upgrade instead of rejecting the section ({FORMAT_DOC})")
     try:
         pf = PackFile.model_validate(data)
     except ValidationError as e:
@@ -452,7 +558,8 @@ def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: 
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise PackError(f"{source}: field personas: duplicate persona id(s) {dup}")
-    for kind, specs in (("questions", pf.questions), ("preferences", pf.preferences), ("answers", pf.answers)):
+    for kind, specs in (("questions", pf.questions), ("preferences", pf.preferences), ("answers", pf.answers),
+                        ("answer_pool", pf.answer_pool)):
         qids = [s.id for s in specs]
         d = sorted({i for i in qids if qids.count(i) > 1})
         if d:
@@ -505,6 +612,7 @@ def pack_from_data(data: dict[str, Any], *, source: str = "<memory>", base_dir: 
         persona_items=persona_items,
         questions=pf.questions,
         provenance=pf.provenance,
+        answer_pool=_resolve_gold(pf, source, data),
         format_version=pf.format_version,
         source=source,
     )

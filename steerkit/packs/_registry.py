@@ -187,6 +187,18 @@ class PackRegistry:
                 names.setdefault(" ".join(str(w).split()).casefold(), []).append(pid)
         return names
 
+    def pack(self, pack_id: str) -> PersonaPack:
+        """A configured pack by its id; an unknown id raises `PackError` listing the known ones."""
+        for pk in self._packs:
+            if pk.id == pack_id:
+                return pk
+        raise PackError(f"no configured pack has the id {pack_id!r}",
+                        hint=f"configured packs: {', '.join(pk.id for pk in self._packs)}")
+
+    def answer_pool_packs(self) -> list[PersonaPack]:
+        """The configured packs that carry an answer pool (``[[answer_pool]]``), in load order."""
+        return [pk for pk in self._packs if pk.answer_pool]
+
     def dimensions(self) -> list[str]:
         return list(dict.fromkeys(pk.dimension for pk in self._packs))
 

@@ -23,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from steerkit.errors import PackError
 from steerkit.models import Item
 from steerkit.packs._model import (
+    ANSWER_POOL_FORMAT_VERSION,
     FORMAT_DOC,
-    FORMAT_VERSION,
     PackProvenance,
     PersonaPack,
+    PoolQuestionSpec,
     QuestionSpec,
+    format_version_needed,
     pack_from_data,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "STARTER_QUESTION_PREFIX",
     "NewPackSpec",
     "NewPersona",
+    "append_answer_pool",
     "append_questions",
     "new_pack_document",
     "slug",
@@ -115,7 +118,7 @@ def new_pack_document(spec: NewPackSpec) -> tomlkit.TOMLDocument:
     doc.add(tomlkit.comment(f"steerkit persona pack ({FORMAT_DOC} describes every field)."))
     doc.add(tomlkit.comment("Edit the personas' cues and the questions, then run `steerkit pack check` on this file;"))
     doc.add(tomlkit.comment("`steerkit pack generate` grows the pool with a chat model."))
-    doc["format_version"] = FORMAT_VERSION
+    doc["format_version"] = format_version_needed({})  # no answer pool: 1
     doc["id"] = pack_id
     doc["dimension"] = dimension
     doc["title"] = spec.title or spec.dimension or spec.id
@@ -226,6 +229,68 @@ def append_questions(path: str | Path, questions: Sequence[QuestionSpec],
     return pack
 
 
+def _answer_pool_table(q: PoolQuestionSpec, short: set[str]) -> Any:
+    t = tomlkit.table()
+    t["id"] = q.id
+    if q.topic:
+        t["topic"] = q.topic
+    t["question"] = q.question
+    answers = tomlkit.aot()
+    for a in q.answers:
+        at = tomlkit.table()
+        at["id"] = a.id
+        if a.stance:
+            at["stance"] = a.stance
+        at["text"] = a.text
+        if a.gold:
+            gold = tomlkit.inline_table()
+            for k, v in a.gold.items():
+                last = k.rsplit("/", 1)[-1]
+                gold[last if last in short else k] = v
+            at["gold"] = gold
+        if a.source:
+            at["source"] = a.source
+        answers.append(at)
+    t["answers"] = answers
+    return t
+
+
+def append_answer_pool(path: str | Path, questions: Sequence[PoolQuestionSpec]) -> PersonaPack:
+    """Add open-ended questions with candidate answers (``[[answer_pool]]``) to the pack file at
+    ``path``, keeping the rest of the file as it is; ``format_version`` is raised to
+    2 when it was lower (the first format with answer pools). Gold keys are written as the persona
+    id's last part where that names one persona. The result is validated before it replaces the file."""
+    p = Path(path).expanduser()
+    if p.suffix != ".toml":
+        raise PackError(f"{p}: only TOML packs can be grown in place", hint="convert the pack to TOML")
+    try:
+        doc = tomlkit.parse(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise PackError(f"{p}: cannot read the pack file ({e.strerror})") from None
+    except tomlkit.exceptions.ParseError as e:
+        raise PackError(f"{p}: invalid TOML: {e}") from None
+    if questions:
+        lasts = [str(t.get("id", "")).rsplit("/", 1)[-1] for t in doc.get("personas", [])]
+        short = {x for x in lasts if lasts.count(x) == 1}  # a last part that names one persona
+        version = doc.get("format_version", doc.get("schema_version", 1))
+        if isinstance(version, int) and version < ANSWER_POOL_FORMAT_VERSION:
+            key = "format_version" if "format_version" in doc else "schema_version" if "schema_version" in doc else None
+            if key is None:
+                doc["format_version"] = ANSWER_POOL_FORMAT_VERSION
+            else:
+                doc[key] = ANSWER_POOL_FORMAT_VERSION
+        aot = doc.get("answer_pool")
+        if aot is None:
+            doc.add(tomlkit.nl())
+            aot = tomlkit.aot()
+            doc["answer_pool"] = aot
+        for q in questions:
+            aot.append(_answer_pool_table(q, short))
+    pack = _validate(doc, str(p), p.parent)
+    _atomic_write(p, tomlkit.dumps(doc))
+    return pack
+
+
 def write_survey_pack(path: str | Path, *, pack_id: str, dimension: str, title: str, description: str,
                       personas: Sequence[dict[str, Any]], items: dict[str, Iterable[Item]],
                       header: Sequence[str] = (), force: bool = False) -> PersonaPack:
@@ -243,7 +308,7 @@ def write_survey_pack(path: str | Path, *, pack_id: str, dimension: str, title: 
     doc = tomlkit.document()
     for line in header:
         doc.add(tomlkit.comment(line))
-    doc["format_version"] = FORMAT_VERSION
+    doc["format_version"] = format_version_needed({})  # no answer pool: 1
     doc["id"] = pack_id
     doc["dimension"] = dimension
     doc["title"] = title
