@@ -8,7 +8,8 @@ stability, ECE (15 bins), the n sweep. Writes ``report.json`` (every number and 
 and PNG plots to ``--out``; prints a rich table. Every scored prompt is cached on disk
 (``<cache_dir>/eval/scores``): a re-run (more conditions, or after Ctrl-C) repeats no model work.
 
-``--task generation`` (OvertonBench's rows, or a JSONL answer pool; `steerkit.evaluation.generation`):
+``--task generation`` (OvertonBench's rows, a JSONL answer pool, or a persona pack's answer pool, the
+default when no other answer source is given; `steerkit.evaluation.generation`):
 one search/test split; the chat model answers each test question zero-shot and with ICM, gold,
 random and accuracy-matched examples; a judge (``--judge-base-url``/``--judge-model``; default the
 chat model) rates every answer 1–5 after its self-check. Writes ``report.json`` (Table 8 shape, the
@@ -33,7 +34,7 @@ __all__ = ["add_arguments", "register", "render", "run"]
 
 
 CLASSIFICATION_DATASETS = ("opinionqa", "globalopinionqa", "jsonl", "persona-tailoring")
-GENERATION_DATASETS = ("overtonbench", "answers")
+GENERATION_DATASETS = ("overtonbench", "answers", "pack")
 
 
 def register(sub: Any, common: Any, models: Any) -> None:
@@ -62,11 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["classification", "generation"], default="classification",
                    help="classification (pick an option; default) or generation (write an answer, rated by a judge)")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, choices=[*CLASSIFICATION_DATASETS, *GENERATION_DATASETS],
-                   help="the dataset format of --data (generation: overtonbench or answers)")
-    d.add_argument("--data", required=True, metavar="PATH",
+    d.add_argument("--dataset", choices=[*CLASSIFICATION_DATASETS, *GENERATION_DATASETS],
+                   help="the dataset format of --data (required for classification; generation: overtonbench, answers, "
+                        "or pack, the default: a persona pack's answer pool)")
+    d.add_argument("--data", metavar="PATH",
                    help="OpinionQA human_resp/ (or a wave) folder; GlobalOpinionQA CSV; JSONL file; Persona-Tailoring data/ "
-                        "folder; OvertonBench's parquet (or CSV of its rows); an answer-pool JSONL")
+                        "folder; OvertonBench's parquet (or CSV of its rows); an answer-pool JSONL; --dataset pack: a "
+                        "configured pack's id or a pack file (default: the pack of --persona, else the only configured "
+                        "pack with an answer pool)")
     d.add_argument("--persona", action="append", metavar="NAME",
                    help="persona(s): party (Democrat), country (Nigeria) or style (dcf); default: the paper's set "
                         "(generation: the pool's personas)")
@@ -123,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.task == "generation" or args.dataset in GENERATION_DATASETS:
         return _run_generation(args)
+    if args.dataset is None or args.data is None:
+        raise UserError("the classification task needs --dataset and --data",
+                        hint=f"--dataset {'|'.join(CLASSIFICATION_DATASETS)} --data PATH (or --task generation, "
+                             "which defaults to a pack's answer pool)")
     if args.dataset not in CLASSIFICATION_DATASETS:
         raise UserError(f"--dataset {args.dataset} is not a classification dataset", hint="pass --task generation")
     if args.report:
@@ -235,13 +243,33 @@ def render(report: Any, console: Any = None) -> None:
 # --- --task generation ------------------------------------------------------------------------------
 
 
-def _load_pool(args: argparse.Namespace) -> Any:
-    from steerkit.evaluation import PoolPersona, import_overtonbench, read_answer_pool
+def _load_pool(args: argparse.Namespace, dataset: str, settings: Any) -> tuple[Any, Any, list[str] | None, str]:
+    """(the answer pool, its pack or None, the personas to run (None: every persona of the pool),
+    where the pool came from)."""
+    from steerkit.evaluation import (
+        PoolPersona,
+        answer_pool_from_pack,
+        import_overtonbench,
+        pack_with_answer_pool,
+        read_answer_pool,
+    )
 
-    if args.dataset == "overtonbench":
-        return import_overtonbench(args.data, parties=args.persona or ("Democrat", "Republican", "Independent"))
+    if dataset == "pack":
+        from steerkit._runtime import make_registry
+
+        registry = make_registry(settings)
+        pack = pack_with_answer_pool(registry, args.data, args.persona or ())
+        personas = None
+        if args.persona:  # names the registry knows ("Democrats", "dem"), else the pool's labels
+            personas = [registry.resolve(n) if pack.id in {pk.id for pk in registry.packs} else n for n in args.persona]
+        return answer_pool_from_pack(pack), pack, personas, pack.source
+    if args.data is None:
+        raise UserError(f"--dataset {dataset} needs --data", hint="the file to read (or --dataset pack: a pack's answer pool)")
+    where = str(Path(args.data).resolve())
+    if dataset == "overtonbench":
+        return import_overtonbench(args.data, parties=args.persona or ("Democrat", "Republican", "Independent")), None, None, where
     extra = [PoolPersona(id=f"custom/{_slug(n)}", name=n, label=n) for n in (args.persona_name or [])]
-    return read_answer_pool(args.data, personas=extra)
+    return read_answer_pool(args.data, personas=extra), None, args.persona, where
 
 
 def _slug(text: str) -> str:
@@ -259,20 +287,25 @@ def _run_generation(args: argparse.Namespace) -> int:
     )
     from steerkit.models import SearchConfig
 
-    if args.dataset not in GENERATION_DATASETS:
-        raise UserError(f"--task generation reads --dataset {' or '.join(GENERATION_DATASETS)}, not {args.dataset}")
+    dataset = args.dataset or ("pack" if args.data is None else None)
+    if dataset is None:
+        raise UserError("--data needs --dataset", hint=f"--dataset {' or '.join(GENERATION_DATASETS)}")
+    if dataset not in GENERATION_DATASETS:
+        raise UserError(f"--task generation reads --dataset {' or '.join(GENERATION_DATASETS)}, not {dataset}")
     conditions = tuple(c.strip() for c in (args.conditions or ",".join(DEFAULT_GENERATION_CONDITIONS)).split(",") if c.strip())
     search = SearchConfig(mode=args.search_mode, context_k=args.context_k, max_iterations=args.max_iterations,
                           restarts=args.restarts, seed=args.seed)
     cfg = GenerationConfig(conditions=conditions, search_fraction=args.search_fraction, search=search, k=args.k,
                            perturbations=args.perturbations, max_tokens=args.max_tokens, seed=args.seed,
                            self_check_pairs=args.self_check_pairs, judge_retries=args.judge_retries)
-    pool = _load_pool(args)
     settings = settings_for(args)
+    pool, pack, personas, where = _load_pool(args, dataset, settings)
     out = Path(args.out) if args.out else None
-    report, generated = asyncio.run(_generation_main(args, settings, cfg, pool))
+    report, generated = asyncio.run(_generation_main(args, settings, cfg, pool, dataset=dataset, pack=pack,
+                                                     personas=personas, where=where))
     prov = report.data["provenance"]
-    out = out or Path("steerkit-eval") / f"{args.dataset}-{_slug(prov['chat_model'])}"
+    name = f"pack-{pack.id}" if pack is not None else dataset
+    out = out or Path("steerkit-eval") / f"{name}-{_slug(prov['chat_model'])}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.data, indent=1, allow_nan=False), encoding="utf-8")
     (out / "report.md").write_text(report.markdown(), encoding="utf-8")
@@ -283,7 +316,7 @@ def _run_generation(args: argparse.Namespace) -> int:
         from steerkit.evaluation import write_answer_pool
 
         write_answer_pool(generated, out / "answer_pool.jsonl")
-    title = f"{args.dataset}, chat {prov['chat_model']}, judge {prov['judge_model']}"
+    title = f"{name}, chat {prov['chat_model']}, judge {prov['judge_model']}"
     plots = [] if args.no_plots else write_generation_plots(report, out, title=title)
     if args.report:  # plots drawn in memory under --no-plots
         from steerkit.evaluation.report import write_html_report
@@ -322,7 +355,8 @@ def _judge_chat(args: argparse.Namespace, rt: Any, writer: Any) -> tuple[Any, An
     return OpenAIChat(client, args.judge_model), client
 
 
-async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, pool: Any) -> tuple[Any, Any]:
+async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, pool: Any, *, dataset: str, pack: Any,
+                           personas: list[str] | None, where: str) -> tuple[Any, Any]:
     from rich.console import Console
 
     from steerkit._runtime import Runtime
@@ -368,12 +402,13 @@ async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, po
             pool = generated
         if not args.no_progress and sys.stderr.isatty():
             console.print("[dim]the judge's self-check runs first[/dim]")
+        templates = {p.id: pack.templates for p in pool.personas} if pack is not None else {
+            p.id: rt.registry.templates(p.id) for p in pool.personas if rt.registry and p.id in rt.registry}
         return await run_generation_eval(
             pool, writer, judge, cfg, backend=rt.backend, cache_dir=Path(settings.cache_dir) / "eval",
-            personas=args.persona if args.dataset == "answers" else None, questions=args.questions, progress=log,
-            templates={p.id: rt.registry.templates(p.id) for p in pool.personas if rt.registry and p.id in rt.registry},
-            provenance={"argv": sys.argv[1:], "data": str(Path(args.data).resolve()), "dataset": args.dataset,
-                        "chat_embedded": rt.chat_embedded},
+            personas=personas, questions=args.questions, progress=log, templates=templates,
+            provenance={"argv": sys.argv[1:], "data": where, "dataset": dataset, "chat_embedded": rt.chat_embedded,
+                        **({"pack": pack.id} if pack is not None else {})},
         ), generated
     except KeyboardInterrupt:
         print("eval interrupted; run the same command again: answers and judgements are cached", file=sys.stderr)

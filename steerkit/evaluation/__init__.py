@@ -14,7 +14,7 @@ One module per task, and what they share:
 - `preference`: the pairwise-preference task (Persona-Tailoring's styles), scored by the same run;
 - `generation`: open-ended answers steered by the examples and scored by a judge
   (`run_generation_eval`, OvertonBench's task), with `answers` (answer pools: the OvertonBench
-  importer, a JSONL format, a generator) and `judge` (the rubric, strict parsing, the self-check);
+  importer, a JSONL format, a pack's ``[[answer_pool]]``, a generator) and `judge` (the rubric, strict parsing, the self-check);
 - `chat`: the chat-model seam the generation task and its judge share.
 
 Every name below is importable from ``steerkit.evaluation``; the modules may move.
@@ -25,8 +25,10 @@ from steerkit.evaluation.answers import (
     AnswerPool,
     AnswerQuestion,
     PoolPersona,
+    answer_pool_from_pack,
     generate_answers,
     import_overtonbench,
+    pack_with_answer_pool,
     read_answer_pool,
     write_answer_pool,
 )
@@ -121,6 +123,7 @@ __all__ = [
     "QuestionResult",
     "SelfCheck",
     "accuracy_matched",
+    "answer_pool_from_pack",
     "bootstrap_se",
     "coherence",
     "expected_calibration_error",
@@ -133,6 +136,7 @@ __all__ = [
     "make_folds",
     "mutual_predictability",
     "normalise",
+    "pack_with_answer_pool",
     "parse_score",
     "prediction_confidence",
     "question_outcome",

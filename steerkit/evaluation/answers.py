@@ -6,7 +6,7 @@ The search sees each (question, candidate answer) as the seed paper's free-text-
 ``claim``, one question's answers unconstrained: several may represent a persona). The answers it
 labels True become a chat model's in-context examples for other questions.
 
-Three ways to get a pool:
+Four ways to get a pool:
 
 - `import_overtonbench`: OvertonBench's released rows (Poole-Dayan et al. 2025; Hugging Face
   ``elinorpd/overtonbench``, parquet or CSV), one per participant × question × model answer with
@@ -14,6 +14,10 @@ Three ways to get a pool:
   gold for an answer: its participants' mean rating is at least 4 (the benchmark's coverage
   threshold, "mostly represented"); an answer no participant of the party rated has no gold.
 - `read_answer_pool`: a plain JSONL file (format below) for a user's own pool.
+- `answer_pool_from_pack`: a persona pack's ``[[answer_pool]]`` (``personas/FORMAT.md``; the
+  shipped ``polparty`` pack carries one), its gold written by the pack's author;
+  `pack_with_answer_pool` picks the pack (by id or file, by the personas asked for, or the only
+  configured pack that carries one).
 - `generate_answers`: a chat model writes candidate answers to a user's questions, one per stance
   (`STANCES`, from strongly for to strongly against) plus, per persona, one written for it and one
   written against it (the judge's self-check pairs). ICM can only pick representative answers if
@@ -46,12 +50,15 @@ import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steerkit.errors import DatasetImportError, UserError
 from steerkit.models import Item, Persona, stable_hash
+
+if TYPE_CHECKING:
+    from steerkit.packs import PackRegistry, PersonaPack
 
 __all__ = [
     "ANSWER_PROMPT_VERSION",
@@ -62,8 +69,10 @@ __all__ = [
     "AnswerPool",
     "AnswerQuestion",
     "PoolPersona",
+    "answer_pool_from_pack",
     "generate_answers",
     "import_overtonbench",
+    "pack_with_answer_pool",
     "read_answer_pool",
     "write_answer_pool",
 ]
@@ -233,6 +242,67 @@ def write_answer_pool(pool: AnswerPool, path: str | Path) -> Path:
         if pool.provenance:
             f.write(json.dumps({"provenance": pool.provenance}, ensure_ascii=False, default=str) + "\n")
     return p
+
+
+# --- persona packs ------------------------------------------------------------------------------------
+
+
+def answer_pool_from_pack(pack: PersonaPack) -> AnswerPool:
+    """The pack's ``[[answer_pool]]`` as an `AnswerPool`: every persona of the pack (label,
+    description, dimension as the pack gives them), the questions and answers in file order, gold
+    by persona id. A pack without one raises `UserError`."""
+    if not pack.answer_pool:
+        raise UserError(f"pack {pack.id!r} carries no answer pool ({pack.source})",
+                        hint="add [[answer_pool]] questions to it (personas/FORMAT.md), or pass --dataset answers "
+                             "or overtonbench with --data")
+    personas = [PoolPersona(id=s.id, name=s.name, label=s.display, description=s.description, dimension=pack.dimension)
+                for s in pack.specs]
+    questions = [AnswerQuestion(id=q.id, question=q.question,
+                                answers=[Answer(id=a.id, text=a.text, source=a.source or "", gold=dict(a.gold), stance=a.stance)
+                                         for a in q.answers])
+                 for q in pack.answer_pool]
+    return AnswerPool(personas=personas, questions=questions,
+                      provenance={"source": f"persona pack {pack.id!r}", "pack": pack.id, "file": pack.source,
+                                  "format_version": pack.format_version,
+                                  "gold": "written by the pack's author (personas/FORMAT.md, answer_pool)"})
+
+
+def pack_with_answer_pool(registry: PackRegistry, source: str | Path | None = None,
+                          personas: Sequence[str] = ()) -> PersonaPack:
+    """The pack whose answer pool to use: ``source`` (a configured pack's id, or a pack file);
+    else the pack of ``personas`` (names `PackRegistry.resolve` knows, all of one pack); else the
+    only configured pack that carries an answer pool. Anything else is a `UserError` saying what
+    to pass."""
+    from steerkit.packs import load_pack
+
+    carrying = registry.answer_pool_packs()
+    listed = ", ".join(pk.id for pk in carrying) or "none"
+    if source is not None:
+        key = str(source)
+        pack = next((pk for pk in registry.packs if pk.id == key), None)
+        if pack is None:
+            path = Path(key).expanduser()
+            if not path.is_file():
+                raise UserError(f"{key!r} is neither a configured pack's id nor a pack file",
+                                hint=f"configured packs with an answer pool: {listed}")
+            pack = load_pack(path)
+    elif personas:
+        packs = {registry.pack_of(registry.resolve(name)).id: registry.pack_of(registry.resolve(name)) for name in personas}
+        if len(packs) > 1:
+            raise UserError(f"the personas {list(personas)} belong to several packs ({', '.join(packs)})",
+                            hint="an answer pool is one pack's: choose personas of one pack")
+        pack = next(iter(packs.values()))
+    elif len(carrying) == 1:
+        pack = carrying[0]
+    elif not carrying:
+        raise UserError("no configured pack carries an answer pool",
+                        hint="pass --dataset answers or overtonbench with --data, or add [[answer_pool]] questions "
+                             "to a pack (personas/FORMAT.md)")
+    else:
+        raise UserError(f"several configured packs carry an answer pool ({listed})", hint="name one: --data PACK_ID")
+    if not pack.answer_pool:
+        answer_pool_from_pack(pack)  # raises, saying what to do
+    return pack
 
 
 # --- OvertonBench ---------------------------------------------------------------------------------
