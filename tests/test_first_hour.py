@@ -193,7 +193,7 @@ def test_wrap_openai_example_chats_with_the_instruction_tuned_smollm2() -> None:
 
 
 def test_complete_answer_trims_a_cut_answer_to_its_last_sentence_and_says_so() -> None:
-    from steerkit.cli.chat_cmd import complete_answer
+    from steerkit.cli._answers import complete_answer
 
     assert complete_answer("Yes. It is fine. And then", "length", 9) == ("Yes. It is fine. [trimmed: the answer hit --max-tokens 9]", True)
     assert complete_answer("Done", "stop", 9) == ("Done", False)

@@ -14,7 +14,9 @@ import json
 import re
 from typing import Any
 
-__all__ = ["add_arguments", "complete_answer", "injected_examples", "injected_messages", "render_compare", "run",
+from steerkit.cli._answers import REAL_MODEL, complete_answer
+
+__all__ = ["add_arguments", "injected_examples", "injected_messages", "render_compare", "run",
            "steered_answer"]
 
 
@@ -44,25 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 #: `steerkit chat`'s default any-time budget (seconds) for a cold persona.
 CHAT_WAIT_S = 120.0
-
-
-def complete_answer(text: str, finish_reason: str | None, max_tokens: int | None) -> tuple[str, bool]:
-    """An answer that ends where a sentence ends: one cut by the token limit (``finish_reason ==
-    "length"``) is trimmed to its last full sentence and marked; returns (text, trimmed).
-
-    >>> complete_answer("One. Two is cut mid", "length", 8)
-    ('One. [trimmed: the answer hit --max-tokens 8]', True)
-    >>> complete_answer("All done.", "stop", 8)
-    ('All done.', False)
-    """
-    text = text.strip()
-    if finish_reason != "length":
-        return text, False
-    import re
-
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    body = text[: ends[-1]] if ends else text + "…"
-    return f"{body} [trimmed: the answer hit --max-tokens {max_tokens}]", True
 
 
 def injected_messages(original: list[dict], steered: list[dict]) -> list[dict]:
@@ -168,8 +151,6 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
                                          temperature=args.temperature)
             result = {"query": args.message, "unsteered": plain, "steered": result}
     if rt.chat_embedded:  # tell the truth about what answered
-        from steerkit.cli.demo import REAL_MODEL
-
         result["note"] = ("the embedded models are tiny (labels near chance; a 135M chat model): the answer shows the "
                           "flow, not steering that works. On a real model: " + REAL_MODEL.format(query=args.message))
     if running is not None and not args.json:

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from steerkit.cli import probe_cmd
-from steerkit.cli.chat_cmd import complete_answer
+from steerkit.cli._answers import REAL_MODEL, complete_answer
 from steerkit.errors import UserError
 
 __all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
@@ -30,9 +30,6 @@ __all__ = ["DEFAULT_QUERY", "add_arguments", "run", "run_demo"]
 DEFAULT_QUERY = "As a Republican, what do you think the government should do about gun laws?"
 #: Both answers are asked for briefly, so they end within the token budget.
 BRIEF = "Answer in two or three short sentences."
-#: How to run the same flow on a real model (shown at the end).
-REAL_MODEL = ("steerkit chat \"{query}\" --search-base-url http://HOST:8000/v1 --search-model meta-llama/Llama-3.1-8B "
-              "--chat-base-url http://HOST:8001/v1 --chat-model meta-llama/Llama-3.1-8B-Instruct")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
