@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -65,3 +66,28 @@ def command_lines(code: str) -> list[list[str]]:
             if words:
                 cmds.append(words)
     return cmds
+
+
+def check_bash_blocks(blocks: Iterable[tuple[str, int, str]]) -> int:
+    """Every ``steerkit`` command line of these bash blocks parses with the real CLI parser and every
+    extra named in a ``pip install`` exists in pyproject.toml; returns how many commands parsed."""
+    from steerkit.cli import build_parser
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    parser = build_parser()
+    seen = 0
+    for doc, line, code in blocks:
+        for words in command_lines(code):
+            if words[0] == "steerkit":
+                try:
+                    parser.parse_args(words[1:])
+                except SystemExit as e:
+                    raise AssertionError(f"{doc}:{line}: `{' '.join(words)}` does not parse (exit {e.code})") from None
+                seen += 1
+            elif words[:2] == ["pip", "install"]:
+                for w in words:
+                    m = re.search(r"\[([\w,-]+)\]", w)
+                    if m:
+                        missing = set(m.group(1).split(",")) - extras
+                        assert not missing, f"{doc}:{line}: unknown extra(s) {missing}"
+    return seen

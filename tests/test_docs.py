@@ -16,17 +16,21 @@ import importlib
 import pkgutil
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from doc_blocks import ROOT, fenced_blocks, needs_a_server, run_block, run_imports
-from doc_blocks import command_lines as _command_lines
+from doc_blocks import (
+    ROOT,
+    check_bash_blocks,
+    fenced_blocks,
+    needs_a_server,
+    run_block,
+    run_imports,
+)
 
 import steerkit
-from steerkit.cli import build_parser
 
 DOCS = [p for p in (ROOT / "README.md", ROOT / "ARCHITECTURE.md") if p.exists()]
 #: Modules whose import needs something optional that a test machine may lack.
@@ -74,24 +78,7 @@ def test_the_readme_has_python_and_bash_blocks() -> None:
 
 
 def test_bash_blocks_name_real_commands_flags_and_extras() -> None:
-    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    parser = build_parser()
-    seen = 0
-    for doc, line, code in blocks("bash"):
-        for words in _command_lines(code):
-            if words[0] == "steerkit":
-                try:
-                    parser.parse_args(words[1:])
-                except SystemExit as e:
-                    pytest.fail(f"{doc}:{line}: `{' '.join(words)}` does not parse (exit {e.code})")
-                seen += 1
-            elif words[:2] == ["pip", "install"]:
-                for w in words:
-                    m = re.search(r"\[([\w,-]+)\]", w)
-                    if m:
-                        missing = set(m.group(1).split(",")) - extras
-                        assert not missing, f"{doc}:{line}: unknown extra(s) {missing}"
-    assert seen >= 5
+    assert check_bash_blocks(blocks("bash")) >= 5
 
 
 @pytest.mark.parametrize("module", steerkit_modules(), ids=lambda m: m.__name__)

@@ -19,14 +19,13 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import zlib
 from pathlib import Path
 
 import pytest
 from doc_blocks import (
     ROOT,
-    command_lines,
+    check_bash_blocks,
     fenced_blocks,
     needs_a_server,
     run_block,
@@ -36,7 +35,6 @@ from test_docs import NOT_RUN, readme_commands
 
 import steerkit
 from steerkit import Settings
-from steerkit.cli import build_parser
 from steerkit.errors import ConfigError
 
 DOCS_DIR = ROOT / "docs"
@@ -115,24 +113,7 @@ def test_self_contained_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_bash_blocks_name_real_commands_flags_and_extras() -> None:
-    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    parser = build_parser()
-    seen = 0
-    for doc, line, code in site_blocks("bash"):
-        for words in command_lines(code):
-            if words[0] == "steerkit":
-                try:
-                    parser.parse_args(words[1:])
-                except SystemExit as e:
-                    pytest.fail(f"{doc}:{line}: `{' '.join(words)}` does not parse (exit {e.code})")
-                seen += 1
-            elif words[:2] == ["pip", "install"]:
-                for w in words:
-                    m = re.search(r"\[([\w,-]+)\]", w)
-                    if m:
-                        missing = set(m.group(1).split(",")) - extras
-                        assert not missing, f"{doc}:{line}: unknown extra(s) {missing}"
-    assert seen >= 10
+    assert check_bash_blocks(site_blocks("bash")) >= 10
 
 
 def site_commands() -> list[tuple[str, str]]:
