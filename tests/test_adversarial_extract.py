@@ -6,12 +6,12 @@ Work is measured by counting (characters read, Python line events), never by wal
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from op_count import line_events
 
 from steerkit.errors import ConfigError
 from steerkit.extract import RuleExtractor
@@ -69,25 +69,6 @@ def test_doubling_the_input_doubles_the_work(unit: str, n: int) -> None:
     assert large <= 2.2 * small + 2_000, (small, large)
 
 
-def _line_events(fn) -> int:
-    """Python line events executed by ``fn()``: an operation count independent of the implementation."""
-    count = 0
-
-    def tracer(frame, event, arg):
-        nonlocal count
-        if event == "line":
-            count += 1
-        return tracer
-
-    old = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(old)
-    return count
-
-
 @pytest.mark.parametrize(
     "unit", ["brief. ", "we Nigerians\n", "As a Republican, ", '"keep it short" ', "```\nbrief\n", "  - a\n    brief\n", "`a` ``b"]
 )
@@ -97,8 +78,8 @@ def test_operation_count_grows_linearly(unit: str) -> None:
     rx = RuleExtractor(REG, max_chars=10**6, max_request_chars=10**6)
     small = (unit * 1000)[:3_000]
     large = (unit * 2000)[:6_000]
-    ops_small = _line_events(lambda: rx.extract(small))
-    ops_large = _line_events(lambda: rx.extract(large))
+    ops_small = line_events(lambda: rx.extract(small))
+    ops_large = line_events(lambda: rx.extract(large))
     assert ops_large <= 2.3 * ops_small, (ops_small, ops_large)
 
 

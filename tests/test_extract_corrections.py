@@ -4,10 +4,10 @@ one, and a place that is part of a name ("Jordan Peterson", "Jordan Street", "Tu
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from op_count import line_events
 
 from steerkit.extract import RuleExtractor
 from steerkit.packs import PackRegistry
@@ -220,25 +220,6 @@ def test_the_countries_themselves_still_match(names_rx: RuleExtractor, text: str
 # --- linear in the text ---------------------------------------------------------------------------
 
 
-def _line_events(fn) -> int:
-    """Python line events executed by ``fn()``: an operation count, not a time."""
-    count = 0
-
-    def tracer(frame, event, arg):
-        nonlocal count
-        if event == "line":
-            count += 1
-        return tracer
-
-    old = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(old)
-    return count
-
-
 @pytest.mark.parametrize(
     "unit",
     [
@@ -257,8 +238,8 @@ def test_corrections_and_names_keep_the_work_linear(unit: str) -> None:
     rx = RuleExtractor(PackRegistry.default(), max_chars=10**6, max_request_chars=10**6)
     small = (unit * 1000)[:3_000]
     large = (unit * 2000)[:6_000]
-    ops_small = _line_events(lambda: rx.extract(small))
-    ops_large = _line_events(lambda: rx.extract(large))
+    ops_small = line_events(lambda: rx.extract(small))
+    ops_large = line_events(lambda: rx.extract(large))
     assert ops_large <= 2.3 * ops_small, (ops_small, ops_large)
     before = rx.chars_scanned
     rx.extract(small)
