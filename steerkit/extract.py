@@ -178,14 +178,40 @@ _ADV = (
     r"a\s+lifelong|myself)\s+)*"
 )
 _DET = r"(?:(?:a|an|the)\s+)?"
-_ADJ = (
-    r"(?:(?:proud|lifelong|life-long|registered|committed|conservative|liberal|moderate|progressive|staunch|"
-    r"die-hard|diehard|loyal|strong|card-carrying|longtime|long-time|true|native|young|old|middle-aged|"
-    r"retired|working|devout|traditional|typical|fellow|maga|centrist|left-leaning|right-leaning|"
-    r"self-described|self-identified|independent-minded)\s+)*"
+_ADJ_WORDS = (
+    "proud", "lifelong", "life-long", "registered", "committed", "conservative", "liberal", "moderate", "progressive",
+    "staunch", "die-hard", "diehard", "loyal", "strong", "card-carrying", "longtime", "long-time", "true", "native",
+    "young", "old", "middle-aged", "retired", "working", "devout", "traditional", "typical", "fellow", "maga",
+    "centrist", "left-leaning", "right-leaning", "self-described", "self-identified", "independent-minded",
 )
+"""Adjectives allowed before an alias ("a proud lifelong Democrat")."""
+_ADJ = r"(?:(?:" + "|".join(re.escape(w) for w in _ADJ_WORDS) + r")\s+)*"
 _I_BE = r"(?<![\w'])(?:i\s+am|i'm|im)\s+"
 _I = r"(?<![\w'])i\s+"
+_AS = r"(?<![\w'])(?:as|speaking\s+as|being)\s+(?:a|an)\s+"
+_STACK_FROM = r"(?:originally\s+)?(?:from|born\s+in)\s+"
+_STACK_IN = r"(?:(?:living|based|settled)\s+in|who\s+lives\s+in)\s+"
+_AND = r"\s{0,4},?\s{0,4}and\s+(?:also\s+)?"
+_PERSON_NOUNS = (
+    "person", "man", "woman", "guy", "girl", "boy", "lady", "gentleman", "mom", "mum", "dad", "mother", "father",
+    "parent", "student", "voter", "immigrant", "expat", "retiree", "worker",
+)
+"""Head nouns of a stacked origin or residence statement besides other personas' aliases ("I'm a
+student from Brazil")."""
+_NOT_ATTRIBUTIVE = frozenset(("the", "a", "an", "of", "with", "to", "not", "no", "any", "either", "neither", "nor", "or",
+                              "and", "as", "for", "in", "from", "my", "our"))
+"""An alias with one of these words ("member of the Democratic Party", "not affiliated with any
+party") is no modifier of another persona's noun."""
+_LANGUAGES = frozenset(("english", "french", "spanish", "german", "chinese", "japanese", "russian", "turkish",
+                        "korean", "portuguese", "italian", "arabic", "hindi", "indonesian", "dutch", "polish"))
+_SUBJECT_HEADS = frozenset(
+    (
+        "teacher", "teachers", "tutor", "tutors", "professor", "professors", "lecturer", "lecturers", "instructor",
+        "instructors", "translator", "translators", "interpreter", "interpreters", "major", "majors", "speaker",
+        "speakers", "class", "course", "literature", "linguist", "linguists",
+    )
+)
+"""A language name before one of these ("an English teacher") names a subject, not a country."""
 
 
 @dataclass(frozen=True)
@@ -202,18 +228,18 @@ class _Frame:
 
 
 _FRAMES: tuple[_Frame, ...] = (
-    _Frame("self", _I_BE + _ADV + _DET + _ADJ + r"{A}", "alias", 0.95),
+    _Frame("self", _I_BE + _ADV + _DET + r"{M}{A}", "alias", 0.95),
     _Frame(
         "identify",
         _I + _ADV + r"(?:identify|consider\s+myself|describe\s+myself|see\s+myself|think\s+of\s+myself|call\s+myself|"
         r"am\s+registered|registered|(?:always\s+|usually\s+|typically\s+|mostly\s+)?vote[ds]?|tend\s+to\s+vote|lean|"
-        r"support|belong\s+to|side\s+with)\s+(?:as\s+|for\s+|with\s+)?" + _DET + _ADJ + r"{A}",
+        r"support|belong\s+to|side\s+with)\s+(?:as\s+|for\s+|with\s+)?" + _DET + r"{M}{A}",
         "alias",
         0.95,
         strong=True,
     ),
-    _Frame("as", r"(?<![\w'])(?:as|speaking\s+as|being)\s+(?:a|an)\s+" + _ADJ + r"{A}", "alias", 0.9, check_subject=True),
-    _Frame("we", r"(?<![\w'])(?:we|us)\s+(?:fellow\s+|proud\s+)?{A}", "alias", 0.85, check_subject=True,
+    _Frame("as", _AS + r"{M}{A}", "alias", 0.9, check_subject=True),
+    _Frame("we", r"(?<![\w'])(?:we|us)\s+(?:fellow\s+|proud\s+)?{M}{A}", "alias", 0.85, check_subject=True,
            check_follow=False),
     _Frame(
         "from",
@@ -259,7 +285,24 @@ _FRAMES: tuple[_Frame, ...] = (
         kind="origin",
         check_subject=True,
     ),
+    # --- stacked statements: personas of several dimensions in one statement -------------------
+    # {M}: adjectives and other dimensions' aliases used as modifiers ("a proud Nigerian …");
+    # {H}: a head noun, another dimension's alias or a person noun ("a Democrat from …", "a nurse
+    # from …"); {O}: a first conjunct of another dimension ("Nigerian and …", "from Nigeria and …").
+    _Frame("stack_from", _I_BE + _ADV + _DET + r"{M}{H}\s+" + _STACK_FROM + r"(?:the\s+)?{A}", "place", 0.88, kind="origin"),
+    _Frame("as_stack_from", _AS + r"{M}{H}\s+" + _STACK_FROM + r"(?:the\s+)?{A}", "place", 0.85, kind="origin",
+           check_subject=True),
+    _Frame("stack_in", _I_BE + _ADV + _DET + r"{M}{H}\s+" + _STACK_IN + r"(?:the\s+)?{A}", "place", 0.82, kind="residence"),
+    _Frame("as_stack_in", _AS + r"{M}{H}\s+" + _STACK_IN + r"(?:the\s+)?{A}", "place", 0.8, kind="residence",
+           check_subject=True),
+    _Frame("and", _I_BE + _ADV + _DET + r"{M}{O}" + _AND + _DET + r"{M}{A}", "alias", 0.9),
+    _Frame("and_from", _I_BE + _ADV + _DET + r"{M}{O}" + _AND + r"(?:originally\s+)?(?:from|a\s+native\s+of)\s+(?:the\s+)?{A}",
+           "place", 0.88, kind="origin"),
 )
+"""First-person frames. ``{A}`` is the pack's alias (or place) alternation; the placeholders of
+stacked statements are filled per pack from the other identity packs' aliases and places, so
+"As a Nigerian Democrat" is both a Nigerian's and a Democrat's statement, made once: negation,
+reported speech, conditionals and questions are read before the frame, for every persona in it."""
 
 # --- corrections ------------------------------------------------------------------------------
 
@@ -277,12 +320,12 @@ _NOT_BUT_FRAMES: tuple[_Frame, ...] = (
 """A negated statement corrected in the same breath: "I'm not from Japan but (from) Brazil", "I'm
 not a Democrat but a Republican", "I don't live in Japan but in Brazil" (each followed by `_BUT_Y`)."""
 
-_BUT_Y = r"\s{0,4},?\s{0,4}but\s{1,4}(?:rather\s{1,4}|instead\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{A}"
+_BUT_Y = r"\s{0,4},?\s{0,4}but\s{1,4}(?:rather\s{1,4}|instead\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{M}{A}"
 """After a negated statement: "I'm not from Japan but (from) Brazil", "I'm not a Democrat but a Republican"."""
 _REPAIR_Y = (
     r"\s{0,4}(?:\?|!|,|;|:|\.{1,3}|-{1,2}|\u2014|\u2013)?\s{0,4}"
     r"(?:(?:no|nope|nah|sorry|wait|oops|i\s+mean|i\s+meant|actually|or\s+rather|correction)[\s,!.:;\u2014\u2013-]{0,4}){1,3}"
-    r"(?:(?:i'm|i\s+am|im)\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{A}"
+    r"(?:(?:i'm|i\s+am|im)\s{1,4})?(?:(?:from|in)\s{1,4})?(?:the\s{1,4})?(?:(?:a|an)\s{1,4})?{M}{A}"
 )
 """Right after a statement: "I'm from Japan? No, Brazil", "I'm from Japan, I mean Brazil"."""
 _CONTRAST = re.compile(r"(?<![\w'])(?:but|however|though|although|yet|whereas|actually|in\s+fact)(?![\w'])")
@@ -355,6 +398,16 @@ _QUOTE_RE = re.compile("[" + re.escape("".join(sorted(_QUOTES))) + "]")
 _CLAUSE_WORD = re.compile(r"(?= (?:but|and) )")
 _CLAUSE_MARK = re.compile(r"[;,:]")
 _VOTERS = re.compile(r"\s+voters?\b", re.IGNORECASE)
+_ARTICLE = re.compile(r"(?<![\w'])an?\s")
+_CLAUSE_END = re.compile(r"\s*(?:[.,;:!?)]|$)|\s+(?:and|but|so)(?![\w])")
+_AFFILIATION_WORDS = frozenset(("unaffiliated", "affiliated", "independent", "nonpartisan", "non-partisan",
+                                "nonaligned", "non-aligned"))
+_COMPLEMENT = re.compile(r"\s+(?:with|to|of|from)(?![\w])", re.IGNORECASE)
+_PARTY_COMPLEMENT = re.compile(
+    r"\s+(?:with|to|of|from)\s+(?:(?:any|either|both|all|the|a|one|no|two|major|main|big|political)\s+){0,3}"
+    r"part(?:y|ies)(?![\w])", re.IGNORECASE)
+"""An affiliation adjective with a complement is a statement only when the complement is a party:
+"unaffiliated with any party", not "unaffiliated with the university"."""
 _ID_NEGATIONS = frozenset(
     (
         "not", "no", "never", "neither", "nor", "without", "nobody", "hardly", "isn't", "aren't", "wasn't",
@@ -563,9 +616,45 @@ def _conf(score: float) -> float:
     return round(min(0.97, 1.0 - math.exp(-score)), 4)
 
 
+@dataclass(frozen=True)
+class _Neighbours:
+    """What the identity packs of the other dimensions give one pack's stacked frames: their aliases
+    that can modify a noun ("Nigerian", "Catholic", "Democrat"), and their places."""
+
+    modifiers: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, pack: PersonaPack, packs: Iterable[PersonaPack]) -> _Neighbours:
+        own = {_norm_phrase(p) for spec in pack.specs for p in (*spec.aliases, *spec.places)}
+        mods: dict[str, str] = {}
+        places: dict[str, str] = {}
+        for other in packs:
+            if other.extraction != "identity" or other.dimension == pack.dimension:
+                continue
+            for spec in other.specs:
+                for a in spec.aliases:
+                    n = _norm_phrase(a)
+                    if n and n not in own and not set(n.split()) & _NOT_ATTRIBUTIVE:
+                        mods.setdefault(n, a)
+                for pl in spec.places:
+                    n = _norm_phrase(pl)
+                    if n and n not in own:
+                        places.setdefault(n, pl)
+        return cls(tuple(sorted(mods)), tuple(sorted(places)))
+
+
+def _plain_alt(phrases: Iterable[str]) -> str:
+    """Whole phrases (longest first; spaces match any white space) as one non-capturing group."""
+    uniq = sorted({_norm_phrase(p) for p in phrases if p}, key=lambda p: (-len(p), p))
+    return "(?:" + "|".join(re.escape(p).replace(r"\ ", r"\s+") for p in uniq) + r")(?![\w])"
+
+
 class _CompiledPack:
-    def __init__(self, pack: PersonaPack) -> None:
+    def __init__(self, pack: PersonaPack, neighbours: _Neighbours | None = None) -> None:
         self.pack = pack
+        nb = neighbours or _Neighbours()
+        self.stack_follow: re.Pattern[str] | None = None  # other dimensions' nouns after an alias
         self.kind = pack.extraction
         self.frames: list[tuple[_Frame, re.Pattern[str]]] = []
         self.alias_owner: dict[str, str] = {}
@@ -585,18 +674,37 @@ class _CompiledPack:
                     self._own(_norm_phrase(p), spec.id)
                     self.place_names.add(_norm_phrase(p))
                     places.append(p)
+            adj = _plain_alt(_ADJ_WORDS)
+            fill = {
+                # atomic per word, at most 8: a run of modifiers is read once, never re-split
+                "{M}": r"(?:(?>" + _plain_alt((*nb.modifiers, *_ADJ_WORDS)) + r")(?:-[a-z]+)?\s+){0,8}",
+                "{H}": r"(?>" + _plain_alt((*nb.modifiers, *_PERSON_NOUNS)) + ")",
+            }
+            firsts = ([_plain_alt(nb.modifiers)] if nb.modifiers else []) + \
+                ([r"from\s+(?:the\s+)?" + _plain_alt(nb.places)] if nb.places else [])
+            if firsts:
+                fill["{O}"] = "(?>" + "|".join(firsts) + ")"
+            if nb.modifiers:
+                self.stack_follow = re.compile(r"(?:\s+(?:(?>" + adj + r")\s+){0,4}(?>" + _plain_alt(nb.modifiers) + r")){1,4}",
+                                               re.IGNORECASE)
             for fr in _FRAMES:
                 phrases = aliases if fr.target == "alias" else places
-                if phrases:
-                    self.frames.append((fr, re.compile(fr.pattern.replace("{A}", _alt(phrases)), re.IGNORECASE)))
+                if not phrases or ("{O}" in fr.pattern and "{O}" not in fill):
+                    continue
+                pattern = fr.pattern
+                for k, v in fill.items():
+                    pattern = pattern.replace(k, v)
+                self.frames.append((fr, re.compile(pattern.replace("{A}", _alt(phrases)), re.IGNORECASE)))
             by_target = {"alias": aliases, "place": places}
             for target, phrases in by_target.items():
                 if phrases:
-                    self.repairs[target] = re.compile(_REPAIR_Y.replace("{A}", _alt(phrases)), re.IGNORECASE)
+                    self.repairs[target] = re.compile(_REPAIR_Y.replace("{M}", fill["{M}"] if target == "alias" else "").replace("{A}", _alt(phrases)),
+                                                      re.IGNORECASE)
             for fr in _NOT_BUT_FRAMES:
                 phrases = by_target[fr.target]
                 if phrases:
-                    pattern = fr.pattern.replace("{X}", _alt(phrases, "X")) + _BUT_Y.replace("{A}", _alt(phrases))
+                    pattern = fr.pattern.replace("{X}", _alt(phrases, "X")) + \
+                        _BUT_Y.replace("{M}", fill["{M}"] if fr.target == "alias" else "").replace("{A}", _alt(phrases))
                     self.not_but.append((fr, re.compile(pattern, re.IGNORECASE)))
         else:
             # one alternation per polarity; a phrase may belong to several personas
@@ -699,7 +807,8 @@ class RuleExtractor:
         self.inline_chars = inline_chars
         self.chars_scanned = 0
         packs = [pk for pk in registry.packs if dimensions is None or pk.dimension in dimensions]
-        self._packs = [_CompiledPack(pk) for pk in packs]
+        # stacked statements read every identity pack's aliases, also of dimensions not extracted
+        self._packs = [_CompiledPack(pk, _Neighbours.of(pk, registry.packs)) for pk in packs]
 
     # --- entry points ----------------------------------------------------------------------------
     async def aextract(self, text: str) -> list[PersonaMatch]:
@@ -788,7 +897,7 @@ class RuleExtractor:
                 pid = cp.alias_owner.get(alias)
                 if pid is None or t.blocked(m.start()):
                     continue
-                if fr.target == "alias" and not self._follow_ok(norm, a_end):  # "… but a Republican senator"
+                if fr.target == "alias" and not self._follow(cp, t, a_end, alias):  # "… but a Republican senator"
                     continue
                 match = self._statement(cp, fr, t, text, m.start(), a_start, a_end, alias, pid)
                 if match is not None:
@@ -802,8 +911,11 @@ class RuleExtractor:
         norm = t.norm
         if fr.check_subject and t.third_person_before(start):
             return None
-        if fr.target == "alias" and fr.check_follow and not self._follow_ok(norm, a_end):
+        if fr.target == "alias" and fr.check_follow and not self._follow(cp, t, a_end, alias):
             return None
+        if fr.target == "alias" and alias.rsplit(" ", 1)[-1] in _AFFILIATION_WORDS and \
+                _COMPLEMENT.match(norm, a_end) and not _PARTY_COMPLEMENT.match(norm, a_end):
+            return None  # "unaffiliated with the university", "independent of my parents"
         if fr.target == "place" and t.named_entity(a_start, a_end):
             return None
         if fr.name == "self" and alias in cp.place_names:
@@ -811,8 +923,8 @@ class RuleExtractor:
         conf = fr.confidence
         if alias in cp.ambiguous:
             strong = fr.strong or "politic" in t.low[max(0, start - 30) : a_end] or \
-                _VOTERS.match(norm, a_end) is not None
-            if not strong and not text[a_start].isupper():
+                "registered" in t.low[start:a_start] or _VOTERS.match(norm, a_end) is not None
+            if not strong and not text[a_start].isupper() and not self._noun_use(t, start, a_start, a_end):
                 return None
             if not strong:
                 conf *= 0.85
@@ -836,10 +948,31 @@ class RuleExtractor:
         pid = cp.alias_owner.get(alias)
         if pid is None:
             return None
-        if fr.target == "alias" and not self._follow_ok(t.norm, y_end):
+        if fr.target == "alias" and not self._follow(cp, t, y_end, alias):
             return None
         fixed = self._statement(cp, fr, t, text, start, y_start, y_end, alias, pid)
         return None if fixed is None else fixed.model_copy(update={"confidence": round(fixed.confidence * 0.95, 4)})
+
+    def _follow(self, cp: _CompiledPack, t: _Text, end: int, alias: str) -> bool:
+        """Whether the words after an alias let it stand: other dimensions' nouns it modifies are
+        read past ("a Nigerian nurse", "a Brazilian conservative Democrat"), then `_follow_ok`;
+        a language before a subject ("an English teacher") is no nationality."""
+        if cp.stack_follow is not None:
+            a, b = t._window(end, min(len(t.norm), end + 240))
+            m = cp.stack_follow.match(t.norm, a, b)
+            if m is not None:
+                if alias in _LANGUAGES and m.group(0).split()[-1].lower() in _SUBJECT_HEADS:
+                    return False
+                return self._follow_ok(t.norm, m.end())
+        return self._follow_ok(t.norm, end)
+
+    @staticmethod
+    def _noun_use(t: _Text, start: int, a_start: int, a_end: int) -> bool:
+        """An ambiguous alias used as a noun that ends its clause: "I'm an independent.", "I'm a
+        Nigerian independent." (not "I'm independent", "an independent contractor"). Between a
+        frame's start and its alias stand only its own words and modifiers."""
+        return _ARTICLE.search(t.low, max(start, a_start - 200), a_start) is not None and \
+            _CLAUSE_END.match(t.low, a_end, min(len(t.low), a_end + 12)) is not None
 
     @staticmethod
     def _follow_ok(norm: str, end: int) -> bool:
