@@ -21,7 +21,9 @@ import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
+
+from loopback_server import LoopbackServer, read_head
 
 P_TRUE, P_FALSE = 0.7, 0.2
 #: Seconds between two bytes of a drip (well under the tests' read timeout, so only a deadline helps).
@@ -271,46 +273,23 @@ async def _healthy(c: Conn) -> None:
     await c.send(200, GOOD)
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     """One OpenAI-compatible server on a free loopback port behaving as ``behaviour`` (a name from
     `BEHAVIOURS`, or ``healthy``). ``base_url`` ends in ``/v1``; ``requests`` lists the paths asked
     for and ``headers`` their headers; ``elsewhere`` is where ``redirect_cross_origin`` points."""
 
     def __init__(self, behaviour: str = "healthy", *, elsewhere: str = "http://127.0.0.1:9/v1") -> None:
+        super().__init__()
         self.name = behaviour
         self.behaviour: Behaviour = _healthy if behaviour == "healthy" else BEHAVIOURS[behaviour][0]
         self.elsewhere = elsewhere
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
-        self.base_url = ""
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.base_url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
-            await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            conn = Conn(self, reader, writer, lines[0].split(" ")[1], headers)
-            self.requests.append(conn.path)
-            self.headers.append(headers)
-            await self.behaviour(conn)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, headers = await read_head(reader)
+        await reader.readexactly(int(headers.get("content-length", "0") or 0))
+        conn = Conn(self, reader, writer, line.split(" ")[1], headers)
+        self.requests.append(conn.path)
+        self.headers.append(headers)
+        await self.behaviour(conn)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback_server import LoopbackServer, read_head
 
 from steerkit.backends import EmbeddedBackend, OpenAIBackend, RetryPolicy
 from steerkit.errors import (
@@ -32,67 +33,39 @@ Reply = tuple[int, dict[str, str], Any]
 Handler = Callable[[dict[str, Any], int], "Reply | Awaitable[Reply]"]
 
 
-class FakeCompletionsServer:
+class FakeCompletionsServer(LoopbackServer):
     """A fake OpenAI-compatible server: raw HTTP/1.1 on a free loopback port, replies scripted by
     ``handler(request_json, n)`` (n counts requests from 1). Records requests and peak concurrency."""
 
     def __init__(self, handler: Handler) -> None:
+        super().__init__()
         self.handler = handler
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.active = 0
         self.max_active = 0
-        self.base_url = ""
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __aenter__(self) -> FakeCompletionsServer:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        k, v = line.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                request = json.loads(body) if body else {}
-                self.requests.append(request)
-                self.headers.append(headers)
-                self.active += 1
-                self.max_active = max(self.max_active, self.active)
-                try:
-                    reply = self.handler(request, len(self.requests))
-                    if asyncio.iscoroutine(reply):
-                        reply = await reply
-                finally:
-                    self.active -= 1
-                status, extra, payload = reply  # type: ignore[misc]
-                data = json.dumps(payload).encode()
-                head_out = f"HTTP/1.1 {status} Status\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                head_out += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "\r\n"
-                writer.write(head_out.encode() + data)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, headers = await read_head(reader)
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            request = json.loads(body) if body else {}
+            self.requests.append(request)
+            self.headers.append(headers)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            try:
+                reply = self.handler(request, len(self.requests))
+                if asyncio.iscoroutine(reply):
+                    reply = await reply
+            finally:
+                self.active -= 1
+            status, extra, payload = reply  # type: ignore[misc]
+            data = json.dumps(payload).encode()
+            head_out = f"HTTP/1.1 {status} Status\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            head_out += "".join(f"{k}: {v}\r\n" for k, v in extra.items()) + "\r\n"
+            writer.write(head_out.encode() + data)
+            await writer.drain()
 
 
 def ok(name: str) -> Reply:
