@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
 from fake_upstream import FakeUpstream
+from proxy_serving import serving, settings_for
 from steerkit._compute import ExampleSets
 from steerkit._config import SearchModelSettings, ServerSettings, Settings, SteerConfig, SteerOptions
-from steerkit._http_guard import uvicorn_limits
 from steerkit._middleware import Steerer
 from steerkit._runtime import make_registry
 from steerkit._server import create_app
@@ -69,34 +68,6 @@ async def failing_search(*args: Any, **kwargs: Any) -> Any:
 
 
 # --- a real proxy on loopback, configured as `steerkit serve` configures uvicorn ------------------
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, server: ServerSettings, http: str | None = None) -> AsyncIterator[int]:
-    """The app under uvicorn with the proxy's connection limits; ``http`` picks the guarded protocol
-    class (default: httptools where installed, as `steerkit serve` does)."""
-    limits = uvicorn_limits(server)
-    if http is not None:
-        limits["http"] = f"steerkit._http_guard:{http}"
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=5, **limits)
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    for _ in range(1000):
-        if srv.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert srv.started
-    try:
-        yield srv.servers[0].sockets[0].getsockname()[1]
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
-def settings_for(tmp_path: Path, **server: Any) -> Settings:
-    return Settings.load(env={}, overrides={"cache_dir": str(tmp_path / "cache"),
-                                            "server": {"log_level": "warning", **server}})
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstream import FakeUpstream
+from proxy_serving import serving, settings_for
 
 from steerkit import _http_guard, _server
-from steerkit._config import ServerSettings, Settings, SteerConfig
-from steerkit._http_guard import uvicorn_limits
+from steerkit._config import SteerConfig
 from steerkit._middleware import Steerer
 from steerkit._server import UpstreamClients, _unless_disconnected, create_app
 from steerkit._store import MemoryStore
@@ -53,10 +53,6 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return int(head[9:12])
 
 
-def settings_for(tmp_path: Path, **server: Any) -> Settings:
-    return Settings.load(env={}, overrides={"cache_dir": str(tmp_path / "cache"), "server": {"log_level": "warning", **server}})
-
-
 @pytest.fixture(scope="module")
 def registry() -> PackRegistry:
     return PackRegistry.default()
@@ -65,28 +61,6 @@ def registry() -> PackRegistry:
 def app_for(tmp_path: Path, registry: PackRegistry, upstream: str, **server: Any) -> _server.ProxyApp:
     steerer = Steerer(registry, MemoryStore(), FakeScorer(lambda p: 0.7, model="fake-scorer"), SteerConfig(miss_policy="off"))
     return create_app(settings_for(tmp_path, **server), steerer=steerer, upstream_base_url=upstream)
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, server: ServerSettings, http: str | None = None) -> AsyncIterator[int]:
-    """The app under uvicorn with the proxy's connection limits and guarded protocol (``http``:
-    which one; default httptools where installed, as `steerkit serve` does)."""
-    limits = uvicorn_limits(server)
-    if http is not None:
-        limits["http"] = f"steerkit._http_guard:{http}"
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning",
-                                        timeout_graceful_shutdown=5, **limits))
-    task = asyncio.create_task(srv.serve())
-    for _ in range(1000):
-        if srv.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert srv.started
-    try:
-        yield srv.servers[0].sockets[0].getsockname()[1]
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture
