@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,43 @@ def _parse_selections(text: str, where: str) -> dict[str, list[float]]:
     return out
 
 
+def _globalopinionqa_rows(path: str | Path, sources: Iterable[str] | None
+                          ) -> Iterator[tuple[str, dict[str, str], dict[str, list[float]]]]:
+    """The rows of a GlobalOpinionQA CSV, those of ``sources`` only: (where, row, its selections).
+    A file that is missing, unreadable or lacks the columns raises `DatasetImportError`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetImportError(f"{p}: no such file")
+    keep_sources = set(sources) if sources is not None else None
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"question", "selections", "options"} - set(reader.fieldnames or ())
+            if missing:
+                raise DatasetImportError(f"{p}: not a GlobalOpinionQA CSV: missing column(s) {sorted(missing)}",
+                                         hint="expected columns question, selections, options, source")
+            for n, row in enumerate(reader, start=2):
+                where = f"{p}:{n}"
+                if keep_sources is not None and row.get("source") not in keep_sources:
+                    continue
+                yield where, row, _parse_selections(row["selections"] or "", where)
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise DatasetImportError(f"{p}: cannot read as CSV ({e})") from None
+
+
+def _question_id(row: dict[str, str], where: str, options: list[str], id_prefix: str,
+                 used_ids: dict[str, int]) -> tuple[str, str]:
+    """(the row's question, its group id): the id hashes question and options; a repeat of both in
+    one file gets ``-1``, ``-2``, … (``used_ids`` counts them)."""
+    question = (row["question"] or "").strip()
+    if not question:
+        raise DatasetImportError(f"{where}: empty 'question'")
+    base = f"{id_prefix}/{stable_hash([question, options])}"
+    k = used_ids.get(base, 0)
+    used_ids[base] = k + 1
+    return question, base if k == 0 else f"{base}-{k}"
+
+
 def import_globalopinionqa_csv(
     path: str | Path,
     country: str,
@@ -299,57 +336,29 @@ def import_globalopinionqa_csv(
     ``require_countries`` keeps only questions answered in every listed country (the paper's
     "complete labels across all 13 countries"); ``sources`` filters the ``source`` column.
     """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetImportError(f"{p}: no such file")
     need = set(require_countries or ())
-    keep_sources = set(sources) if sources is not None else None
     items: list[Item] = []
     countries_seen: set[str] = set()
     used_ids: dict[str, int] = {}
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = set(reader.fieldnames or ())
-            missing = {"question", "selections", "options"} - cols
-            if missing:
-                raise DatasetImportError(
-                    f"{p}: not a GlobalOpinionQA CSV: missing column(s) {sorted(missing)}",
-                    hint="expected columns question, selections, options, source",
-                )
-            for n, row in enumerate(reader, start=2):
-                where = f"{p}:{n}"
-                if keep_sources is not None and row.get("source") not in keep_sources:
-                    continue
-                sel = _parse_selections(row["selections"] or "", where)
-                countries_seen.update(sel)
-                if need and not need.issubset(sel):
-                    continue
-                shares = sel.get(country)
-                if shares is None:
-                    continue
-                options = _literal_list(row["options"] or "", f"{where} options")
-                if len(shares) != len(options):
-                    raise DatasetImportError(
-                        f"{where}: {len(options)} options but {len(shares)} shares for {country!r}"
-                    )
-                kept = [(o, s) for o, s in zip(options, shares) if not is_refusal(o)]
-                if len(kept) not in allowed_options:
-                    continue
-                question = (row["question"] or "").strip()
-                if not question:
-                    raise DatasetImportError(f"{where}: empty 'question'")
-                base = f"{id_prefix}/{stable_hash([question, options])}"
-                k = used_ids.get(base, 0)
-                used_ids[base] = k + 1
-                gid = base if k == 0 else f"{base}-{k}"
-                meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
-                items.extend(_claims(gid, question, [o for o, _ in kept], [s for _, s in kept], meta))
-    except (OSError, csv.Error, UnicodeDecodeError) as e:
-        raise DatasetImportError(f"{p}: cannot read as CSV ({e})") from None
+    for where, row, sel in _globalopinionqa_rows(path, sources):
+        countries_seen.update(sel)
+        if need and not need.issubset(sel):
+            continue
+        shares = sel.get(country)
+        if shares is None:
+            continue
+        options = _literal_list(row["options"] or "", f"{where} options")
+        if len(shares) != len(options):
+            raise DatasetImportError(f"{where}: {len(options)} options but {len(shares)} shares for {country!r}")
+        kept = [(o, s) for o, s in zip(options, shares) if not is_refusal(o)]
+        if len(kept) not in allowed_options:
+            continue
+        question, gid = _question_id(row, where, options, id_prefix, used_ids)
+        meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
+        items.extend(_claims(gid, question, [o for o, _ in kept], [s for _, s in kept], meta))
     if not items and country not in countries_seen:
         raise DatasetImportError(
-            f"{p}: no country {country!r} in 'selections'",
+            f"{Path(path).expanduser()}: no country {country!r} in 'selections'",
             hint=f"countries in this file: {sorted(countries_seen)[:20]}",
         )
     return items
@@ -367,51 +376,28 @@ def import_globalopinionqa_countries(
     (every country in ``selections``, or those of ``countries``). Filtering and gold are
     `import_globalopinionqa_csv`'s; a question's items have the same ids in every country's list,
     so the countries' pools share their questions and differ in gold."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetImportError(f"{p}: no such file")
     want = set(countries) if countries is not None else None
-    keep_sources = set(sources) if sources is not None else None
     out: dict[str, list[Item]] = {}
     seen: set[str] = set()
     used_ids: dict[str, int] = {}
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = {"question", "selections", "options"} - set(reader.fieldnames or ())
-            if missing:
-                raise DatasetImportError(f"{p}: not a GlobalOpinionQA CSV: missing column(s) {sorted(missing)}",
-                                         hint="expected columns question, selections, options, source")
-            for n, row in enumerate(reader, start=2):
-                where = f"{p}:{n}"
-                if keep_sources is not None and row.get("source") not in keep_sources:
-                    continue
-                sel = _parse_selections(row["selections"] or "", where)
-                seen.update(sel)
-                options = _literal_list(row["options"] or "", f"{where} options")
-                keep = [k for k, o in enumerate(options) if not is_refusal(o)]
-                if len(keep) not in allowed_options:
-                    continue
-                question = (row["question"] or "").strip()
-                if not question:
-                    raise DatasetImportError(f"{where}: empty 'question'")
-                base = f"{id_prefix}/{stable_hash([question, options])}"
-                k = used_ids.get(base, 0)
-                used_ids[base] = k + 1
-                gid = base if k == 0 else f"{base}-{k}"
-                for country, shares in sel.items():
-                    if want is not None and country not in want:
-                        continue
-                    if len(shares) != len(options):
-                        raise DatasetImportError(f"{where}: {len(options)} options but {len(shares)} shares for {country!r}")
-                    meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
-                    out.setdefault(country, []).extend(
-                        _claims(gid, question, [options[i] for i in keep], [shares[i] for i in keep], meta))
-    except (OSError, csv.Error, UnicodeDecodeError) as e:
-        raise DatasetImportError(f"{p}: cannot read as CSV ({e})") from None
+    for where, row, sel in _globalopinionqa_rows(path, sources):
+        seen.update(sel)
+        options = _literal_list(row["options"] or "", f"{where} options")
+        keep = [k for k, o in enumerate(options) if not is_refusal(o)]
+        if len(keep) not in allowed_options:
+            continue
+        question, gid = _question_id(row, where, options, id_prefix, used_ids)
+        for country, shares in sel.items():
+            if want is not None and country not in want:
+                continue
+            if len(shares) != len(options):
+                raise DatasetImportError(f"{where}: {len(options)} options but {len(shares)} shares for {country!r}")
+            meta = {"source": "globalopinionqa", "survey": row.get("source") or None, "country": country}
+            out.setdefault(country, []).extend(
+                _claims(gid, question, [options[i] for i in keep], [shares[i] for i in keep], meta))
     unknown = sorted((want or set()) - seen)
     if unknown:
-        raise DatasetImportError(f"{p}: no country {', '.join(map(repr, unknown))} in 'selections'",
+        raise DatasetImportError(f"{Path(path).expanduser()}: no country {', '.join(map(repr, unknown))} in 'selections'",
                                  hint=f"countries in this file: {sorted(seen)[:20]}")
     return out
 
