@@ -13,7 +13,6 @@ import pytest
 from shared_data import needs_opinionqa, opinionqa_dir
 
 from steerkit import EvalConfig, EvalPersona, run_eval, write_plots
-from steerkit._probe import facts_pool, gold_questions
 from steerkit.errors import DatasetImportError, UserError
 from steerkit.evaluation import (
     CONDITIONS,
@@ -22,6 +21,7 @@ from steerkit.evaluation import (
     load_dataset,
     make_folds,
 )
+from steerkit.evaluation.probe import facts_pool, gold_questions
 from steerkit.importers import cluster_style, import_persona_tailoring
 from steerkit.models import Item, SearchConfig
 from steerkit.testing import PLANTED_PERSONA, FakeScorer, planted_fn, planted_pool

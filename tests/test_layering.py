@@ -71,7 +71,7 @@ def test_only_the_compute_service_calls_the_search() -> None:
         text = path.read_text(encoding="utf-8")
         if "icm.search(" in text.replace("steerkit.icm.search(pool, backend, config)", ""):
             callers.add(name)
-    evaluation = {c for c in callers if c == "steerkit.evaluation" or c.startswith(("steerkit.evaluation.", "steerkit._probe"))}
+    evaluation = {c for c in callers if c == "steerkit.evaluation" or c.startswith("steerkit.evaluation.")}
     assert callers - evaluation == {"steerkit._compute"}
 
 

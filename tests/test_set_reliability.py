@@ -7,8 +7,8 @@ from __future__ import annotations
 from icm_fakes import planted_fake
 
 from steerkit._compute import reliability
-from steerkit._probe import ProbeConfig, facts_pool, probe
 from steerkit.cli._reliability import reliability_lines
+from steerkit.evaluation.probe import ProbeConfig, facts_pool, probe
 from steerkit.icm import search
 from steerkit.models import SearchConfig
 from steerkit.testing import FakeScorer, weak_planted_claims
