@@ -12,6 +12,12 @@
   version is already the same is left alone). The whole file is checked first (see
   `steerkit._store.import_entries`: each set against its key and the configured pack, this library
   version, records of at most 32 MiB); a bad file, a folder or a device changes nothing (exit 2).
+  A combined persona's set (``country/nigeria+polparty/democrat``) is imported when the
+  configuration allows that combination (``steer.combined_personas = "allow-list"``, listed in
+  ``steer.combined_allow``), checked against the combined pool; any other combination is a
+  `ConfigError` (exit 2).
+
+``show``, ``rm`` and ``export`` take a combined id with its members in any order.
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from steerkit._store import EXPORT_FORMAT, export_entries, import_entries, list_entries
 from steerkit.cli._reliability import cut, reliability_lines
-from steerkit.errors import UserError
+from steerkit.errors import SteerkitError, UserError
+from steerkit.packs._combine import combined_id, is_combined, members_of
 
 __all__ = ["EXPORT_FORMAT", "add_subcommands", "export_entries", "import_entries", "list_entries"]
 
@@ -198,12 +205,22 @@ def _print_uncut(table: Any) -> None:
     Console(width=max(120, Console().width, need)).print(table)
 
 
+def _canonical(persona: str) -> str:
+    """A combined id with its members sorted, as keys hold it; any other id as it is."""
+    return combined_id(members_of(persona)) if is_combined(persona) else persona
+
+
 async def _find(store: Any, persona: str, model: str | None, settings: Any = None) -> list[tuple[Any, Any]]:
+    persona = _canonical(persona)
     entries = await list_entries(store)
     if settings is not None and not any(i.key.persona_id == persona for i, _ in entries):
         from steerkit._runtime import make_registry
 
-        persona = make_registry(settings).resolve(persona)  # `nigeria` → country/nigeria, or "did you mean"
+        registry = make_registry(settings)
+        if is_combined(persona):  # `democrat+nigeria` → country/nigeria+polparty/democrat
+            persona = combined_id(m if m in registry else registry.resolve(m) for m in members_of(persona))
+        else:
+            persona = registry.resolve(persona)  # `nigeria` → country/nigeria, or "did you mean"
     found = [(i, es) for i, es in entries if i.key.persona_id == persona and (model is None or i.key.model == model)]
     if not found:
         raise UserError(
@@ -267,7 +284,7 @@ async def _rm(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         targets = list(entries)
     else:
         targets = []
-        for p in args.personas:
+        for p in map(_canonical, args.personas):
             match = [i for i in entries if i.key.persona_id == p]
             if not match:
                 raise UserError(f"no cached example set for persona {p!r}", hint="see `steerkit cache ls`")
@@ -280,6 +297,7 @@ async def _rm(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
 
 async def _export(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
     _, store = ctx
+    args.personas = [_canonical(p) for p in args.personas]
     lines = await export_entries(store, args.personas or None)
     if args.personas:
         present = {json.loads(line)["key"]["persona_id"] for line in lines[1:]}
@@ -391,14 +409,48 @@ async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
             lines = _read_lines(f, source, limit)
     from steerkit._runtime import make_registry
 
+    from steerkit.packs._combine import allowed_combinations
+
     registry = make_registry(settings)
-    known = {p.id for p in registry.personas()}
-    max_items = settings.steer_config().max_pool_items
+    steer = settings.steer_config()
+    combos = allowed_combinations(registry, steer)  # the operator's combined personas, pools cut as the app cuts them
+    known = _Personas({p.id for p in registry.personas()} | set(combos), registry, steer, source)
+    max_items = steer.max_pool_items
 
     def pool_hash_of(persona_id: str) -> str:  # the pool the app would search, so the key it would read
+        combo = combos.get(persona_id)
+        if combo is not None:
+            return combo.pool.content_hash()
         return registry.pool(persona_id, max_items=max_items).content_hash()
 
     imported, unchanged = await import_entries(store, lines, source, known_personas=known, pool_hash_of=pool_hash_of,
                                                max_record_bytes=limit)
     print(f"imported {imported} example set(s), {unchanged} already present")
     return 0
+
+
+class _Personas(Collection[str]):
+    """The persona ids an import may hold: the configured packs' and the allowed combinations'. A
+    combination the configuration does not allow is a `ConfigError` saying how to allow it (the
+    whole file is checked before anything is written, so nothing is imported)."""
+
+    def __init__(self, ids: set[str], registry: Any, steer: Any, source: str) -> None:
+        self.ids, self.registry, self.steer, self.source = ids, registry, steer, source
+
+    def __contains__(self, persona_id: object) -> bool:
+        if persona_id in self.ids:
+            return True
+        if isinstance(persona_id, str) and is_combined(persona_id):
+            from steerkit.cli.precompute import allowed_combined_id
+
+            try:
+                allowed_combined_id(self.registry, persona_id, self.steer)
+            except SteerkitError as e:
+                raise type(e)(f"{self.source}: {e.message}; nothing was imported", hint=e.hint) from None
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)

@@ -6,6 +6,12 @@ cache and the unfinished one from its checkpoint. Idempotent: a persona whose ex
 already cached (same pool, model, search config and library version) is skipped unless ``--force``.
 Each persona's result says how far its set can be trusted (how the search ended, how far its
 restarts agreed, its least certain questions) and warns, with what to do, when it may be a bad draw.
+
+A combined persona (``--persona polparty/republican+country/nigeria``: members by id or a pack's
+name for them, in any order) is precomputed like any other when the operator allows it
+(``steer.combined_personas = "allow-list"`` and the combination in ``steer.combined_allow``); its
+key is the one the middleware reads. Any other combination is a `ConfigError` (exit 2). ``--all``
+adds the allowed combinations.
 """
 
 from __future__ import annotations
@@ -20,19 +26,22 @@ from typing import TYPE_CHECKING, Any
 from steerkit._compute import PrecomputeResult, checkpoint_path
 from steerkit.cli import probe_cmd
 from steerkit.cli._reliability import reliability_lines
-from steerkit.errors import UserError
+from steerkit.errors import ConfigError, UserError
+from steerkit.packs._combine import combined_id, is_combined, members_of
 
 if TYPE_CHECKING:
     from steerkit._runtime import Runtime
 
-__all__ = ["PersonaResult", "add_arguments", "checkpoint_path", "precompute", "run"]
+__all__ = ["PersonaResult", "add_arguments", "allowed_combined_id", "checkpoint_path", "precompute", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sel = p.add_argument_group("which personas")
-    sel.add_argument("--persona", action="append", default=[], metavar="ID", help="persona id or a pack's name for it: country/nigeria, nigeria, democrat (repeatable)")
+    sel.add_argument("--persona", action="append", default=[], metavar="ID",
+                     help="persona id or a pack's name for it: country/nigeria, nigeria, democrat; an allowed combined "
+                          "persona: country/nigeria+polparty/democrat (repeatable)")
     sel.add_argument("--dimension", action="append", default=[], metavar="DIM", help="every persona of a dimension (repeatable)")
-    sel.add_argument("--all", action="store_true", help="every persona of every loaded pack")
+    sel.add_argument("--all", action="store_true", help="every persona of every loaded pack, and the allowed combined personas")
     run_g = p.add_argument_group("run")
     run_g.add_argument("--force", action="store_true", help="recompute personas that are already cached")
     run_g.add_argument("--fresh", action="store_true", help="ignore existing checkpoints (start searches from scratch)")
@@ -68,7 +77,30 @@ def checkpoint_of(rt: Any) -> Any:
     return of
 
 
-def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: bool) -> list[str]:
+def allowed_combined_id(registry: Any, name: str, steer: Any) -> str:
+    """The combined id ``name`` names (members by id or a pack's name for them, in any order), when
+    ``steer`` (a `SteerConfig`) allows that combination; else a `ConfigError` saying how to allow it.
+    An unknown member is an `UnknownPersonaError`."""
+    members = [m if m in registry else registry.resolve(m) for m in members_of(name)]
+    cid = combined_id(members)
+    if len(members_of(cid)) < 2:
+        raise UserError(f"{name!r} is not a combination of two personas",
+                        hint="join persona ids of different dimensions with '+': country/nigeria+polparty/democrat")
+    mode = getattr(steer, "combined_personas", "off")
+    allowed = list(getattr(steer, "combined_allow", []) or [])
+    if mode == "allow-list" and cid in allowed:
+        return cid
+    if mode != "allow-list":
+        raise ConfigError(f"combined persona {cid!r} is not allowed: combined personas are off (steer.combined_personas)",
+                          hint=f'set steer.combined_personas = "allow-list" and add "{cid}" to steer.combined_allow; in the '
+                               f"environment: STEERKIT_STEER__COMBINED_PERSONAS=allow-list STEERKIT_STEER__COMBINED_ALLOW={cid}")
+    raise ConfigError(f"combined persona {cid!r} is not in steer.combined_allow (allowed: {', '.join(allowed) or 'none'})",
+                      hint=f'add "{cid}" to steer.combined_allow; only the operator creates combinations')
+
+
+def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: bool, steer: Any = None) -> list[str]:
+    """The persona ids to precompute. ``steer`` (a `SteerConfig`): the combined personas allowed
+    (``--persona a+b``, and with ``--all``)."""
     personas = list(registry.personas())
     known = {p.id for p in personas}
     if not (ids or dimensions or all_):
@@ -76,6 +108,8 @@ def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: 
     out: list[str] = []
     if all_:
         out = [p.id for p in personas]
+        if getattr(steer, "combined_personas", "off") == "allow-list":
+            out += list(getattr(steer, "combined_allow", []) or [])
     for d in dimensions:
         match = [p.id for p in personas if p.dimension == d]
         if not match:
@@ -83,7 +117,10 @@ def select_personas(registry: Any, ids: list[str], dimensions: list[str], all_: 
             raise UserError(f"no persona has dimension {d!r}", hint=f"known dimensions: {', '.join(dims)}")
         out += match
     for i in ids:
-        out.append(i if i in known else registry.resolve(i))  # a short name or alias: `democrat`
+        if is_combined(i):
+            out.append(allowed_combined_id(registry, i, steer))
+        else:
+            out.append(i if i in known else registry.resolve(i))  # a short name or alias: `democrat`
     return list(dict.fromkeys(out))
 
 
@@ -278,7 +315,13 @@ async def _main(args: argparse.Namespace, settings: Any) -> int:
     on_ray = getattr(args, "ray", None) is not None
     from steerkit._runtime import make_registry
 
-    ids = select_personas(make_registry(settings), args.persona, args.dimension, args.all)  # before the model loads
+    registry = make_registry(settings)
+    steer = settings.steer_config()
+    ids = select_personas(registry, args.persona, args.dimension, args.all, steer)  # before the model loads
+    if any(is_combined(i) for i in ids):  # a combination whose pools clash fails here, before the model loads
+        from steerkit.packs._combine import allowed_combinations
+
+        allowed_combinations(registry, steer)
     rt = await Runtime.open(settings, chat=False, backend=not on_ray)  # on Ray, the workers open the backend
     try:
         if probe_cmd.wants_probe(args):  # does the search model follow in-context labels at all?
