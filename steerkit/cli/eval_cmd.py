@@ -333,53 +333,23 @@ def _run_generation(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judge_chat(args: argparse.Namespace, rt: Any, writer: Any) -> tuple[Any, Any]:
-    """(the judge's chat model, a client to close or None): ``--judge-base-url``/``--judge-model``,
-    else the chat model itself (the toy default)."""
-    import os
-
-    import openai
-
-    from steerkit.evaluation import OpenAIChat
-
-    if not args.judge_base_url:
-        if args.judge_model and args.judge_model != writer.model:
-            return OpenAIChat(writer.client, args.judge_model), None
-        return writer, None
-    if not args.judge_model:
-        raise UserError("--judge-base-url needs --judge-model (the judge's model name on that server)")
-    key = os.environ.get("STEERKIT_JUDGE_API_KEY") or (
-        rt.chat_api_key if args.judge_base_url.rstrip("/") == (rt.chat_base_url or "").rstrip("/") else None)
-    client = openai.AsyncOpenAI(base_url=args.judge_base_url, api_key=key or "not-needed",
-                                timeout=rt.settings.chat_model.timeout, max_retries=2)
-    return OpenAIChat(client, args.judge_model), client
-
-
 async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, pool: Any, *, dataset: str, pack: Any,
                            personas: list[str] | None, where: str) -> tuple[Any, Any]:
     from rich.console import Console
 
-    from steerkit._runtime import Runtime
     from steerkit._scorecache import ScoreCache
+    from steerkit.cli._judged_chat import JudgedChat
     from steerkit.evaluation import (
         CachedChat,
-        OpenAIChat,
         generate_answers,
         run_generation_eval,
     )
 
     console = Console(stderr=True)
     need_search = any(c in cfg.conditions for c in ("icm", "accuracy_matched"))
-    rt = await Runtime.open(settings, backend=need_search, steerer=False, chat=True)
-    clients: list[Any] = []
+    chat = await JudgedChat.open(args, settings, backend=need_search)
     try:
-        rt.require_chat()
-        client = rt.chat_client()
-        clients.append(client)
-        writer = OpenAIChat(client, rt.chat_model or "", params=rt.chat_defaults())
-        judge, judge_client = _judge_chat(args, rt, writer)
-        if judge_client is not None:
-            clients.append(judge_client)
+        rt, writer, judge = chat.runtime, chat.writer, chat.judge
         plain = not args.no_progress
         t0 = time.monotonic()
 
@@ -414,9 +384,7 @@ async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any, po
         print("eval interrupted; run the same command again: answers and judgements are cached", file=sys.stderr)
         raise
     finally:
-        for c in clients:
-            await c.close()
-        await rt.aclose()
+        await chat.aclose()
 
 
 def render_generation(report: Any, console: Any = None) -> None:

@@ -248,32 +248,21 @@ def _run_generation(args: argparse.Namespace) -> int:
 async def _generation_main(args: argparse.Namespace, settings: Any, cfg: Any) -> Any:
     from rich.console import Console
 
-    from steerkit._runtime import Runtime
-    from steerkit.cli.eval_cmd import _judge_chat
-    from steerkit.evaluation.chat import OpenAIChat
+    from steerkit.cli._judged_chat import JudgedChat
     from steerkit.evaluation.facts import fact_pools
     from steerkit.evaluation.probe_generation import probe_generation
 
     pools = fact_pools(args.seed, args.domains)
     console = Console(stderr=True)
-    rt = await Runtime.open(settings, backend=False, steerer=False, chat=True)
-    clients: list[Any] = []
+    chat = await JudgedChat.open(args, settings)
     try:
-        rt.require_chat()
-        client = rt.chat_client()
-        clients.append(client)
-        writer = OpenAIChat(client, rt.chat_model or "", params=rt.chat_defaults())
-        judge, judge_client = _judge_chat(args, rt, writer)
-        if judge_client is not None:
-            clients.append(judge_client)
+        writer = chat.writer
         with console.status(f"probing {writer.model}'s answers: the judge's self-check…") as st:
             return await probe_generation(
-                pools, writer, judge, cfg, cache_dir=Path(settings.cache_dir) / "eval",
+                pools, writer, chat.judge, cfg, cache_dir=Path(settings.cache_dir) / "eval",
                 progress=lambda d, t: st.update(f"probing {writer.model}'s answers: {d}/{t} (self-check, then each domain)"))
     finally:
-        for c in clients:
-            await c.close()
-        await rt.aclose()
+        await chat.aclose()
 
 
 def render_generation(report: Any, console: Any = None) -> None:
