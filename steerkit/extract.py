@@ -7,6 +7,22 @@ As in the seed paper, only features the query *states* count. The rule extractor
 - keyword packs (interaction styles): the pack's positive keywords ("keep it short",
   "step by step"), weakened or cancelled by its negative keywords.
 
+Stacked statements: one statement may state personas of several identity dimensions, and each
+counts. Another dimension's alias before an alias is a modifier ("As a Brazilian Democrat", "I'm
+a Nigerian nurse", "we Nigerian-American Democrats": the demonym is the country's identity too);
+an alias or a person noun before "from"/"living in" gives the place ("I'm a conservative Catholic
+from Texas", "I'm a student from Brazil"); "and" joins two ("I'm Nigerian and a Democrat", "I'm
+from Nigeria and a Democrat", "I'm a Democrat and from Nigeria"). A language before a subject is
+no nationality ("an English teacher"). The guards below are read before the statement, so they
+apply to every persona in it ("I'm not a Catholic Republican", "my uncle is a Nigerian nurse":
+nothing). Modifier runs are read atomically, at most 8 words deep, so the cost stays linear.
+
+Ambiguous aliases (a pack's ``ambiguous``: "independent") match written with a capital letter, in
+an explicit political frame ("I vote", "politically", "registered"), or as a noun ending an "I'm"
+statement ("I'm an independent."). An affiliation word followed by "with"/"of"/"to" states a
+persona only when a party follows ("unaffiliated with any party", not "unaffiliated with the
+university", "independent of my parents").
+
 Negated statements ("I'm not a Democrat", "Not that I'm a Democrat", "I don't live in France"),
 reported speech ("my uncle is a Republican", "he said 'I'm from Japan'"), conditionals and
 questions ("if I were …", "should I vote Republican?") and anything inside Markdown code (fenced
@@ -924,7 +940,7 @@ class RuleExtractor:
         if alias in cp.ambiguous:
             strong = fr.strong or "politic" in t.low[max(0, start - 30) : a_end] or \
                 "registered" in t.low[start:a_start] or _VOTERS.match(norm, a_end) is not None
-            if not strong and not text[a_start].isupper() and not self._noun_use(t, start, a_start, a_end):
+            if not strong and not text[a_start].isupper() and not (fr.name in ("self", "and") and self._noun_use(t, start, a_start, a_end)):
                 return None
             if not strong:
                 conf *= 0.85
@@ -968,9 +984,10 @@ class RuleExtractor:
 
     @staticmethod
     def _noun_use(t: _Text, start: int, a_start: int, a_end: int) -> bool:
-        """An ambiguous alias used as a noun that ends its clause: "I'm an independent.", "I'm a
-        Nigerian independent." (not "I'm independent", "an independent contractor"). Between a
-        frame's start and its alias stand only its own words and modifiers."""
+        """An ambiguous alias used as a noun that ends its clause in an "I'm …" statement: "I'm an
+        independent.", "I'm a Nigerian independent." (not "I'm independent", "I'm an independent
+        contractor", "as an independent, I run my shop"). Between a frame's start and its alias
+        stand only its own words and modifiers."""
         return _ARTICLE.search(t.low, max(start, a_start - 200), a_start) is not None and \
             _CLAUSE_END.match(t.low, a_end, min(len(t.low), a_end + 12)) is not None
 

@@ -263,6 +263,8 @@ def test_what_an_independent_says_gives_independent(text: str) -> None:
         "I'm independent of my parents now.",
         "I'm independent.",  # everyday meaning: no political frame, no noun
         "I'm an independent contractor.",
+        "As an independent, I run my own bookshop.",
+        "If I were a registered as an independent, what would I think?",
         "I'm unaffiliated with the university.",
         "I'm not unaffiliated with any party.",
         "My uncle is not affiliated with any party.",
