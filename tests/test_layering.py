@@ -4,7 +4,8 @@
 - one caller of `steerkit.icm.search` in the product: the compute service (`steerkit._compute`);
   the paper's evaluation protocol (`steerkit.evaluation` and its private parts) runs its own
   searches on training folds, with no cache or steerer, as the architecture allows;
-- no import cycle between steerkit's concepts (a module or a subpackage is one concept);
+- no import cycle between steerkit's concepts (a module or a subpackage is one concept), nor
+  between the modules of one subpackage;
 - the middleware knows nothing of HTTP, the search knows nothing of HTTP, caches or chat messages;
 - the CLI and the proxy do not run searches themselves.
 """
@@ -107,6 +108,40 @@ def test_no_import_cycle_between_concepts() -> None:
         if n not in state:
             visit(n)
     assert graph["_middleware"] and graph["escalation"]  # the graph is not empty by mistake
+
+
+def test_no_import_cycle_between_the_modules_of_a_concept() -> None:
+    """Inside a subpackage too (`cli`'s commands, `evaluation`'s tasks): two modules that need the
+    same piece import it from a third, never each other. A package's ``__init__`` (its facade,
+    which may import its modules lazily) is left out."""
+    sources = _sources()
+    packages = {n for n, p in sources.items() if p.name == "__init__.py"}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in sources.items():
+        if name in packages:
+            continue
+        for mod, names in _imports(path):
+            for t in (mod, *(f"{mod}.{n}" for n in names)):
+                if t in sources and t != name and t not in packages:
+                    graph[name].add(t)
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    assert "steerkit.cli._answers" in graph["steerkit.cli.demo"]  # the graph holds a subpackage's own imports
 
 
 def _imported_modules(prefix: str) -> set[str]:
