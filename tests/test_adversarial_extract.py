@@ -9,9 +9,9 @@ import asyncio
 import threading
 
 import pytest
+from extract_helpers import assert_extraction_linear
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from op_count import line_events
 
 from steerkit.errors import ConfigError
 from steerkit.extract import RuleExtractor
@@ -75,12 +75,7 @@ def test_doubling_the_input_doubles_the_work(unit: str, n: int) -> None:
 def test_operation_count_grows_linearly(unit: str) -> None:
     """Doubling a text of dense cues does not quadruple the Python operations (the old extractor
     rescanned the prefix of every match: about 4x per doubling)."""
-    rx = RuleExtractor(REG, max_chars=10**6, max_request_chars=10**6)
-    small = (unit * 1000)[:3_000]
-    large = (unit * 2000)[:6_000]
-    ops_small = line_events(lambda: rx.extract(small))
-    ops_large = line_events(lambda: rx.extract(large))
-    assert ops_large <= 2.3 * ops_small, (ops_small, ops_large)
+    assert_extraction_linear(unit, REG, chars_slack=2_000)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

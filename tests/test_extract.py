@@ -7,19 +7,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from extract_helpers import ids
 
 from steerkit.errors import BackendError
-from steerkit.extract import LLMExtractor, PersonaMatch, RuleExtractor, best_per_dimension, message_text
+from steerkit.extract import (
+    LLMExtractor,
+    PersonaMatch,
+    RuleExtractor,
+    best_per_dimension,
+    message_text,
+)
 from steerkit.packs import PackRegistry
 
 
 @pytest.fixture(scope="module")
 def rx() -> RuleExtractor:
     return RuleExtractor(PackRegistry.default())
-
-
-def ids(rx: RuleExtractor, text: str) -> set[str]:
-    return {m.persona_id for m in rx.extract(text)}
 
 
 @pytest.mark.parametrize(

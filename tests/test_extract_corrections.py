@@ -4,54 +4,19 @@ one, and a place that is part of a name ("Jordan Peterson", "Jordan Street", "Tu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from op_count import line_events
+from extract_helpers import NAME_PACKS, assert_extraction_linear, ids
 
 from steerkit.extract import RuleExtractor
 from steerkit.packs import PackRegistry
 
 RX = RuleExtractor(PackRegistry.default())
 
-# Countries whose names are also people's names; "Chad" is listed as an alias too, as a user's
-# pack might, so "I'm Chad" would read as an identity without the name rule.
-NAME_PACK = """
-format_version = 1
-id = "name_countries"
-dimension = "country"
-title = "Countries named like people"
-description = "For tests: countries whose names are also first names."
-extraction = "identity"
-
-[[personas]]
-id = "country/chad"
-name = "people from Chad"
-aliases = ["Chadian", "Chadians", "Chad"]
-places = ["Chad"]
-
-[[personas]]
-id = "country/georgia"
-name = "people from Georgia"
-aliases = ["Georgian", "Georgians"]
-places = ["Georgia"]
-
-[[questions]]
-id = "q1"
-question = "Is it a good idea?"
-options = ["Yes", "No"]
-"""
-
 
 @pytest.fixture(scope="module")
-def names_rx(tmp_path_factory: pytest.TempPathFactory) -> RuleExtractor:
-    folder = tmp_path_factory.mktemp("packs")
-    (folder / "names.toml").write_text(NAME_PACK)
-    return RuleExtractor(PackRegistry.from_paths([folder]))
-
-
-def ids(rx: RuleExtractor, text: str) -> set[str]:
-    return {m.persona_id for m in rx.extract(text)}
+def names_rx() -> RuleExtractor:
+    """Chad and Georgia, countries whose names are also people's names (tests/fixtures/name_packs)."""
+    return RuleExtractor(PackRegistry.from_paths([NAME_PACKS]))
 
 
 # --- the issue's two texts ------------------------------------------------------------------------
@@ -235,21 +200,10 @@ def test_the_countries_themselves_still_match(names_rx: RuleExtractor, text: str
     ],
 )
 def test_corrections_and_names_keep_the_work_linear(unit: str) -> None:
-    rx = RuleExtractor(PackRegistry.default(), max_chars=10**6, max_request_chars=10**6)
-    small = (unit * 1000)[:3_000]
-    large = (unit * 2000)[:6_000]
-    ops_small = line_events(lambda: rx.extract(small))
-    ops_large = line_events(lambda: rx.extract(large))
-    assert ops_large <= 2.3 * ops_small, (ops_small, ops_large)
-    before = rx.chars_scanned
-    rx.extract(small)
-    scanned_small = rx.chars_scanned - before
-    before = rx.chars_scanned
-    rx.extract(large)
-    assert rx.chars_scanned - before <= 2.2 * scanned_small + 2_000
+    assert_extraction_linear(unit, chars_slack=2_000)
 
 
-def test_the_shipped_packs_still_load(tmp_path: Path) -> None:
+def test_the_shipped_packs_still_load() -> None:
     """The name rules read the packs' places: every shipped place still matches in a plain statement."""
     reg = PackRegistry.default()
     for pack in reg.packs:

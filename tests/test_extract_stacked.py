@@ -8,11 +8,8 @@ their allowed combination (a *fake* scorer runs the search)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
+from extract_helpers import USER_PACKS, assert_extraction_linear, ids
 
 from steerkit._config import SteerConfig
 from steerkit._middleware import Steerer
@@ -25,106 +22,17 @@ from steerkit.testing import FakeScorer, last_claim
 REG = PackRegistry.default()
 RX = RuleExtractor(REG)
 
-# User packs, as an operator would write them (personas/FORMAT.md): a religion, an occupation and a
-# U.S. state, loaded beside the shipped packs.
-RELIGION_PACK = """
-format_version = 1
-id = "religion"
-dimension = "religion"
-title = "Religion"
-extraction = "identity"
-
-[[personas]]
-id = "religion/catholic"
-name = "Catholics"
-label = "Catholic"
-aliases = ["Catholic", "Catholics", "Roman Catholic"]
-
-[[personas]]
-id = "religion/protestant"
-name = "Protestants"
-label = "Protestant"
-aliases = ["Protestant", "Protestants", "Evangelical"]
-
-[[questions]]
-id = "school_prayer"
-question = "Should public schools hold a daily prayer?"
-options = ["Yes", "No"]
-
-[[questions]]
-id = "religion_in_politics"
-question = "Should churches keep out of politics?"
-options = ["Yes", "No"]
-"""
-
-WORK_PACK = """
-format_version = 1
-id = "work"
-dimension = "occupation"
-title = "Occupation"
-extraction = "identity"
-
-[[personas]]
-id = "work/nurse"
-name = "Nurses"
-label = "Nurse"
-aliases = ["nurse", "nurses", "registered nurse", "RN"]
-
-[[personas]]
-id = "work/teacher"
-name = "Teachers"
-label = "Teacher"
-aliases = ["teacher", "teachers"]
-
-[[questions]]
-id = "night_shifts"
-question = "Should night shifts be paid more or give more days off?"
-options = ["More pay", "More days off"]
-"""
-
-STATE_PACK = """
-format_version = 1
-id = "states"
-dimension = "us_state"
-title = "U.S. state"
-extraction = "identity"
-
-[[personas]]
-id = "state/texas"
-name = "people from Texas"
-label = "Texas"
-aliases = ["Texan", "Texans"]
-places = ["Texas"]
-
-[[personas]]
-id = "state/ohio"
-name = "people from Ohio"
-label = "Ohio"
-aliases = ["Ohioan", "Ohioans"]
-places = ["Ohio"]
-
-[[questions]]
-id = "state_taxes"
-question = "Should your state cut income taxes?"
-options = ["Yes", "No"]
-"""
-
 
 @pytest.fixture(scope="module")
-def user_reg(tmp_path_factory: pytest.TempPathFactory) -> PackRegistry:
-    folder = tmp_path_factory.mktemp("packs")
-    for name, text in (("religion", RELIGION_PACK), ("work", WORK_PACK), ("states", STATE_PACK)):
-        (folder / f"{name}.toml").write_text(text)
-    return PackRegistry.from_paths([folder], include_default=True)
+def user_reg() -> PackRegistry:
+    """A religion, an occupation and a U.S. state pack (tests/fixtures/user_packs, as an operator
+    would write them: personas/FORMAT.md) beside the shipped packs."""
+    return PackRegistry.from_paths([USER_PACKS], include_default=True)
 
 
 @pytest.fixture(scope="module")
 def user_rx(user_reg: PackRegistry) -> RuleExtractor:
     return RuleExtractor(user_reg)
-
-
-def ids(rx: RuleExtractor, text: str) -> set[str]:
-    return {m.persona_id for m in rx.extract(text)}
 
 
 # --- the shipped packs ----------------------------------------------------------------------------
@@ -283,38 +191,12 @@ def test_a_later_party_replaces_no_party() -> None:
 # --- cost -----------------------------------------------------------------------------------------
 
 
-def _line_events(fn: Any) -> int:
-    count = 0
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal count
-        if event == "line":
-            count += 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(None)
-    return count
-
-
 @pytest.mark.parametrize("unit", ["As a Brazilian Democrat, ", "I'm from Nigeria and a Democrat. ",
                                   "I'm a Nigerian Nigerian Nigerian ", "I'm a Democrat from Jordan Street. "])
 def test_stacked_statements_keep_the_work_linear(unit: str) -> None:
     """Doubling a text of dense stacked statements doubles the work (Python operations and
     characters read; counted, not timed)."""
-    rx = RuleExtractor(REG, max_chars=10**6, max_request_chars=10**6)
-    small = (unit * 1000)[:3_000]
-    large = (unit * 2000)[:6_000]
-    before = rx.chars_scanned
-    ops_small = _line_events(lambda: rx.extract(small))
-    scanned_small = rx.chars_scanned - before
-    before = rx.chars_scanned
-    ops_large = _line_events(lambda: rx.extract(large))
-    assert ops_large <= 2.3 * ops_small, (ops_small, ops_large)
-    assert rx.chars_scanned - before <= 2.2 * scanned_small
+    assert_extraction_linear(unit)
 
 
 def test_a_run_of_modifiers_is_read_at_most_eight_words_deep() -> None:
@@ -358,10 +240,11 @@ async def test_a_catholic_republican_is_steered_by_the_combination(user_reg: Pac
     assert none.personas == [] and none.combined == []
 
 
-def test_user_packs_are_files(tmp_path: Path) -> None:
+def test_user_packs_are_files() -> None:
     """The packs above are valid pack files on their own (what `steerkit pack check` reads)."""
     from steerkit.packs import load_pack
 
-    for name, text in (("religion", RELIGION_PACK), ("work", WORK_PACK), ("states", STATE_PACK)):
-        (tmp_path / f"{name}.toml").write_text(text)
-        assert load_pack(tmp_path / f"{name}.toml").personas
+    files = sorted(USER_PACKS.glob("*.toml"))
+    assert [f.stem for f in files] == ["religion", "states", "work"]
+    for f in files:
+        assert load_pack(f).personas
