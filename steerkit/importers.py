@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "is_refusal",
     "opinionqa_attributes",
     "opinionqa_waves",
+    "read_jsonl",
     "write_jsonl",
 ]
 
@@ -445,14 +446,17 @@ def _row_items(row: dict[str, Any], where: str, n: int, id_prefix: str) -> list[
     )
 
 
-def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
-    """Items from a JSONL file, one JSON object per line (see `_row_items` for the row shapes)."""
+def read_jsonl(path: str | Path, each: Callable[[dict[str, Any], str, int], None]) -> None:
+    """Call ``each(row, where, n)`` for every JSON object of a JSONL file, in order: ``n`` is the
+    line number and ``where`` is ``"PATH:n"`` for messages; blank lines are skipped and a UTF-8 byte
+    order mark is allowed. A missing or unreadable file, a line that is not a JSON object, and a
+    pydantic ``ValidationError`` raised by ``each`` become a `DatasetImportError` that names the line
+    (and the field)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise DatasetImportError(f"{p}: no such file")
-    items: list[Item] = []
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetImportError(f"{p}: cannot read ({e})") from None
     for n, line in enumerate(lines, start=1):
@@ -466,15 +470,21 @@ def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
         if not isinstance(row, dict):
             raise DatasetImportError(f"{where}: each line must be a JSON object")
         try:
-            items.extend(_row_items(row, where, n, id_prefix))
+            each(row, where, n)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"]) or "<row>"
             raise DatasetImportError(f"{where}: field {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def import_jsonl(path: str | Path, *, id_prefix: str = "jsonl") -> list[Item]:
+    """Items from a JSONL file, one JSON object per line (see `_row_items` for the row shapes)."""
+    items: list[Item] = []
+    read_jsonl(path, lambda row, where, n: items.extend(_row_items(row, where, n, id_prefix)))
     ids = [it.id for it in items]
     dups = sorted({i for i in ids if ids.count(i) > 1})
     if dups:
-        raise DatasetImportError(f"{p}: duplicate item id(s) {dups[:5]}")
+        raise DatasetImportError(f"{Path(path).expanduser()}: duplicate item id(s) {dups[:5]}")
     return items
 
 

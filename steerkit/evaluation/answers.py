@@ -52,9 +52,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from steerkit.errors import DatasetImportError, UserError
+from steerkit.importers import read_jsonl
 from steerkit.models import Item, Persona, stable_hash
 
 if TYPE_CHECKING:
@@ -169,42 +170,25 @@ def read_answer_pool(path: str | Path, *, personas: Sequence[PoolPersona] = ()) 
     """An `AnswerPool` from a JSONL file (module docstring); ``personas`` add to those it declares.
     Gold keys given as a persona's label are stored under its id."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise DatasetImportError(f"{p}: no such file")
-    try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetImportError(f"{p}: cannot read ({e})") from None
     declared: list[PoolPersona] = list(personas)
     questions: list[AnswerQuestion] = []
     provenance: dict[str, Any] = {}
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{p}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetImportError(f"{where}: invalid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise DatasetImportError(f"{where}: each line must be a JSON object")
-        try:
-            if "persona" in row:
-                declared.append(PoolPersona.model_validate(row["persona"]))
-            elif "provenance" in row:
-                provenance.update(row["provenance"] if isinstance(row["provenance"], dict) else {})
-            else:
-                row = {"id": str(n), **row}
-                row["id"] = str(row["id"])
-                answers = row.get("answers") or []
-                if not isinstance(answers, list):
-                    raise DatasetImportError(f"{where}: 'answers' must be a list")
-                row["answers"] = [{"id": f"a{k}", **a} if isinstance(a, dict) else a for k, a in enumerate(answers, 1)]
-                questions.append(AnswerQuestion.model_validate(row))
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"]) or "<row>"
-            raise DatasetImportError(f"{where}: field {loc}: {err['msg']}") from None
+
+    def each(row: dict[str, Any], where: str, n: int) -> None:
+        if "persona" in row:
+            declared.append(PoolPersona.model_validate(row["persona"]))
+        elif "provenance" in row:
+            provenance.update(row["provenance"] if isinstance(row["provenance"], dict) else {})
+        else:
+            row = {"id": str(n), **row}
+            row["id"] = str(row["id"])
+            answers = row.get("answers") or []
+            if not isinstance(answers, list):
+                raise DatasetImportError(f"{where}: 'answers' must be a list")
+            row["answers"] = [{"id": f"a{k}", **a} if isinstance(a, dict) else a for k, a in enumerate(answers, 1)]
+            questions.append(AnswerQuestion.model_validate(row))
+
+    read_jsonl(p, each)
     if not questions:
         raise DatasetImportError(f"{p}: no question in the file")
     ids = [q.id for q in questions]
