@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,23 +182,17 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_pack_document(doc: tomlkit.TOMLDocument, path: str | Path, *, force: bool = False) -> PersonaPack:
-    """Validate ``doc`` as a pack at ``path`` (items files relative to it) and write it there;
-    returns the loaded pack. An existing file is replaced only with ``force``."""
-    p = Path(path).expanduser()
-    if p.suffix != ".toml":
-        raise PackError(f"{p}: a written pack file must end in .toml")
-    if p.exists() and not force:
-        raise PackError(f"{p}: the file exists", hint="choose another path or pass --force to replace it")
+def _save(doc: tomlkit.TOMLDocument, p: Path) -> PersonaPack:
+    """Validate ``doc`` as the pack at ``p`` (items files relative to it), then write it there in
+    one step; returns the loaded pack."""
     pack = _validate(doc, str(p), p.parent)
     _atomic_write(p, tomlkit.dumps(doc))
     return pack
 
 
-def append_questions(path: str | Path, questions: Sequence[QuestionSpec],
-                     provenance: PackProvenance | None = None) -> PersonaPack:
-    """Add questions (and a ``[[provenance]]`` entry) to the pack file at ``path``, keeping the
-    rest of the file as it is; the result is validated before it replaces the file."""
+def _grow(path: str | Path, change: Callable[[tomlkit.TOMLDocument], None]) -> PersonaPack:
+    """``change`` the TOML pack file at ``path`` in place, keeping the rest of the file as it is;
+    the result is validated before it replaces the file."""
     p = Path(path).expanduser()
     if p.suffix != ".toml":
         raise PackError(f"{p}: only TOML packs can be grown in place", hint="convert the pack to TOML")
@@ -208,25 +202,49 @@ def append_questions(path: str | Path, questions: Sequence[QuestionSpec],
         raise PackError(f"{p}: cannot read the pack file ({e.strerror})") from None
     except tomlkit.exceptions.ParseError as e:
         raise PackError(f"{p}: invalid TOML: {e}") from None
-    if questions:
-        aot = doc.get("questions")
-        if aot is None:
-            aot = tomlkit.aot()
-            doc["questions"] = aot
-        for q in questions:
-            aot.append(_question_table(q))
-    if provenance is not None:
-        entry = tomlkit.table()
-        for k, v in provenance.model_dump(exclude_defaults=True).items():
-            entry[k] = v
-        prov = doc.get("provenance")
-        if prov is None:
-            prov = tomlkit.aot()
-            doc["provenance"] = prov
-        prov.append(entry)
-    pack = _validate(doc, str(p), p.parent)
-    _atomic_write(p, tomlkit.dumps(doc))
-    return pack
+    change(doc)
+    return _save(doc, p)
+
+
+def _array_of_tables(doc: tomlkit.TOMLDocument, key: str, *, blank_line_before: bool = False) -> Any:
+    """The ``[[key]]`` array of ``doc``, added at its end when it has none."""
+    aot = doc.get(key)
+    if aot is None:
+        if blank_line_before:
+            doc.add(tomlkit.nl())
+        aot = tomlkit.aot()
+        doc[key] = aot
+    return aot
+
+
+def write_pack_document(doc: tomlkit.TOMLDocument, path: str | Path, *, force: bool = False) -> PersonaPack:
+    """Validate ``doc`` as a pack at ``path`` (items files relative to it) and write it there;
+    returns the loaded pack. An existing file is replaced only with ``force``."""
+    p = Path(path).expanduser()
+    if p.suffix != ".toml":
+        raise PackError(f"{p}: a written pack file must end in .toml")
+    if p.exists() and not force:
+        raise PackError(f"{p}: the file exists", hint="choose another path or pass --force to replace it")
+    return _save(doc, p)
+
+
+def append_questions(path: str | Path, questions: Sequence[QuestionSpec],
+                     provenance: PackProvenance | None = None) -> PersonaPack:
+    """Add questions (and a ``[[provenance]]`` entry) to the pack file at ``path``, keeping the
+    rest of the file as it is; the result is validated before it replaces the file."""
+
+    def change(doc: tomlkit.TOMLDocument) -> None:
+        if questions:
+            aot = _array_of_tables(doc, "questions")
+            for q in questions:
+                aot.append(_question_table(q))
+        if provenance is not None:
+            entry = tomlkit.table()
+            for k, v in provenance.model_dump(exclude_defaults=True).items():
+                entry[k] = v
+            _array_of_tables(doc, "provenance").append(entry)
+
+    return _grow(path, change)
 
 
 def _answer_pool_table(q: PoolQuestionSpec, short: set[str]) -> Any:
@@ -260,35 +278,21 @@ def append_answer_pool(path: str | Path, questions: Sequence[PoolQuestionSpec]) 
     ``path``, keeping the rest of the file as it is; ``format_version`` is raised to
     2 when it was lower (the first format with answer pools). Gold keys are written as the persona
     id's last part where that names one persona. The result is validated before it replaces the file."""
-    p = Path(path).expanduser()
-    if p.suffix != ".toml":
-        raise PackError(f"{p}: only TOML packs can be grown in place", hint="convert the pack to TOML")
-    try:
-        doc = tomlkit.parse(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise PackError(f"{p}: cannot read the pack file ({e.strerror})") from None
-    except tomlkit.exceptions.ParseError as e:
-        raise PackError(f"{p}: invalid TOML: {e}") from None
-    if questions:
+
+    def change(doc: tomlkit.TOMLDocument) -> None:
+        if not questions:
+            return
         lasts = [str(t.get("id", "")).rsplit("/", 1)[-1] for t in doc.get("personas", [])]
         short = {x for x in lasts if lasts.count(x) == 1}  # a last part that names one persona
         version = doc.get("format_version", doc.get("schema_version", 1))
         if isinstance(version, int) and version < ANSWER_POOL_FORMAT_VERSION:
-            key = "format_version" if "format_version" in doc else "schema_version" if "schema_version" in doc else None
-            if key is None:
-                doc["format_version"] = ANSWER_POOL_FORMAT_VERSION
-            else:
-                doc[key] = ANSWER_POOL_FORMAT_VERSION
-        aot = doc.get("answer_pool")
-        if aot is None:
-            doc.add(tomlkit.nl())
-            aot = tomlkit.aot()
-            doc["answer_pool"] = aot
+            key = "schema_version" if "schema_version" in doc and "format_version" not in doc else "format_version"
+            doc[key] = ANSWER_POOL_FORMAT_VERSION
+        aot = _array_of_tables(doc, "answer_pool", blank_line_before=True)
         for q in questions:
             aot.append(_answer_pool_table(q, short))
-    pack = _validate(doc, str(p), p.parent)
-    _atomic_write(p, tomlkit.dumps(doc))
-    return pack
+
+    return _grow(path, change)
 
 
 def write_survey_pack(path: str | Path, *, pack_id: str, dimension: str, title: str, description: str,
