@@ -61,6 +61,27 @@ def _concept(module: str) -> str | None:
     return parts[1]
 
 
+def _assert_no_cycle(graph: dict[str, set[str]]) -> None:
+    """A depth-first search for a back edge: fails naming the first import cycle it meets."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+
+
 def test_only_the_compute_service_calls_the_search() -> None:
     callers = set()
     for name, path in _sources().items():
@@ -88,25 +109,7 @@ def test_no_import_cycle_between_concepts() -> None:
                 dst = _concept(t)
                 if dst is not None and dst != src and ((PKG / dst).is_dir() or (PKG / f"{dst}.py").exists()):
                     graph[src].add(dst)
-    # depth-first search for a back edge
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                cycle = stack[stack.index(m):] + [m]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
-            if m not in state:
-                visit(m)
-        stack.pop()
-        state[n] = 2
-
-    for n in sorted(graph):
-        if n not in state:
-            visit(n)
+    _assert_no_cycle(graph)
     assert graph["_middleware"] and graph["escalation"]  # the graph is not empty by mistake
 
 
@@ -124,23 +127,7 @@ def test_no_import_cycle_between_the_modules_of_a_concept() -> None:
             for t in (mod, *(f"{mod}.{n}" for n in names)):
                 if t in sources and t != name and t not in packages:
                     graph[name].add(t)
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
-            if m not in state:
-                visit(m)
-        stack.pop()
-        state[n] = 2
-
-    for n in sorted(graph):
-        if n not in state:
-            visit(n)
+    _assert_no_cycle(graph)
     assert "steerkit.cli._answers" in graph["steerkit.cli.demo"]  # the graph holds a subpackage's own imports
 
 
