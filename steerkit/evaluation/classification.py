@@ -44,6 +44,7 @@ import numpy as np
 from steerkit._scorecache import CachedBackend, ScoreCache
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import BackendError, UserError
+from steerkit.evaluation._plots import PlotFolder
 from steerkit.evaluation.datasets import EvalPersona
 from steerkit.evaluation.predictors import ChatPredictor, question_outcome, score_claims
 from steerkit.evaluation.protocol import (
@@ -386,17 +387,9 @@ def _summarise(personas: Sequence[EvalPersona], cfg: EvalConfig, records: list[Q
 
 def write_plots(report: EvalReport, directory: str | Path, *, title: str = "") -> list[Path]:
     """Three PNGs: accuracy by condition (± SE), per-persona Δ vs zero-shot (ICM and gold), n sweep."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("plots need matplotlib", hint="pip install 'steerkit[eval]' or pass --no-plots") from None
+    plots = PlotFolder(directory)
+    plt = plots.plt
     d = report.data
-    out_dir = Path(directory).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
     conds = d["conditions"]
     fig, ax = plt.subplots(figsize=(8, 4))
     means = [d["summary"][c]["mean"]["accuracy"] for c in conds]
@@ -407,10 +400,7 @@ def write_plots(report: EvalReport, directory: str | Path, *, title: str = "") -
     ax.set_ylim(0, 1)
     ax.set_title(title or "accuracy by condition")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    paths.append(out_dir / "accuracy_by_condition.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    plots.save(fig, "accuracy_by_condition.png")
 
     base = "zero_shot_chat" if "zero_shot_chat" in conds else "zero_shot_base"
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -426,10 +416,7 @@ def write_plots(report: EvalReport, directory: str | Path, *, title: str = "") -
     ax.set_ylabel("Δ accuracy vs zero-shot")
     ax.legend()
     ax.set_title(title or "per-persona improvement")
-    fig.tight_layout()
-    paths.append(out_dir / "persona_deltas.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    plots.save(fig, "persona_deltas.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for c, pts in d["n_sweep"].items():
@@ -443,8 +430,5 @@ def write_plots(report: EvalReport, directory: str | Path, *, title: str = "") -
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title(title or "n sweep")
-    fig.tight_layout()
-    paths.append(out_dir / "n_sweep.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    plots.save(fig, "n_sweep.png")
+    return plots.paths

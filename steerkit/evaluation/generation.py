@@ -78,6 +78,7 @@ from steerkit._inject import BM25, PersonaBlock, inject_block, render_block
 from steerkit._scorecache import CachedBackend, ScoreCache
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import UserError
+from steerkit.evaluation._plots import PlotFolder
 from steerkit.evaluation.answers import (
     ANSWER_PROMPT_VERSION,
     AnswerPool,
@@ -516,23 +517,15 @@ def _summarise(personas: Sequence[PoolPersona], cfg: GenerationConfig, records: 
 def write_generation_plots(report: GenerationReport, directory: str | Path, *, title: str = "") -> list[Path]:
     """Two PNGs: the representation score per persona and condition (± SE; the Table 8 shape) and
     each condition's change against zero-shot. A judge that failed its self-check is in both titles."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("plots need matplotlib", hint="pip install 'steerkit[eval]' or pass --no-plots") from None
     import numpy as np
 
+    plots = PlotFolder(directory)
+    plt = plots.plt
     d = report.data
-    out_dir = Path(directory).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
     warn = "" if d["judge"]["scores_meaningful"] else "\nJUDGE FAILED ITS SELF-CHECK: these scores mean nothing"
     pids, conds = d["personas"], d["conditions"]
     x = np.arange(len(pids))
     width = 0.8 / max(1, len(conds))
-    paths = []
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for k, c in enumerate(conds):
         per = d["summary"][c]["per_persona"]
@@ -544,10 +537,7 @@ def write_generation_plots(report: GenerationReport, directory: str | Path, *, t
     ax.set_ylabel(f"representation score ({SCALE[0]}–{SCALE[1]}, ± SE)")
     ax.legend(fontsize=8)
     ax.set_title((title or "representation score by persona") + warn, color="black" if not warn else "darkred")
-    fig.tight_layout()
-    paths.append(out_dir / "representation_by_persona.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    plots.save(fig, "representation_by_persona.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     dconds = [c for c in conds if c in d["deltas"]]
@@ -563,8 +553,5 @@ def write_generation_plots(report: GenerationReport, directory: str | Path, *, t
     if dconds:
         ax.legend(fontsize=8)
     ax.set_title((title or "change against zero-shot") + warn, color="black" if not warn else "darkred")
-    fig.tight_layout()
-    paths.append(out_dir / "delta_vs_zero_shot.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    plots.save(fig, "delta_vs_zero_shot.png")
+    return plots.paths
