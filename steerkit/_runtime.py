@@ -26,28 +26,21 @@ __all__ = ["Runtime", "make_backend", "make_registry", "make_store", "make_steer
 def make_backend(settings: Settings) -> LogprobBackend:
     """The search model's `LogprobBackend` (not started)."""
     sm = settings.search_model
-    if sm.kind == "openai" and sm.base_url and "," in sm.base_url:  # several replicas of the search model
-        from steerkit.backends.router import RouterBackend
-
-        return RouterBackend(sm.base_url.split(","), sm.model or "", api_key=sm.api_key.get_secret_value() if sm.api_key else None,
-                             top_logprobs=sm.top_logprobs, max_concurrency=sm.max_concurrency, rate_limit=sm.rate_limit,
-                             timeout=sm.timeout, deadline=sm.deadline, max_response_bytes=sm.max_response_bytes)
     if sm.kind == "openai":
+        assert sm.base_url and sm.model  # the settings require a model with a server
+        # what each OpenAI-compatible server is asked with, one server or several
+        options: dict[str, Any] = {
+            "api_key": sm.api_key.get_secret_value() if sm.api_key else None, "top_logprobs": sm.top_logprobs,
+            "max_concurrency": sm.max_concurrency, "rate_limit": sm.rate_limit, "timeout": sm.timeout,
+            "deadline": sm.deadline, "max_response_bytes": sm.max_response_bytes,
+        }
+        if "," in sm.base_url:  # several replicas of the search model; the router retries on another one
+            from steerkit.backends.router import RouterBackend
+
+            return RouterBackend(sm.base_url.split(","), sm.model, **options)
         from steerkit.backends import OpenAIBackend
 
-        assert sm.base_url and sm.model
-        return OpenAIBackend(
-            sm.base_url,
-            sm.model,
-            api_key=sm.api_key.get_secret_value() if sm.api_key else None,
-            top_logprobs=sm.top_logprobs,
-            max_concurrency=sm.max_concurrency,
-            rate_limit=sm.rate_limit,
-            timeout=sm.timeout,
-            deadline=sm.deadline,
-            max_response_bytes=sm.max_response_bytes,
-            max_retries=sm.max_retries,
-        )
+        return OpenAIBackend(sm.base_url, sm.model, max_retries=sm.max_retries, **options)
     from steerkit.backends import EmbeddedBackend
 
     if sm.model_path is not None and not sm.model_path.exists():
