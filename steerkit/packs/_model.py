@@ -34,6 +34,7 @@ from steerkit.models import (
 )
 
 __all__ = [
+    "ANSWER_POOL_FORMAT_VERSION",
     "FORMAT_VERSION",
     "SUPPORTED_FORMAT_VERSIONS",
     "AnswerSpec",
