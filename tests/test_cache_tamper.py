@@ -176,15 +176,22 @@ def overwrite_disk_blob(directory: Path, key: CacheKey, version: str, es: Exampl
         c.set(f"es:{key.digest()}:{version}", encode_blob(es.to_json()))
 
 
-async def test_an_edited_set_on_disk_is_a_warned_miss_never_injected(tmp_path: Path, registry: PackRegistry) -> None:
-    d = tmp_path / "examples"
+async def genuine_set_on_disk(directory: Path, registry: PackRegistry) -> tuple[ExampleSet, CacheKey]:
+    """The genuine set and its key, stored in a `DiskStore` at ``directory`` (closed again); a
+    reader steers with it before anyone edits it."""
     es = genuine_set(registry)
     key = key_of(es)
-    store = DiskStore(d)
+    store = DiskStore(directory)
     await store.put(key, es)
-    msgs, info = await reader(store).prepare(DEMOCRAT)
+    _, info = await reader(store).prepare(DEMOCRAT)
     assert info.examples_used > 0  # the genuine set steers
     store.close()
+    return es, key
+
+
+async def test_an_edited_set_on_disk_is_a_warned_miss_never_injected(tmp_path: Path, registry: PackRegistry) -> None:
+    d = tmp_path / "examples"
+    es, key = await genuine_set_on_disk(d, registry)
     for bad, says in ((injected(es), "its items hash to pool"), (es.model_copy(update={"labels": {}}), "holds no labels")):
         overwrite_disk_blob(d, key, es.version, bad)
         fresh = DiskStore(d)  # another process: nothing in memory
@@ -199,11 +206,7 @@ async def test_an_edited_set_on_disk_is_a_warned_miss_never_injected(tmp_path: P
 async def test_an_edited_persona_description_is_never_rendered(tmp_path: Path, registry: PackRegistry) -> None:
     """The description is not part of the pool hash: the pack's own persona is rendered instead."""
     d = tmp_path / "examples"
-    es = genuine_set(registry)
-    key = key_of(es)
-    store = DiskStore(d)
-    await store.put(key, es)
-    store.close()
+    es, key = await genuine_set_on_disk(d, registry)
     edited = es.model_copy(update={"persona": es.persona.model_copy(update={"description": INJECTION})})
     overwrite_disk_blob(d, key, es.version, edited)
     fresh = DiskStore(d)
