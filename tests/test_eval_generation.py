@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vllm_fixtures import vllm_chat
 
 from steerkit.errors import DatasetImportError, UserError
 from steerkit.evaluation import (
@@ -37,7 +38,6 @@ from steerkit.evaluation.generation import is_toy_model
 from steerkit.models import SearchConfig
 from steerkit.testing import FakeScorer, planted_fn
 
-FIXTURES = Path(__file__).parent / "fixtures"
 YES = PoolPersona(id="test/yes", name="Yes-sayers", label="Yes", description="People who favour every proposal.")
 NO = PoolPersona(id="test/no", name="No-sayers", label="No", description="People who oppose every proposal.")
 SIDE = {"Yes-sayers": "YES", "No-sayers": "NO"}
@@ -360,10 +360,6 @@ async def test_generated_answers_span_the_stances_and_are_written_for_and_agains
 # --- the command line against vLLM-shaped responses -----------------------------------------------
 
 
-def _fx(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"vllm_chat_{name}.json").read_text())
-
-
 @contextmanager
 def vllm_shaped_server(reject_json_schema: bool = False) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A loopback server that answers /v1/chat/completions with the hand-written vLLM-shaped
@@ -377,13 +373,13 @@ def vllm_shaped_server(reject_json_schema: bool = False) -> Iterator[tuple[str, 
             requests.append(body)
             user = body["messages"][-1]["content"] if body["messages"] else ""
             if reject_json_schema and "response_format" in body:
-                fx = _fx("error_400")
+                fx = vllm_chat("error_400")
             elif "Answer A:" in user:
-                fx = _fx("preference")
+                fx = vllm_chat("preference")
             elif "How well does this answer represent" in user:
-                fx = _fx("verdict")
+                fx = vllm_chat("verdict")
             else:
-                fx = _fx("answer")
+                fx = vllm_chat("answer")
             data = json.dumps(fx["response"]).encode()
             self.send_response(fx["status"])
             self.send_header("Content-Type", "application/json")

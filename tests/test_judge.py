@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from vllm_fixtures import vllm_chat
 
 from steerkit._scorecache import ScoreCache
 from steerkit.errors import BackendRequestError, BackendUnavailableError
@@ -25,12 +26,7 @@ from steerkit.evaluation import (
 from steerkit.evaluation.judge import MalformedVerdict, parse_preference
 from steerkit.models import Persona
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PERSONA = Persona(id="test/yes", name="Yes-sayers", dimension="test", description="People who favour every proposal.")
-
-
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"vllm_chat_{name}.json").read_text())
 
 
 # --- parsing --------------------------------------------------------------------------------------
@@ -40,7 +36,7 @@ def fixture(name: str) -> dict[str, Any]:
     ('{"reason": "close to their view", "score": 4}', 4),
     ('```json\n{"reason": "x", "score": 5}\n```', 5),
     ('They said {"score": 2} earlier; my verdict: {"reason": "y", "score": 1}', 1),  # the last object wins
-    (fixture("verdict")["response"]["choices"][0]["message"]["content"], 4),
+    (vllm_chat("verdict")["response"]["choices"][0]["message"]["content"], 4),
 ])
 def test_a_verdict_is_the_last_json_object_with_an_integer_score(reply: str, score: int) -> None:
     assert parse_score(reply) == score
@@ -49,7 +45,7 @@ def test_a_verdict_is_the_last_json_object_with_an_integer_score(reply: str, sco
 @pytest.mark.parametrize("reply", [
     '{"reason": "x", "score": 4.0}', '{"reason": "x", "score": "4"}', '{"reason": "x", "score": true}',
     '{"reason": "x", "score": 0}', '{"reason": "x", "score": 6}', "Score: 4", "",
-    fixture("malformed")["response"]["choices"][0]["message"]["content"],
+    vllm_chat("malformed")["response"]["choices"][0]["message"]["content"],
 ])
 def test_anything_else_is_malformed(reply: str) -> None:
     with pytest.raises(MalformedVerdict):
@@ -182,7 +178,7 @@ async def test_a_vllm_verdict_is_read_and_structured_output_asked_for() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
-        fx = fixture("verdict")
+        fx = vllm_chat("verdict")
         return httpx.Response(fx["status"], json=fx["response"])
 
     chat = OpenAIChat(_client(handler), "Qwen/Qwen2.5-7B-Instruct")
@@ -200,7 +196,7 @@ async def test_a_server_that_rejects_json_schema_gets_plain_requests_from_then_o
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         seen.append(body)
-        fx = fixture("error_400") if "response_format" in body else fixture("verdict")
+        fx = vllm_chat("error_400") if "response_format" in body else vllm_chat("verdict")
         return httpx.Response(fx["status"], json=fx["response"])
 
     chat = OpenAIChat(_client(handler), "m")
@@ -213,7 +209,7 @@ async def test_a_server_that_rejects_json_schema_gets_plain_requests_from_then_o
 
 async def test_a_vllm_reply_in_prose_is_missing_after_the_retry() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        fx = fixture("malformed")
+        fx = vllm_chat("malformed")
         return httpx.Response(fx["status"], json=fx["response"])
 
     judge = Judge(OpenAIChat(_client(handler), "m"), retries=1)
@@ -229,7 +225,7 @@ async def test_server_failures_are_backend_errors() -> None:
         await OpenAIChat(_client(refused), "m").complete([{"role": "user", "content": "hi"}], max_tokens=5)
 
     def bad(request: httpx.Request) -> httpx.Response:
-        fx = fixture("error_400")
+        fx = vllm_chat("error_400")
         return httpx.Response(fx["status"], json=fx["response"])
 
     with pytest.raises(BackendRequestError) as e:  # no response_format to drop: the 400 stands
