@@ -53,6 +53,9 @@ def user_rx(user_reg: PackRegistry) -> RuleExtractor:
         ("I'm from Nigeria and a Democrat.", {"country/nigeria", "polparty/democrat"}),
         ("I'm a Democrat and from Nigeria.", {"country/nigeria", "polparty/democrat"}),
         ("I'm a Republican, and Mexican.", {"country/mexico", "polparty/republican"}),
+        ("I'm a registered independent from Nigeria.", {"country/nigeria", "polparty/independent"}),
+        ("I'm an independent from Nigeria.", {"country/nigeria", "polparty/independent"}),
+        ("I'm a registered independent living in Japan.", {"country/japan", "polparty/independent"}),
         # the guards and corrections still read the whole statement
         ("People think I'm a Nigerian Democrat, but I'm a Kenyan Republican.", {"country/kenya", "polparty/republican"}),
         ("I'm a Brazilian Democrat? No, a Republican.", {"country/brazil", "polparty/republican"}),
@@ -169,6 +172,8 @@ def test_what_an_independent_says_gives_independent(text: str) -> None:
     [
         "I read an independent study on this.",
         "I'm independent of my parents now.",
+        "I'm independent from my parents now.",
+        "I'm an independent contractor from Nigeria.",
         "I'm independent.",  # everyday meaning: no political frame, no noun
         "I'm an independent contractor.",
         "As an independent, I run my own bookshop.",
