@@ -12,7 +12,7 @@ counts. Another dimension's alias before an alias is a modifier ("As a Brazilian
 a Nigerian nurse", "we Nigerian-American Democrats": the demonym is the country's identity too);
 an alias or a person noun before "from"/"living in" gives the place ("I'm a conservative Catholic
 from Texas", "I'm a student from Brazil"); "and" joins two ("I'm Nigerian and a Democrat", "I'm
-from Nigeria and a Democrat", "I'm a Democrat and from Nigeria"). A language before a subject is
+from Nigeria and a Democrat", "I'm a Democrat and from Nigeria", "as a Democrat and a Nigerian"). A language before a subject is
 no nationality ("an English teacher"). The guards below are read before the statement, so they
 apply to every persona in it ("I'm not a Catholic Republican", "my uncle is a Nigerian nurse":
 nothing). Modifier runs are read atomically, at most 8 words deep, so the cost stays linear.
@@ -312,6 +312,7 @@ _FRAMES: tuple[_Frame, ...] = (
     _Frame("as_stack_in", _AS + r"{M}{H}\s+" + _STACK_IN + r"(?:the\s+)?{A}", "place", 0.8, kind="residence",
            check_subject=True),
     _Frame("and", _I_BE + _ADV + _DET + r"{M}{O}" + _AND + _DET + r"{M}{A}", "alias", 0.9),
+    _Frame("as_and", _AS + r"{M}{O}" + _AND + _DET + r"{M}{A}", "alias", 0.88, check_subject=True),
     _Frame("and_from", _I_BE + _ADV + _DET + r"{M}{O}" + _AND + r"(?:originally\s+)?(?:from|a\s+native\s+of)\s+(?:the\s+)?{A}",
            "place", 0.88, kind="origin"),
 )

@@ -53,6 +53,8 @@ def user_rx(user_reg: PackRegistry) -> RuleExtractor:
         ("I'm from Nigeria and a Democrat.", {"country/nigeria", "polparty/democrat"}),
         ("I'm a Democrat and from Nigeria.", {"country/nigeria", "polparty/democrat"}),
         ("I'm a Republican, and Mexican.", {"country/mexico", "polparty/republican"}),
+        ("As a Democrat and a Nigerian, I think so.", {"country/nigeria", "polparty/democrat"}),
+        ("As a Nigerian and a Republican, I disagree.", {"country/nigeria", "polparty/republican"}),
         ("I'm a registered independent from Nigeria.", {"country/nigeria", "polparty/independent"}),
         ("I'm an independent from Nigeria.", {"country/nigeria", "polparty/independent"}),
         ("I'm a registered independent living in Japan.", {"country/japan", "polparty/independent"}),
@@ -83,6 +85,8 @@ def test_a_stacked_statement_gives_each_persona(text: str, expected: set[str]) -
         "`I'm a Nigerian Democrat`",
         "I'm a Brazilian Democrat senator's aide.",  # a senator: the statement is about the job
         "I'm not Nigerian and a Democrat.",
+        "He spoke as a Democrat and a Nigerian.",
+        "If I spoke as a Democrat and a Nigerian, what would I say?",
         "I'm a Nigerian conservative.",  # "conservative" alone is no persona's noun
     ],
 )
@@ -182,6 +186,7 @@ def test_what_an_independent_says_gives_independent(text: str) -> None:
         "I'm not unaffiliated with any party.",
         "My uncle is not affiliated with any party.",
         "He said I'm unaffiliated.",
+        "My boss, as a Democrat and an independent thinker, disagrees.",
         "If I were unaffiliated, could I vote in the primary?",
     ],
 )
