@@ -235,3 +235,14 @@ def test_check_skips_itself_among_the_configured_packs(tmp_path: Path, monkeypat
     assert main(["pack", "new", str(out), *NURSES]) == 0
     rc, report = _check(capsys, out)
     assert rc == 0 and "alias_conflict" not in _codes(report) and "id_conflict" not in _codes(report)
+
+
+def test_check_takes_a_configured_packs_id_or_dimension(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """`steerkit pack check political_affiliation` checks the configured pack of that dimension (by
+    id too); a name that is neither a file nor a configured pack is still a path, and says so."""
+    for name in ("political_affiliation", "polparty"):
+        rc, report = _check(capsys, name)
+        assert rc == 0 and report["pack_id"] == "polparty"
+        assert report["source"].endswith("political_affiliation.toml") and report["frames_extracted"] > 0
+    rc, report = _check(capsys, "no_such_pack")
+    assert rc == 2 and "must end in .toml or .json" in report["findings"][0]["message"]

@@ -49,7 +49,7 @@ def register(sub: Any, common: Any, models: Any) -> None:
                         description="Exit codes: 0 no errors (warnings allowed), 1 warnings with --strict, 2 errors "
                         "(the pack does not load, clashes with another pack, or two personas claim one phrase).")
     common(c)
-    c.add_argument("file", metavar="FILE", help="the pack file to check")
+    c.add_argument("file", metavar="FILE", help="the pack file to check, or a configured pack's id or dimension")
     c.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=run_check)
@@ -183,13 +183,22 @@ def run_check(args: argparse.Namespace) -> int:
         from steerkit.packs import PackRegistry
 
         others = PackRegistry.default().packs
-    report = check_pack(args.file, others)
+    report = check_pack(_configured_pack(args.file, others), others)
     code = report.exit_code(strict=args.strict)
     if args.json:
         print(json.dumps({**report.model_dump(), "exit_code": code}, indent=2))
         return code
     _render_check(report, code)
     return code
+
+
+def _configured_pack(name: str, packs: Any) -> Any:
+    """A FILE that is no file but a configured pack's id or dimension is that pack (``steerkit pack
+    check political_affiliation``); anything else stays a path, and its errors name it."""
+    if Path(name).expanduser().exists():
+        return name
+    found = [p for p in packs if name in (p.id, p.dimension)]
+    return found[0] if len(found) == 1 else name
 
 
 def _render_check(report: Any, code: int) -> None:
