@@ -79,7 +79,9 @@ class BackendRequestError(BackendError):
     def __init__(self, message: str, *, status: int | None = None, server_message: str = "",
                  hint: str | None = None) -> None:
         self.status = status
-        self.server_message = server_message
+        #: The server's own error text, masked like every steerkit message (a server may echo the
+        #: key it was sent: "Incorrect API key provided: sk-…").
+        self.server_message = mask_credentials(server_message)
         super().__init__(message, hint=hint)
 
 

@@ -18,7 +18,7 @@ from steerkit._compute import ExampleSets
 from steerkit._middleware import SteerConfig, Steerer
 from steerkit._redact import KEY_PREFIXES, mask_credentials
 from steerkit._store import CacheKey, SingleFlight
-from steerkit.errors import BackendError, BackendUnavailableError
+from steerkit.errors import BackendError, BackendRequestError, BackendUnavailableError
 from steerkit.models import SearchConfig
 from steerkit.packs import PackRegistry
 from steerkit.testing import FakeScorer, last_claim
@@ -286,3 +286,13 @@ def test_every_steerkit_error_message_is_masked() -> None:
     e = BackendUnavailableError(f"the server at http://user:pw@gpu:8000 kept failing: {LEAKY}")
     assert not _leaks(str(e)) and not _leaks(e.message) and "pw@" not in str(e)
     assert "Incorrect API key provided: ***" in e.message
+
+
+@pytest.mark.parametrize("key", FAKE_KEYS)
+def test_a_rejected_requests_server_message_is_masked(key: str) -> None:
+    """A server that echoes the key it was sent in its 4xx body: the error's `server_message` (read
+    by callers and logged by apps) is masked like its message; numbers in it stay readable."""
+    text = f"Incorrect API key provided: {key}. top_logprobs must be at most 20"
+    err = BackendRequestError(f"server said: {text}", status=401, server_message=text)
+    assert not _leaks(err.server_message) and not _leaks(str(err))
+    assert "at most 20" in err.server_message
