@@ -148,6 +148,21 @@ def test_an_oversized_record_is_refused(env: dict[str, Any], registry: PackRegis
     assert run_json(capsys, ["cache", "ls", "--json"]) == []
 
 
+def test_an_endless_stream_of_short_lines_is_bounded_in_total(env: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each line is bounded, and so is the whole import (`yes | steerkit cache import -` must not fill
+    memory): past the total, a usage error that says how to split the export, and nothing written."""
+    from steerkit.cli import cache_cmd
+
+    es = genuine_set(PackRegistry.default())
+    f = tmp_path / "long.jsonl"
+    f.write_text(export_text(record(key_of(es), es)) + "\n".join(["{}"] * 5000) + "\n")
+    monkeypatch.setattr(cache_cmd, "MAX_IMPORT_CHARS", 4096)
+    rc, err = import_file(capsys, f)
+    assert rc == 2 and "the most one import reads" in err and "cache export PERSONA" in err, err
+    assert run_json(capsys, ["cache", "ls", "--json"]) == []
+
+
 @pytest.mark.parametrize(("what", "says"), [("folder", "is a folder"), ("/dev/zero", "device or special file")])
 def test_a_folder_or_a_device_is_a_clear_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str],
                                                      tmp_path: Path, what: str, says: str) -> None:

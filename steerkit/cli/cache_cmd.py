@@ -355,10 +355,17 @@ def _write_safely(out: Path, text: str) -> None:
         raise
 
 
+MAX_IMPORT_CHARS = 2**30
+"""The most characters one ``cache import`` reads (1 Gi): the whole file is checked before anything
+is written, so it is held in memory; a larger export is imported in parts."""
+
+
 def _read_lines(stream: Any, source: str, limit: int) -> list[str]:
-    """The lines of an export, each read with a bound (``limit`` characters), so an endless or
-    binary input (``/dev/zero``, a huge line) is a clear error instead of a `MemoryError`."""
+    """The lines of an export, each read with a bound (``limit`` characters) and all of them with
+    another (`MAX_IMPORT_CHARS`), so an endless or binary input (``/dev/zero``, a huge line, ``yes |``) is a
+    clear error instead of a `MemoryError`."""
     lines = []
+    read, total = 0, MAX_IMPORT_CHARS
     try:
         while True:
             line = stream.readline(limit + 1)
@@ -367,6 +374,12 @@ def _read_lines(stream: Any, source: str, limit: int) -> list[str]:
             if len(line) > limit:
                 raise UserError(f"{source}: line {len(lines) + 1} is longer than the {limit / 2**20:.0f} MiB limit of a "
                                 "cache record", hint="give a file written by `steerkit cache export`")
+            read += len(line)
+            if read > total:
+                raise UserError(f"{source}: more than {total / 2**20:.0f} MiB, the most one import reads (it checks the "
+                                "whole file before writing anything)",
+                                hint="export fewer personas per file (steerkit cache export PERSONA… -o FILE) and import "
+                                "each file")
             lines.append(line.rstrip("\r\n"))
     except UnicodeDecodeError:
         raise UserError(f"{source}: not UTF-8 text, so not a file written by `steerkit cache export`") from None
@@ -408,7 +421,6 @@ async def _import(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
         with _open_export(path) as f:
             lines = _read_lines(f, source, limit)
     from steerkit._runtime import make_registry
-
     from steerkit.packs._combine import allowed_combinations
 
     registry = make_registry(settings)
