@@ -127,6 +127,7 @@ class ExampleSets:
         self._failed: dict[str, tuple[float, str]] = {}  # persona -> (monotonic time, error)
         self._provisional: dict[str, ExampleSet] = {}  # key digest -> latest any-time snapshot
         self._unstored: dict[str, ExampleSet] = {}  # key digest -> a finished search the store refused
+        self._writing_back: set[str] = set()  # key digests whose kept set is being stored now
         self._rate_limited: set[str] = set()  # personas whose last request search was refused
         self._local_limiter: Any = None  # this instance's request search limits (no shared store)
         self._start_locks: dict[str, asyncio.Lock] = {}  # persona -> lock of the start decision
@@ -187,6 +188,9 @@ class ExampleSets:
             log.warning("the example-set store failed while reading %s (%s); serving the set this process kept "
                         "in memory", key.persona_id, mask_credentials(getattr(e, "message", None) or str(e)))
             es = None
+        else:
+            if es is None and kept is not None and not self.backing_off(key.persona_id):
+                await self._write_back(key, kept)
         if es is None:
             es = kept
         if es is not None and es.persona.id in self.combined:
@@ -198,6 +202,28 @@ class ExampleSets:
             if es.persona != persona:
                 es = es.model_copy(update={"persona": persona})
         return es
+
+    async def _write_back(self, key: CacheKey, kept: ExampleSet) -> None:
+        """The store answers again (Redis is back, the disk has room) but lacks the set this process
+        kept: store it now, so other replicas and later processes get it. Tried on a read once the
+        persona's back-off (``search_retry_s``) has passed, one attempt at a time; a failure backs
+        off again and the set stays served from memory."""
+        digest = key.digest()
+        if digest in self._writing_back:
+            return
+        self._writing_back.add(digest)
+        try:
+            await self.put(key, kept)
+        except Exception as e:  # noqa: BLE001 - still unwritable: keep serving it from memory
+            detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+            self._failed[key.persona_id] = (time.monotonic(), f"store write failed: {detail}")
+            log.warning("the set of %s kept in memory could not be stored yet (%s)", key.persona_id, detail)
+        else:
+            self._unstored.pop(digest, None)
+            self._failed.pop(key.persona_id, None)
+            log.info("the set of %s kept in memory is stored now (version %s)", key.persona_id, kept.version)
+        finally:
+            self._writing_back.discard(digest)
 
     def unstored(self, persona_id: str) -> ExampleSet | None:
         """A finished search result kept only in memory because the store could not write it."""

