@@ -215,8 +215,7 @@ class ExampleSets:
         try:
             await self.put(key, kept)
         except Exception as e:  # noqa: BLE001 - still unwritable: keep serving it from memory
-            detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
-            self._failed[key.persona_id] = (time.monotonic(), f"store write failed: {detail}")
+            detail = self._write_failed(key.persona_id, e)
             log.warning("the set of %s kept in memory could not be stored yet (%s)", key.persona_id, detail)
         else:
             self._unstored.pop(digest, None)
@@ -460,13 +459,18 @@ class ExampleSets:
             ckpt.unlink(missing_ok=True)
         return es
 
+    def _write_failed(self, persona_id: str, e: Exception) -> str:
+        """Back the persona off after the store refused its set; the failure's masked text."""
+        detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+        self._failed[persona_id] = (time.monotonic(), f"store write failed: {detail}")
+        return detail
+
     def _store_failed(self, persona_id: str, digest: str, es: ExampleSet, e: Exception) -> None:
         """A finished search the store could not write: keep it in memory (served by `get`),
         count it, back off the persona, and raise a `StoreWriteError` that says so."""
         self._unstored[digest] = es
         self._provisional.pop(digest, None)  # (`put` counted the failure)
-        detail = mask_credentials(getattr(e, "message", None) or f"{type(e).__name__}: {e}")
-        self._failed[persona_id] = (time.monotonic(), f"store write failed: {detail}")
+        detail = self._write_failed(persona_id, e)
         log.error("search for %s finished but could not be stored (%s); the result is kept in memory "
                   "for this process only", persona_id, detail)
         raise StoreWriteError(
