@@ -425,9 +425,10 @@ _PARTY_COMPLEMENT = re.compile(
     r"part(?:y|ies)(?![\w])", re.IGNORECASE)
 """An affiliation adjective with a complement is a statement only when the complement is a party:
 "unaffiliated with any party", not "unaffiliated with the university"."""
-_PLACE_TAIL = re.compile(r"\s+(?:from|living\s+in)(?![\w])", re.IGNORECASE)
+_PLACE_TAIL = re.compile(r"\s+(?:" + _STACK_FROM + "|" + _STACK_IN + ")", re.IGNORECASE)
 """A place stated after a noun ("an independent from Nigeria", "a registered independent living in
-Japan"): the noun stands, and the place is read as its own statement."""
+Japan"), in the words the stacked place frames read: the noun stands, and the place is read as
+its own statement."""
 _ID_NEGATIONS = frozenset(
     (
         "not", "no", "never", "neither", "nor", "without", "nobody", "hardly", "isn't", "aren't", "wasn't",
@@ -935,7 +936,7 @@ class RuleExtractor:
             return None
         if fr.target == "alias" and alias.rsplit(" ", 1)[-1] in _AFFILIATION_WORDS and \
                 _COMPLEMENT.match(norm, a_end) and not _PARTY_COMPLEMENT.match(norm, a_end) and \
-                not (_PLACE_TAIL.match(norm, a_end) and _ARTICLE.search(t.low, max(start, a_start - 200), a_start)):
+                not (_PLACE_TAIL.match(norm, a_end) and self._article_before(t, start, a_start)):
             return None  # "unaffiliated with the university", "independent of my parents" (a noun
             # with a place after it stands: "a registered independent from Nigeria")
         if fr.target == "place" and t.named_entity(a_start, a_end):
@@ -994,9 +995,14 @@ class RuleExtractor:
         independent.", "I'm a Nigerian independent.", "I'm an independent from Nigeria" (not "I'm
         independent", "I'm an independent contractor", "as an independent, I run my shop"). Between a frame's start and its alias
         stand only its own words and modifiers."""
-        return _ARTICLE.search(t.low, max(start, a_start - 200), a_start) is not None and (
+        return RuleExtractor._article_before(t, start, a_start) and (
             _CLAUSE_END.match(t.low, a_end, min(len(t.low), a_end + 12)) is not None
             or _PLACE_TAIL.match(t.low, a_end) is not None)
+
+    @staticmethod
+    def _article_before(t: _Text, start: int, a_start: int) -> bool:
+        """An article between a frame's start and its alias: the alias is a noun ("an independent")."""
+        return _ARTICLE.search(t.low, max(start, a_start - 200), a_start) is not None
 
     @staticmethod
     def _follow_ok(norm: str, end: int) -> bool:
