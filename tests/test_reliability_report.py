@@ -14,7 +14,7 @@ from cli_helpers import cli_env, run_json
 
 from steerkit import icm
 from steerkit.cli import main
-from steerkit.models import ExampleSet, Pool
+from steerkit.models import ExampleSet, Pool, SearchConfig
 from steerkit.testing import FakeScorer, last_claim
 
 PERSONA = "polparty/democrat"
@@ -181,12 +181,12 @@ def test_the_probe_reports_the_searchs_own_agreement(env: dict[str, Any], capsys
     monkeypatch.setattr(icm, "search", recording)
     a = run_json(capsys, [*PROBE, "--json"])["seed_agreement"]
     [s] = stats  # one default search, on 4 of the held-out questions
-    assert a["questions"] == 4 and a["restarts"] == len(s.restarts_u) == 8
+    assert a["questions"] == 4 and a["restarts"] == len(s.restarts_u) == SearchConfig().restarts == 16
     assert a["restart_agreement"] == s.restart_agreement == 1.0 and a["ended"] == s.ended in ("fixed_point", "converged")
     assert a["model_calls"] == s.model_calls > 0
     out = text_of(capsys, PROBE)
     assert "restarts agreed on 100% of the answers to 4 held-out questions" in out
-    assert "the labels hardly depend on the seed" in out and "seed-to-seed check: 8 restarts on 4 questions" in out
+    assert "the labels hardly depend on the seed" in out and "seed-to-seed check: 16 restarts on 4 questions" in out
 
 
 def test_low_agreement_in_the_probe_is_read_as_a_weak_signal(env: dict[str, Any], capsys: pytest.CaptureFixture[str],
