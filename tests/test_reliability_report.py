@@ -23,8 +23,10 @@ REVIEW = f"steerkit review --escalate --persona {PERSONA}"
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Isolated config/cache, small searches, the fake scorer as the search backend."""
-    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6")
+    """Isolated config/cache, small searches (2 restarts: these tests read reports, and set the
+    agreement they need), the fake scorer as the search backend."""
+    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
+                   STEERKIT_SEARCH__RESTARTS="2")
 
 
 def doctored_search(monkeypatch: pytest.MonkeyPatch, *, agreement: float | None, ended: str | None = "fixed_point",
