@@ -49,7 +49,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> FakeChatServer:
-    cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6")
+    cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
+            STEERKIT_SEARCH__RESTARTS="2")
     monkeypatch.setenv("STEERKIT_CACHE_DIR", str(shared_cache))
     server = FakeChatServer()
 

@@ -50,8 +50,10 @@ class InterruptingFakeScorer(FakeScorer):
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Isolated config/cache, small searches, and the fake scorer as the search backend."""
-    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6")
+    """Isolated config/cache, small searches (2 restarts: these tests are about the commands; the
+    README's precompute runs the default search), and the fake scorer as the search backend."""
+    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
+                   STEERKIT_SEARCH__RESTARTS="2")
 
 
 # --- basics -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ ALLOW = {"STEERKIT_STEER__COMBINED_PERSONAS": "allow-list", "STEERKIT_STEER__COM
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Isolated config/cache, small searches and pools, the fake scorer; NG_DEM allowed."""
     return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="8", STEERKIT_SEARCH__PATIENCE="4",
-                   STEERKIT_STEER__MAX_POOL_ITEMS="10", **ALLOW)
+                   STEERKIT_SEARCH__RESTARTS="2", STEERKIT_STEER__MAX_POOL_ITEMS="10", **ALLOW)
 
 
 def test_precompute_an_allowed_combination_is_the_key_the_middleware_reads(

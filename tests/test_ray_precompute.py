@@ -167,7 +167,7 @@ def test_cli_precompute_on_ray(local_ray: str, redis_url: str, tmp_path: Path) -
         env.pop("RAY_ADDRESS", None)
         cmd = [sys.executable, "-m", "steerkit.cli", "precompute", "--persona", "polparty/democrat", "--persona",
                "country/nigeria", "--store", url, "--search-base-url", up, "--search-model", "stub",
-               "--max-iterations", "20", "--json", "--no-progress"]
+               "--max-iterations", "20", "--restarts", "2", "--json", "--no-progress"]
         out = subprocess.run([*cmd, "--ray", "--jobs", "2"], check=False, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         rows = json.loads(out.stdout)

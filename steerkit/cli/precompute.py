@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--context-k", type=int, metavar="K", help="sparse mode: demonstrations per prompt")
     s.add_argument("--max-iterations", type=int, metavar="N", help="iteration budget per restart (labelling every group counts)")
     s.add_argument("--restarts", type=int, metavar="N",
-                   help="independent searches from different seeds (default 8 sparse: their answers are settled by consensus, "
+                   help="independent searches from different seeds (default 16 sparse: their answers are settled by consensus, "
                         "and how far they agreed is reported; 1 exact)")
     s.add_argument("--seed", type=int, metavar="N", help="random seed (same seed, pool and model: same labels)")
     s.add_argument("--patience", type=int, metavar="N", help="stop after N iterations without an accepted change")
