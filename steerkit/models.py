@@ -321,10 +321,12 @@ class SearchConfig(_Frozen):
     two-way unit inverted at once; one pass) and keep it if U rises."""
     restart_choice: Literal["u", "consensus"] = None  # type: ignore[assignment]
     """How ``restarts`` > 1 become one labelling: ``u`` keeps the restart of highest U;
-    ``consensus`` takes each unit's most frequent assignment across the restarts and settles it
-    (sparse; exact keeps the restart that agrees most with the others). Default: ``consensus``
-    sparse, ``u`` exact. U alone does not rank seeds by accuracy on a weak model; agreement does
-    better (benchmarks/label_quality.py)."""
+    ``consensus`` takes each unit's most frequent assignment across the restarts and settles it,
+    keeping instead a restart that ended with a higher U than the settled vote (sparse; exact keeps
+    the restart that agrees most with the others). Default: ``consensus`` sparse, ``u`` exact. U
+    alone does not rank single restarts by accuracy on a weak model; the vote does better, and on
+    four-option pools, where the vote can split between two nearly equally frequent labellings, U
+    tells them apart (benchmarks/label_quality.py)."""
     group_priority: float = Field(100.0, ge=1, le=1e9)
     seed: int = 27565976
     template: Literal["natural", "reference"] = "natural"

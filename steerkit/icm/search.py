@@ -57,10 +57,13 @@ Differences from the reference code (shared/reference/icm-reference-implementati
 Restarts run concurrently from seeds ``seed, seed+1, …`` (``random.Random`` per restart, no global
 random state) and share one score memo. ``restart_choice="u"`` keeps the highest final U;
 ``"consensus"`` (the sparse default) takes each question's most frequent answer across the restarts
-and settles it greedily to a fixed point (exact: keeps the restart closest to the consensus). Why:
-on knowledge pools with a weak model, U does not rank seeds by accuracy (a seed's U and its label
-accuracy are barely correlated), while the restarts' errors are partly independent, so their vote
-is right more often and from every seed (benchmarks/label_quality.py). ``SearchStats`` records
+and settles it greedily to a fixed point, and keeps a restart instead where one ended with a
+higher U than the settled vote (exact: keeps the restart closest to the consensus). Why: on
+knowledge pools with a weak model, U does not rank single seeds by accuracy (a seed's U and its
+label accuracy are barely correlated), while the restarts' errors are partly independent, so their
+vote is right more often and from every seed; where the vote splits between two labellings of
+nearly equal frequency (four-option pools), it follows the seed, and U between the two settled
+labellings picks the better one (benchmarks/label_quality.py). ``SearchStats`` records
 how the kept search ended (``ended``) and how far the restarts agreed, per question
 (``unit_agreement``) and on average (``restart_agreement``). Confidence of a label is
 P(assigned label) (two-way normalised) in the final LOO pass of the kept assignment, which the
@@ -242,8 +245,9 @@ def agreement_of(units: list[Unit], runs: list[Mapping[str, bool]], final: Mappi
 
 
 async def _settle_consensus(ctx: SearchContext, finals: list[Any]) -> Any:
-    """The restarts' consensus, settled: sparse searches start one more (greedy) restart from it and
-    run it to a fixed point; exact searches keep the restart that agrees most with it."""
+    """The restarts' consensus, settled: sparse searches start one more (greedy) restart from it, run
+    it to a fixed point and keep it unless a restart ended with a higher U; exact searches keep the
+    restart that agrees most with it."""
     runs = [r.cur.labels for r in finals]
     ranks = sorted(r.cur.u for r in finals)
     weights = [ranks.index(r.cur.u) / max(1, len(ranks) - 1) for r in finals]  # U rank breaks ties
@@ -255,4 +259,8 @@ async def _settle_consensus(ctx: SearchContext, finals: list[Any]) -> Any:
         settle.restore(ctx.settle_snapshot)
     ctx.restarts.append(settle)
     await settle.run()
-    return settle
+    # the settled vote is a labelling like the restarts' own: where a restart ended with a higher U,
+    # that restart is kept (the vote can split between two basins of nearly equal frequency, and
+    # then follows the seed; measured on four-option pools, where U tells the basins apart)
+    top = max(finals, key=lambda r: r.cur.u)
+    return top if top.cur.u > settle.cur.u else settle
