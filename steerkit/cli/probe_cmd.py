@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--seed", type=int, default=0, help="random seed of the question split and labellings (default 0)")
     r.add_argument("--agreement-questions", type=int, default=4, metavar="N",
                    help="held-out questions a default ICM search labels to measure how far its labels depend on the seed "
-                        "(default 4: one 16-restart search, ~100 scoring calls, ~2 min on the embedded model; 6: ~260 "
+                        "(default 4: one 16-restart search, ~120 scoring calls, about a minute on the embedded model; 6: ~260 "
                         "calls; 0: skip)")
     r.add_argument("--threads", type=int, metavar="N", help="llama.cpp threads of the embedded model")
     g = p.add_argument_group("generation (--task generation)")

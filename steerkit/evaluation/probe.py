@@ -147,10 +147,11 @@ class ProbeConfig:
     z: float = 2.0
     min_effect: float = 0.05
     agreement_questions: int = 0
-    """Held-out questions labelled by a default ICM search (its restarts from 8 seeds) to measure
+    """Held-out questions labelled by a default ICM search (its restarts from 16 seeds) to measure
     how far the labels depend on the seed (0: not measured). Cost on the built-in fact questions,
-    Gemma 3 270M, 2 cores at a load of 5: 4 questions 104 scoring calls, 22k prompt tokens, 2.3
-    min; 6 questions 264 calls, 76k tokens, 8 min (longer contexts). `steerkit probe` (default 4)
+    Gemma 3 270M, 2 cores: 4 questions 116 scoring calls with the 16-restart default, 22k prompt
+    tokens, 43 s on a quiet machine (104 calls with 8 restarts, 2.3 min at a load of 5); 6 questions
+    with 8 restarts 264 calls, 76k tokens, 8 min at a load of 5 (longer contexts). `steerkit probe` (default 4)
     caches the scores: a re-run costs nothing."""
 
     def __post_init__(self) -> None:
