@@ -20,6 +20,10 @@ import steerkit._runtime as runtime_mod
 from steerkit.cli import main
 from steerkit.testing import FakeScorer
 
+SMALL_SEARCH = {"STEERKIT_SEARCH__MAX_ITERATIONS": "12", "STEERKIT_SEARCH__PATIENCE": "6", "STEERKIT_SEARCH__RESTARTS": "2"}
+"""Small searches for the tests of the commands (`cli_env(..., **SMALL_SEARCH)`): 2 restarts, where
+the default runs 16 on a whole pool; the README's own `precompute` runs the default search."""
+
 
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     """No ``STEERKIT_*`` from the caller, config and cache under ``tmp_path``, ``env`` on top; the

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from cli_helpers import cli_env, run_json
+from cli_helpers import SMALL_SEARCH, cli_env, run_json
 
 from steerkit._runtime import Runtime
 from steerkit.cli import main
@@ -49,8 +49,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> FakeChatServer:
-    cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
-            STEERKIT_SEARCH__RESTARTS="2")
+    cli_env(tmp_path, monkeypatch, **SMALL_SEARCH)
     monkeypatch.setenv("STEERKIT_CACHE_DIR", str(shared_cache))
     server = FakeChatServer()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import cli_env, run_json, threaded_upstream
+from cli_helpers import SMALL_SEARCH, cli_env, run_json, threaded_upstream
 from fake_upstream import FakeUpstream
 
 from steerkit.cli import main
@@ -50,10 +50,8 @@ class InterruptingFakeScorer(FakeScorer):
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Isolated config/cache, small searches (2 restarts: these tests are about the commands; the
-    README's precompute runs the default search), and the fake scorer as the search backend."""
-    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
-                   STEERKIT_SEARCH__RESTARTS="2")
+    """Isolated config/cache, small searches, and the fake scorer as the search backend."""
+    return cli_env(tmp_path, monkeypatch, **SMALL_SEARCH)
 
 
 # --- basics -------------------------------------------------------------------------------------

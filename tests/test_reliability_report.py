@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import cli_env, run_json
+from cli_helpers import SMALL_SEARCH, cli_env, run_json
 
 from steerkit import icm
 from steerkit.cli import main
@@ -23,10 +23,9 @@ REVIEW = f"steerkit review --escalate --persona {PERSONA}"
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Isolated config/cache, small searches (2 restarts: these tests read reports, and set the
-    agreement they need), the fake scorer as the search backend."""
-    return cli_env(tmp_path, monkeypatch, STEERKIT_SEARCH__MAX_ITERATIONS="12", STEERKIT_SEARCH__PATIENCE="6",
-                   STEERKIT_SEARCH__RESTARTS="2")
+    """Isolated config/cache, small searches (these tests read reports, and set the agreement they
+    need), the fake scorer as the search backend."""
+    return cli_env(tmp_path, monkeypatch, **SMALL_SEARCH)
 
 
 def doctored_search(monkeypatch: pytest.MonkeyPatch, *, agreement: float | None, ended: str | None = "fixed_point",

@@ -364,8 +364,7 @@ def _read_lines(stream: Any, source: str, limit: int) -> list[str]:
     """The lines of an export, each read with a bound (``limit`` characters) and all of them with
     another (`MAX_IMPORT_CHARS`), so an endless or binary input (``/dev/zero``, a huge line, ``yes |``) is a
     clear error instead of a `MemoryError`."""
-    lines = []
-    read, total = 0, MAX_IMPORT_CHARS
+    lines, read = [], 0
     try:
         while True:
             line = stream.readline(limit + 1)
@@ -375,8 +374,8 @@ def _read_lines(stream: Any, source: str, limit: int) -> list[str]:
                 raise UserError(f"{source}: line {len(lines) + 1} is longer than the {limit / 2**20:.0f} MiB limit of a "
                                 "cache record", hint="give a file written by `steerkit cache export`")
             read += len(line)
-            if read > total:
-                raise UserError(f"{source}: more than {total / 2**20:.0f} MiB, the most one import reads (it checks the "
+            if read > MAX_IMPORT_CHARS:
+                raise UserError(f"{source}: more than {MAX_IMPORT_CHARS / 2**20:.0f} MiB, the most one import reads (it checks the "
                                 "whole file before writing anything)",
                                 hint="export fewer personas per file (steerkit cache export PERSONA… -o FILE) and import "
                                 "each file")
