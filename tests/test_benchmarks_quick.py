@@ -71,6 +71,12 @@ def _backend_models(d: dict[str, Any], _: Path) -> None:
     assert r["label_tokenization"]["True"]["single_token"]
 
 
+def _cli_startup(d: dict[str, Any], _: Path) -> None:
+    assert d["runs"] == 3 and {"python -c pass", "import steerkit", "steerkit --version"} <= set(d["cases"])
+    assert all(c["wall_s"] > 0 and c["wall_vs_bare_python"] > 0 for c in d["cases"].values())
+    assert d["heavy_modules"] == []  # what a command's start imports (tests/test_layering.py checks it too)
+
+
 def _collaborative_table1(d: dict[str, Any], _: Path) -> None:
     assert set(d["table"]) == {"Before (k=0)", "ICM Confidence", "Random Sampling", "Active Learning"}
     [entry] = d["personas"].values()
@@ -138,6 +144,7 @@ def _store_shared(d: dict[str, Any], _: Path) -> None:
 
 CHECKS: dict[str, tuple[Callable[[dict[str, Any], Path], None], Callable[[], dict[str, str]] | None]] = {
     "adversarial_load": (_adversarial_load, None),
+    "cli_startup": (_cli_startup, None),
     "backend_models": (_backend_models, None),
     "collaborative_table1": (_collaborative_table1, None),
     "first_hour": (_first_hour, None),

@@ -3,12 +3,30 @@
 * `OpenAIBackend` — any OpenAI-compatible completions server (vLLM, llama.cpp's server);
 * `EmbeddedBackend` — llama.cpp in-process on a GGUF file (xllamacpp), default model from a PyPI
   package (`default_model_path`).
+
+`OpenAIBackend` and `RetryPolicy` are imported on first use (PEP 562): they pull in the ``openai``
+package (0.8 s of a command's start), which code that needs only the protocol or the embedded
+model never uses.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from steerkit.backends._models import default_model_path, gemma3_270m_path, smollm2_path
 from steerkit.backends.base import BackendStats, LabelScore, LogprobBackend, classify_token, parse_top_logprobs, sum_label_probs
 from steerkit.backends.embedded import EmbeddedBackend
-from steerkit.backends.openai_compat import OpenAIBackend, RetryPolicy
+
+if TYPE_CHECKING:
+    from steerkit.backends.openai_compat import OpenAIBackend, RetryPolicy
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    if name in ("OpenAIBackend", "RetryPolicy"):
+        from steerkit.backends import openai_compat
+
+        value = getattr(openai_compat, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'steerkit.backends' has no attribute {name!r}")
 
 __all__ = [
     "BackendStats",

@@ -54,11 +54,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from steerkit.evaluation import (
-        CONDITIONS,
-        DEFAULT_GENERATION_CONDITIONS,
-        GENERATION_CONDITIONS,
-    )
+    from steerkit.evaluation.conditions import CONDITIONS, DEFAULT_GENERATION_CONDITIONS, GENERATION_CONDITIONS
 
     p.add_argument("--task", choices=["classification", "generation"], default="classification",
                    help="classification (pick an option; default) or generation (write an answer, rated by a judge)")

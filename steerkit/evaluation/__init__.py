@@ -15,81 +15,163 @@ One module per task, and what they share:
 - `generation`: open-ended answers steered by the examples and scored by a judge
   (`run_generation_eval`, OvertonBench's task), with `answers` (answer pools: the OvertonBench
   importer, a JSONL format, a pack's ``[[answer_pool]]``, a generator) and `judge` (the rubric, strict parsing, the self-check);
+- `conditions`: the conditions each task compares (their names, in one place);
 - `chat`: the chat-model seam the generation task and its judge share.
 
-Every name below is importable from ``steerkit.evaluation``; the modules may move.
+Every name below is importable from ``steerkit.evaluation``; the modules may move. They are imported
+on first use (PEP 562), so a command that needs one submodule does not pay for the others (the
+chat seam alone pulls in openai).
 """
 
-from steerkit.evaluation.answers import (
-    Answer,
-    AnswerPool,
-    AnswerQuestion,
-    PoolPersona,
-    answer_pool_from_pack,
-    generate_answers,
-    import_overtonbench,
-    pack_with_answer_pool,
-    read_answer_pool,
-    write_answer_pool,
-)
-from steerkit.evaluation.chat import CachedChat, ChatModel, OpenAIChat
-from steerkit.evaluation.classification import (
-    CONDITIONS,
-    FEW_SHOT,
-    EvalConfig,
-    EvalReport,
-    run_eval,
-    write_plots,
-)
-from steerkit.evaluation.datasets import (
-    GQA_COUNTRIES,
-    OQA_PARTIES,
-    DatasetKind,
-    EvalPersona,
-    load_dataset,
-)
-from steerkit.evaluation.generation import (
-    DEFAULT_GENERATION_CONDITIONS,
-    GENERATION_CONDITIONS,
-    GenerationConfig,
-    GenerationReport,
-    run_generation_eval,
-    write_generation_plots,
-)
-from steerkit.evaluation.judge import (
-    RUBRIC_VERSION,
-    Judge,
-    KnownPair,
-    SelfCheck,
-    parse_score,
-    self_check,
-)
-from steerkit.evaluation.predictors import (
-    AccuracyReport,
-    ChatPredictor,
-    ClaimPredictor,
-    Predictor,
-    QuestionResult,
-    normalise,
-    prediction_confidence,
-    question_outcome,
-    score_claims,
-    test_accuracy,
-)
-from steerkit.evaluation.preference import PT_NAMES, load_persona_tailoring
-from steerkit.evaluation.protocol import (
-    Progress,
-    accuracy_matched,
-    bootstrap_se,
-    coherence,
-    expected_calibration_error,
-    gold_questions,
-    label_accuracy,
-    make_folds,
-    mutual_predictability,
-    random_labels,
-    split_questions,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the lazy exports below, for type checkers, IDEs and the API reference
+    from steerkit.evaluation.answers import (
+        Answer,
+        AnswerPool,
+        AnswerQuestion,
+        PoolPersona,
+        answer_pool_from_pack,
+        generate_answers,
+        import_overtonbench,
+        pack_with_answer_pool,
+        read_answer_pool,
+        write_answer_pool,
+    )
+    from steerkit.evaluation.chat import CachedChat, ChatModel, OpenAIChat
+    from steerkit.evaluation.classification import (
+        EvalConfig,
+        EvalReport,
+        run_eval,
+        write_plots,
+    )
+    from steerkit.evaluation.datasets import (
+        GQA_COUNTRIES,
+        OQA_PARTIES,
+        DatasetKind,
+        EvalPersona,
+        load_dataset,
+    )
+    from steerkit.evaluation.conditions import CONDITIONS, DEFAULT_GENERATION_CONDITIONS, FEW_SHOT, GENERATION_CONDITIONS
+    from steerkit.evaluation.generation import (
+        GenerationConfig,
+        GenerationReport,
+        run_generation_eval,
+        write_generation_plots,
+    )
+    from steerkit.evaluation.judge import (
+        RUBRIC_VERSION,
+        Judge,
+        KnownPair,
+        SelfCheck,
+        parse_score,
+        self_check,
+    )
+    from steerkit.evaluation.predictors import (
+        AccuracyReport,
+        ChatPredictor,
+        ClaimPredictor,
+        Predictor,
+        QuestionResult,
+        normalise,
+        prediction_confidence,
+        question_outcome,
+        score_claims,
+        test_accuracy,
+    )
+    from steerkit.evaluation.preference import PT_NAMES, load_persona_tailoring
+    from steerkit.evaluation.protocol import (
+        Progress,
+        accuracy_matched,
+        bootstrap_se,
+        coherence,
+        expected_calibration_error,
+        gold_questions,
+        label_accuracy,
+        make_folds,
+        mutual_predictability,
+        random_labels,
+        split_questions,
+    )
+
+#: Export → the submodule that defines it, imported by `__getattr__` on first use.
+_LAZY = {
+    "Answer": "steerkit.evaluation.answers",
+    "AnswerPool": "steerkit.evaluation.answers",
+    "AnswerQuestion": "steerkit.evaluation.answers",
+    "PoolPersona": "steerkit.evaluation.answers",
+    "answer_pool_from_pack": "steerkit.evaluation.answers",
+    "generate_answers": "steerkit.evaluation.answers",
+    "import_overtonbench": "steerkit.evaluation.answers",
+    "pack_with_answer_pool": "steerkit.evaluation.answers",
+    "read_answer_pool": "steerkit.evaluation.answers",
+    "write_answer_pool": "steerkit.evaluation.answers",
+    "CachedChat": "steerkit.evaluation.chat",
+    "ChatModel": "steerkit.evaluation.chat",
+    "OpenAIChat": "steerkit.evaluation.chat",
+    "CONDITIONS": "steerkit.evaluation.conditions",
+    "FEW_SHOT": "steerkit.evaluation.conditions",
+    "EvalConfig": "steerkit.evaluation.classification",
+    "EvalReport": "steerkit.evaluation.classification",
+    "run_eval": "steerkit.evaluation.classification",
+    "write_plots": "steerkit.evaluation.classification",
+    "GQA_COUNTRIES": "steerkit.evaluation.datasets",
+    "OQA_PARTIES": "steerkit.evaluation.datasets",
+    "DatasetKind": "steerkit.evaluation.datasets",
+    "EvalPersona": "steerkit.evaluation.datasets",
+    "load_dataset": "steerkit.evaluation.datasets",
+    "DEFAULT_GENERATION_CONDITIONS": "steerkit.evaluation.conditions",
+    "GENERATION_CONDITIONS": "steerkit.evaluation.conditions",
+    "GenerationConfig": "steerkit.evaluation.generation",
+    "GenerationReport": "steerkit.evaluation.generation",
+    "run_generation_eval": "steerkit.evaluation.generation",
+    "write_generation_plots": "steerkit.evaluation.generation",
+    "RUBRIC_VERSION": "steerkit.evaluation.judge",
+    "Judge": "steerkit.evaluation.judge",
+    "KnownPair": "steerkit.evaluation.judge",
+    "SelfCheck": "steerkit.evaluation.judge",
+    "parse_score": "steerkit.evaluation.judge",
+    "self_check": "steerkit.evaluation.judge",
+    "AccuracyReport": "steerkit.evaluation.predictors",
+    "ChatPredictor": "steerkit.evaluation.predictors",
+    "ClaimPredictor": "steerkit.evaluation.predictors",
+    "Predictor": "steerkit.evaluation.predictors",
+    "QuestionResult": "steerkit.evaluation.predictors",
+    "normalise": "steerkit.evaluation.predictors",
+    "prediction_confidence": "steerkit.evaluation.predictors",
+    "question_outcome": "steerkit.evaluation.predictors",
+    "score_claims": "steerkit.evaluation.predictors",
+    "test_accuracy": "steerkit.evaluation.predictors",
+    "PT_NAMES": "steerkit.evaluation.preference",
+    "load_persona_tailoring": "steerkit.evaluation.preference",
+    "Progress": "steerkit.evaluation.protocol",
+    "accuracy_matched": "steerkit.evaluation.protocol",
+    "bootstrap_se": "steerkit.evaluation.protocol",
+    "coherence": "steerkit.evaluation.protocol",
+    "expected_calibration_error": "steerkit.evaluation.protocol",
+    "gold_questions": "steerkit.evaluation.protocol",
+    "label_accuracy": "steerkit.evaluation.protocol",
+    "make_folds": "steerkit.evaluation.protocol",
+    "mutual_predictability": "steerkit.evaluation.protocol",
+    "random_labels": "steerkit.evaluation.protocol",
+    "split_questions": "steerkit.evaluation.protocol",
+}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'steerkit.evaluation' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "CONDITIONS",
@@ -152,5 +234,3 @@ __all__ = [
     "write_generation_plots",
     "write_plots",
 ]
-
-test_accuracy.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

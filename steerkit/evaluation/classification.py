@@ -45,6 +45,7 @@ from steerkit._scorecache import CachedBackend, ScoreCache
 from steerkit.backends.base import LogprobBackend
 from steerkit.errors import BackendError, UserError
 from steerkit.evaluation._plots import PlotFolder
+from steerkit.evaluation.conditions import CONDITIONS, FEW_SHOT
 from steerkit.evaluation.datasets import EvalPersona
 from steerkit.evaluation.predictors import ChatPredictor, question_outcome, score_claims
 from steerkit.evaluation.protocol import (
@@ -68,8 +69,6 @@ __all__ = [
     "write_plots",
 ]
 
-CONDITIONS = ("zero_shot_chat", "zero_shot_base", "random", "icm", "accuracy_matched", "gold", "inverted")
-FEW_SHOT = ("random", "icm", "accuracy_matched", "gold", "inverted")
 
 
 @dataclass

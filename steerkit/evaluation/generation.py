@@ -87,6 +87,7 @@ from steerkit.evaluation.answers import (
     generate_answers,
 )
 from steerkit.evaluation.chat import CachedChat, ChatModel
+from steerkit.evaluation.conditions import DEFAULT_GENERATION_CONDITIONS, GENERATION_CONDITIONS
 from steerkit.evaluation.judge import (
     LEVELS,
     RUBRIC_VERSION,
@@ -119,8 +120,6 @@ __all__ = [
     "write_generation_plots",
 ]
 
-GENERATION_CONDITIONS = ("zero_shot", "icm", "gold", "random", "accuracy_matched", "inverted")
-DEFAULT_GENERATION_CONDITIONS = ("zero_shot", "icm", "gold", "random", "accuracy_matched")
 _TITLES = {"zero_shot": "zero-shot", "icm": "ICM", "gold": "gold", "random": "random",
            "accuracy_matched": "accuracy-matched", "inverted": "inverted"}
 
