@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from steerkit._config import SteerConfig, expand_path
 from steerkit._metrics import Metrics
 from steerkit._redact import mask_credentials
-from steerkit._store import CacheKey, ExampleSetStore, SingleFlight
+from steerkit._singleflight import SingleFlight
+from steerkit._store import CacheKey, ExampleSetStore
 from steerkit.errors import SteerkitError, StoreError, StoreWriteError, UserError
 from steerkit.models import ExampleSet, Pool, SearchConfig
 from steerkit.packs._combine import CombinedPersona, agreed_labels, allowed_combinations

@@ -15,7 +15,6 @@ treated as a miss, never a crash. A set read from disk (or Redis, or an import) 
 when `check_example_set` finds nothing wrong: its items must hash to the key's pool hash (a cache
 folder anyone can write must not become a way to put text into steered prompts), it must hold
 labels, and its record must be at most ``max_record_bytes`` (`MAX_RECORD_BYTES`, 32 MiB).
-`SingleFlight` makes concurrent misses for one key share one computation.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ import logging
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,7 +47,6 @@ __all__ = [
     "DiskStore",
     "ExampleSetStore",
     "MemoryStore",
-    "SingleFlight",
     "check_example_set",
     "default_cache_dir",
     "export_entries",
@@ -473,58 +471,6 @@ class DiskStore:
 
     def close(self) -> None:
         self._cache.close()
-
-
-# --- single flight ------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-class SingleFlight(Generic[T]):
-    """Concurrent calls for one key share one computation.
-
-    ``await sf.do(key, fn)`` starts ``fn()`` for the first caller and makes later callers for the
-    same key wait on the same task; the result (or exception) goes to all of them, then the key
-    is free again. A waiter being cancelled never cancels the shared computation.
-    ``sf.start(key, fn)`` starts (or joins) it without waiting (background misses).
-    """
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[T]] = {}
-
-    def start(self, key: str, fn: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
-        task = self._tasks.get(key)
-        if task is None:
-            task = asyncio.ensure_future(fn())  # type: ignore[arg-type]
-            self._tasks[key] = task
-
-            def _done(t: asyncio.Task[T], key: str = key) -> None:
-                if self._tasks.get(key) is t:
-                    del self._tasks[key]
-                if not t.cancelled() and t.exception() is not None:
-                    log.debug("single-flight %s failed: %r", key, t.exception())
-
-            task.add_done_callback(_done)
-        return task
-
-    async def do(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        return await asyncio.shield(self.start(key, fn))
-
-    def in_flight(self) -> list[str]:
-        return list(self._tasks)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._tasks
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except BaseException:  # noqa: BLE001, S110 - cancelled or failed: both are fine here
-                pass
 
 
 # --- export / import ----------------------------------------------------------------------------

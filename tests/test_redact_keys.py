@@ -17,7 +17,8 @@ from steerkit import MemoryStore, OpenAIBackend, RetryPolicy, Settings
 from steerkit._compute import ExampleSets
 from steerkit._middleware import SteerConfig, Steerer
 from steerkit._redact import KEY_PREFIXES, mask_credentials
-from steerkit._store import CacheKey, SingleFlight
+from steerkit._singleflight import SingleFlight
+from steerkit._store import CacheKey
 from steerkit.errors import BackendError, BackendRequestError, BackendUnavailableError
 from steerkit.models import SearchConfig
 from steerkit.packs import PackRegistry

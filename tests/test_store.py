@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from steerkit.errors import CacheCorruptionWarning, StoreError
 from steerkit.models import ExampleSet, Label, Provenance, SearchConfig
 from steerkit.packs import PackRegistry
-from steerkit._store import CacheKey, DiskStore, MemoryStore, SingleFlight
+from steerkit._singleflight import SingleFlight
+from steerkit._store import CacheKey, DiskStore, MemoryStore
 
 
 def make_es(persona_id: str = "polparty/democrat", flip: bool = False, parent: str | None = None) -> ExampleSet:
