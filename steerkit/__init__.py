@@ -9,8 +9,9 @@ Everything a user writes is exported here; the modules behind it may move.
 10
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from steerkit._lazy import lazy_exports
 from steerkit._version import __version__
 from steerkit.errors import (
     SteerkitError,
@@ -125,16 +126,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:  # PEP 562
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'steerkit' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "__version__",

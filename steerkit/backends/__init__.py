@@ -9,8 +9,9 @@ package (0.8 s of a command's start), which code that needs only the protocol or
 model never uses.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from steerkit._lazy import lazy_exports
 from steerkit.backends._models import default_model_path, gemma3_270m_path, smollm2_path
 from steerkit.backends.base import BackendStats, LabelScore, LogprobBackend, classify_token, parse_top_logprobs, sum_label_probs
 from steerkit.backends.embedded import EmbeddedBackend
@@ -18,15 +19,9 @@ from steerkit.backends.embedded import EmbeddedBackend
 if TYPE_CHECKING:
     from steerkit.backends.openai_compat import OpenAIBackend, RetryPolicy
 
-
-def __getattr__(name: str) -> Any:  # PEP 562
-    if name in ("OpenAIBackend", "RetryPolicy"):
-        from steerkit.backends import openai_compat
-
-        value = getattr(openai_compat, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'steerkit.backends' has no attribute {name!r}")
+#: Imported on first use (the docstring says why).
+_LAZY = {"OpenAIBackend": "steerkit.backends.openai_compat", "RetryPolicy": "steerkit.backends.openai_compat"}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "BackendStats",

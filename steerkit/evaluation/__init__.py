@@ -23,7 +23,9 @@ on first use (PEP 562), so a command that needs one submodule does not pay for t
 chat seam alone pulls in openai).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from steerkit._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the lazy exports below, for type checkers, IDEs and the API reference
     from steerkit.evaluation.answers import (
@@ -158,20 +160,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:  # PEP 562
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'steerkit.evaluation' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "CONDITIONS",
