@@ -10,17 +10,17 @@ Only features the text *states* count, as in the seed paper. Two extractors shar
 - `LLMExtractor` (`_llm`): a chat model with a JSON-schema answer, filtered to known ids whose
   evidence occurs in the text.
 
-`best_per_dimension`, `message_text` and `aextract_texts` (`_types`) are what the middleware
-applies to any extractor. Only personas defined by the registry's packs can match: text never
-creates a persona.
+`best_per_dimension` and `message_text` (`_types`) and `aextract_texts` (`_rules`: a
+`RuleExtractor` keeps its own request bound, any other gets the middleware's) are what the
+middleware applies to any extractor. Only personas defined by the registry's packs can match:
+text never creates a persona.
 """
 
 from steerkit.extract._llm import LLMExtractor
-from steerkit.extract._rules import RuleExtractor
+from steerkit.extract._rules import RuleExtractor, aextract_texts
 from steerkit.extract._types import (
     Extractor,
     PersonaMatch,
-    aextract_texts,
     best_per_dimension,
     message_text,
 )

@@ -81,7 +81,7 @@ from steerkit.extract._grammar import (
     _Frame,
 )
 from steerkit.extract._text import _Text
-from steerkit.extract._types import PersonaMatch
+from steerkit.extract._types import Extractor, PersonaMatch
 from steerkit.packs import PackRegistry, PersonaPack
 
 log = logging.getLogger("steerkit.extract")
@@ -525,3 +525,19 @@ class RuleExtractor:
                 )
             )
         return out
+
+
+async def aextract_texts(extractor: Extractor, texts: Sequence[str], *,
+                         max_total_chars: int = 64_000) -> list[list[PersonaMatch]]:
+    """Extract from all the texts of one request (e.g. its user messages, oldest first) within one
+    budget, without holding the event loop: a `RuleExtractor` uses its own `aextract_many` (its
+    ``max_request_chars``); any other extractor gets the newest texts first, each cut to what is
+    left of ``max_total_chars`` (texts beyond it are not sent: an empty list)."""
+    if isinstance(extractor, RuleExtractor):  # not any `aextract_many`: the budget must hold for others
+        return await extractor.aextract_many(texts)
+    left = max_total_chars
+    cut = [0] * len(texts)
+    for i in range(len(texts) - 1, -1, -1):
+        cut[i] = min(len(texts[i]), max(left, 0))
+        left -= cut[i]
+    return [await extractor.aextract(t[:n]) if n else [] for t, n in zip(texts, cut)]

@@ -1,9 +1,9 @@
 """What every extractor shares: `PersonaMatch` (a persona a text states, with its evidence), the
-`Extractor` protocol, and the helpers the middleware applies to any extractor's matches and texts."""
+`Extractor` protocol, and the helpers the middleware applies to any extractor's matches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,20 +56,3 @@ def message_text(content: Any) -> str:
                 parts.append(p["text"])
         return "\n".join(parts)
     return ""
-
-
-async def aextract_texts(extractor: Extractor, texts: Sequence[str], *,
-                         max_total_chars: int = 64_000) -> list[list[PersonaMatch]]:
-    """Extract from all the texts of one request (e.g. its user messages, oldest first) within one
-    budget, without holding the event loop: an extractor with its own ``aextract_many`` (a
-    `RuleExtractor`: its ``max_request_chars``) uses it; any other gets the newest texts first,
-    each cut to what is left of ``max_total_chars`` (texts beyond it are not sent: an empty list)."""
-    many = getattr(extractor, "aextract_many", None)
-    if many is not None:
-        return await many(texts)
-    left = max_total_chars
-    cut = [0] * len(texts)
-    for i in range(len(texts) - 1, -1, -1):
-        cut[i] = min(len(texts[i]), max(left, 0))
-        left -= cut[i]
-    return [await extractor.aextract(t[:n]) if n else [] for t, n in zip(texts, cut)]
