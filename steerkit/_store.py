@@ -501,6 +501,11 @@ async def export_entries(store: ExampleSetStore, personas: list[str] | None = No
     return lines
 
 
+async def _holds(store: ExampleSetStore, key: CacheKey, es: ExampleSet) -> bool:
+    current = await store.get(key)
+    return current is not None and current.version == es.version
+
+
 async def import_entries(store: ExampleSetStore, lines: list[str], source: str = "<input>", *,
                          known_personas: Collection[str] | None = None,
                          pool_hash_of: Callable[[str], str] | None = None,
@@ -510,7 +515,9 @@ async def import_entries(store: ExampleSetStore, lines: list[str], source: str =
     ``max_record_bytes``, this library version's keys only (another version never reads them), each
     set against its key (`check_example_set`: its items hash to the key's pool, it holds labels),
     and, given ``known_personas`` / ``pool_hash_of`` (persona id → the configured pack's pool
-    hash), personas the configured packs define with the pool they define."""
+    hash), personas the configured packs define with the pool they define, unless ``store`` holds
+    that very set already (an export of this cache, e.g. with the demo's small-pool set, imports
+    back unchanged)."""
     from pydantic import ValidationError
 
     from steerkit._json import loads_strict
@@ -562,7 +569,7 @@ async def import_entries(store: ExampleSetStore, lines: list[str], source: str =
             raise UserError(f"{source}: line {n}: the example set of {key.persona_id} cannot be trusted: {why}",
                             hint=f"{bad} from the cache that computed it")
         expected = pool_hash_of(key.persona_id) if pool_hash_of is not None else None
-        if expected is not None and expected != key.pool_hash:
+        if expected is not None and expected != key.pool_hash and not await _holds(store, key, es):
             raise UserError(f"{source}: line {n}: the example set of {key.persona_id} was searched on pool "
                             f"{key.pool_hash[:12]}, but the configured pack gives pool {expected[:12]}: it would never be used",
                             hint="import it where the same pack and steer.max_pool_items are configured, or precompute it "

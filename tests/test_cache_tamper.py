@@ -18,7 +18,7 @@ import pytest
 from cli_helpers import cli_env, run_json
 from services import redis_server
 
-from steerkit import DiskStore, MemoryStore, SteerConfig, Steerer
+from steerkit import DiskStore, MemoryStore, SteerConfig, Steerer, default_examples_dir
 from steerkit._store import MAX_RECORD_BYTES, CacheKey, encode_blob
 from steerkit.cli import main
 from steerkit.errors import CacheCorruptionWarning, StoreError
@@ -95,6 +95,35 @@ def test_a_genuine_export_imports_also_with_a_byte_order_mark(env: dict[str, Any
     assert rc == 0, err
     [row] = run_json(capsys, ["cache", "ls", "--json"])
     assert row["persona"] == PERSONA and row["version"] == es.version
+
+
+def test_an_export_of_this_cache_imports_back_with_a_set_of_another_pool(env: dict[str, Any], registry: PackRegistry,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         tmp_path: Path) -> None:
+    """The README's path: `demo` (which stores a set of a 4-item pool), `precompute`, then `cache
+    export -o f && cache import f`. The demo's set is of a pool the configuration does not give, so
+    another cache refuses it; this cache already holds it, so the round trip leaves it unchanged
+    (it failed with exit 2 before)."""
+    import asyncio
+
+    small = registry.pool(PERSONA, max_items=4)
+    tiny = genuine_set(registry).model_copy(update={
+        "items": small.items, "groups": small.groups,
+        "labels": {iid: Label(item_id=iid, value=n == 0, confidence=0.8) for g in small.groups for n, iid in enumerate(g.item_ids)},
+        "provenance": Provenance(model="fake-model", backend="fake", config=SearchConfig(), pool_hash=small.content_hash(), seed=1)})
+    store = DiskStore(default_examples_dir())
+    for es in (genuine_set(registry), tiny):
+        asyncio.run(store.put(key_of(es), es))
+    f = tmp_path / "all.jsonl"
+    assert main(["cache", "export", "-o", str(f)]) == 0
+    rc, err = import_file(capsys, f)
+    assert rc == 0, err
+    assert sorted(r["version"] for r in run_json(capsys, ["cache", "ls", "--json"])) == sorted((genuine_set(registry).version, tiny.version))
+    other = tmp_path / "other.jsonl"  # the small-pool set alone, into a cache that does not hold it
+    other.write_text(export_text(record(key_of(tiny), tiny)))
+    assert asyncio.run(store.delete(key_of(tiny)))
+    rc, err = import_file(capsys, other)
+    assert rc == 2 and "configured pack gives pool" in err
 
 
 def _rehashed(es: ExampleSet) -> tuple[CacheKey, ExampleSet]:
