@@ -7,9 +7,9 @@ Every command a user types pays Python's start plus the imports of ``steerkit`` 
 line before any work; the tests and CI start a few hundred. Each case runs ``--runs`` times in a
 fresh process, interleaved with the others (so load from other processes hits every case alike);
 the figures are the median wall and CPU seconds and the ratio of the median wall time to that of
-``python -c pass`` measured in the same run. ``heavy_modules`` says which of the packages that a
-command should import only when it uses them (openai, numpy, llama.cpp, Starlette) ``steerkit
---version`` imported.
+``python -c pass`` measured in the same run. ``heavy_modules`` says which of `HEAVY`, the
+packages that a command should import only when it uses them (openai, numpy, llama.cpp,
+Starlette…), ``steerkit --version`` imported (its parser holds every subcommand's options).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-HEAVY = ("openai", "numpy", "xllamacpp", "starlette", "matplotlib", "redis", "ray")
+HEAVY = ("openai", "numpy", "xllamacpp", "starlette", "uvicorn", "matplotlib", "redis", "ray", "litellm")
+"""Packages a command imports only when it uses them (tests/test_layering.py checks the start has none)."""
 
 CASES = {
     "python -c pass": [sys.executable, "-c", "pass"],

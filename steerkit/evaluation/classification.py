@@ -70,7 +70,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class QuestionRecord:
     persona: str
