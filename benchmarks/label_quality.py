@@ -128,7 +128,8 @@ async def zero_shot(pool: Pool, backend: Any) -> dict[str, float]:
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": len(runs)}
-    for key in ("label_accuracy", "question_accuracy", "evaluated_tokens", "calls", "iterations", "u", "exact_u", "restart_agreement"):
+    for key in ("label_accuracy", "question_accuracy", "evaluated_tokens", "calls", "iterations", "u", "exact_u", "restart_agreement",
+                "answer_confidence"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         if vals:
             out[key] = {"mean": round(statistics.fmean(vals), 4), "min": min(vals), "max": max(vals),
@@ -283,7 +284,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "u": round(es.score, 4), "calls": s.model_calls, "prompt_tokens": s.prompt_tokens,
                             "evaluated_tokens": s.prompt_tokens if model == "fake" else s.evaluated_tokens,
                             "iterations": s.iterations, "ended": s.ended, "restarts_ended": s.restarts_ended,
-                            "restart_agreement": s.restart_agreement, "wall_seconds": round(time.monotonic() - t0, 2),
+                            "restart_agreement": s.restart_agreement, "answer_confidence": es.answer_confidence(),
+                            "wall_seconds": round(time.monotonic() - t0, 2),
                         }
                         if len(pool.items) <= args.exact_u_max:
                             if conf == "exact":

@@ -75,7 +75,7 @@ class PrecomputeResult:
     items: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     """``violations``; and how reliable the set is: ``ended``, ``restart_agreement``,
-    ``least_certain`` (questions), ``warning`` (see `ExampleSet.reliability_warning`)."""
+    ``answer_confidence``, ``least_certain`` (questions), ``warning`` (see `ExampleSet.reliability_warning`)."""
 
 
 def reliability(es: ExampleSet) -> dict[str, Any]:
@@ -84,6 +84,7 @@ def reliability(es: ExampleSet) -> dict[str, Any]:
         "violations": es.violations,
         "ended": es.stats.ended,
         "restart_agreement": es.stats.restart_agreement,
+        "answer_confidence": es.answer_confidence(),
         "least_certain": [q.model_dump() for q in es.least_certain()],
         "warning": es.reliability_warning(),
     }

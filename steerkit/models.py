@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from steerkit._logodds import log_sigmoid
 from steerkit._version import __version__
 from steerkit.errors import InvalidPoolError
 
@@ -427,6 +429,12 @@ class Provenance(BaseModel):
 RELIABLE_AGREEMENT = 0.8
 """Below this mean restart agreement a set is reported as a possible bad draw."""
 
+DECIDED_ANSWERS = 0.6
+"""Below this mean answer confidence (`ExampleSet.answer_confidence`) a set's answers rest on
+near-ties: its model, in context, barely prefers them to the next best answers. Measured: the
+packaged 135M and 270M models give 0.50–0.53 on easy fact pools, where their labels are 0.4–0.6
+right, and their restarts agree all the same (they share one deterministic score memo)."""
+
 
 class UncertainQuestion(_Frozen):
     """A question of an example set with how sure the search was of its answer."""
@@ -487,6 +495,55 @@ class ExampleSet(BaseModel):
         ranked = sorted(questions, key=lambda k: (agree.get(k, 1.0), conf.get(k, 1.0), k))
         return [UncertainQuestion(id=k, question=questions[k], agreement=agree.get(k), confidence=conf.get(k)) for k in ranked[:n]]
 
+    def answer_margins(self) -> dict[str, float]:
+        """Per question (group id, or item id of an ungrouped item) whose labels the search chose:
+        the log-odds by which the model, scoring each claim in its final context, prefers the set's
+        answer to the best *other* consistent answer (0: a tie; negative: it prefers another).
+
+        An answer's score is the sum of its claims' log P(label); for one-of-n options this is the
+        chosen option's log-odds minus the best other's, so a model's leaning to "True" or "False"
+        cancels. Questions with a human or fixed label are left out (the model did not choose)."""
+        group_of = {i: g for g in self.groups for i in g.item_ids}
+        members: dict[str, list[Label]] = {}
+        for it in self.items:
+            g = group_of.get(it.id)
+            members.setdefault(g.id if g is not None else it.id, []).append(self.labels[it.id])
+        keys = {it.id: it.key or it.id for it in self.items}
+        groups = {g.id: g for g in self.groups}
+        out: dict[str, float] = {}
+        for qid, labs in members.items():
+            if any(lab.source != "icm" for lab in labs):
+                continue
+            g = groups.get(qid)
+            answers: list[set[str]]
+            if g is None:
+                answers = [{labs[0].item_id}, set()]
+            elif g.kind == "keyed":  # nothing True, or one key's members
+                classes: dict[str, set[str]] = {}
+                for lab in labs:
+                    classes.setdefault(keys[lab.item_id], set()).add(lab.item_id)
+                answers = [set(), *classes.values()]
+            else:  # exactly_one, asymmetric: one member True
+                answers = [{lab.item_id} for lab in labs]
+
+            def score(true: set[str], labs: list[Label] = labs) -> float:
+                return sum(log_sigmoid(lab.logodds if lab.item_id in true else -lab.logodds) for lab in labs)
+
+            chosen = {lab.item_id for lab in labs if lab.value}
+            others = [score(a) for a in answers if a != chosen]
+            if others:
+                out[qid] = score(chosen) - max(others)
+        return out
+
+    def answer_confidence(self) -> float | None:
+        """Mean over the model's questions of σ(answer margin): how sure it was of the set's answers
+        against the runner-up (0.5: coin flips, 1.0: certain; None: no question chosen by the model).
+        Restart agreement cannot show a weak model's near-ties; this can."""
+        margins = self.answer_margins()
+        if not margins:
+            return None
+        return sum(math.exp(log_sigmoid(m)) for m in margins.values()) / len(margins)
+
     def reliability_warning(self) -> str | None:
         """Why this set may be a bad draw (a search stopped by its budget, or restarts that
         disagreed), with what to do; None when it looks sound or nothing is known."""
@@ -499,6 +556,13 @@ class ExampleSet(BaseModel):
                     "another seed would label it differently (the model's signal is weak); have the least certain "
                     "questions reviewed (`steerkit review --escalate`), use a stronger base model, or raise restarts "
                     "under [search] in the configuration")
+        conf = self.answer_confidence()
+        if conf is not None and conf < DECIDED_ANSWERS:
+            return (f"its answers rest on near-ties: in context the model preferred them to the next best answers by only "
+                    f"{conf:.0%} to {1 - conf:.0%} on average, so they say more about the search than about the persona "
+                    "(restarts agreeing does not change that); check the model with `steerkit probe` and use a stronger "
+                    "base model (tiny models cannot label these pools), or have people answer the questions "
+                    "(`steerkit review --escalate`)")
         return None
 
     def to_json(self) -> str:

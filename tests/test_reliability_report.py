@@ -29,10 +29,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def doctored_search(monkeypatch: pytest.MonkeyPatch, *, agreement: float | None, ended: str | None = "fixed_point",
-                    low: tuple[float, ...] = (), confidence: tuple[float, ...] = ()) -> dict[str, Any]:
+                    low: tuple[float, ...] = (), confidence: tuple[float, ...] = (), decided: bool = True) -> dict[str, Any]:
     """Every search runs for real, then reports ``agreement``/``ended``; the pool's first groups get
     the unit agreements ``low`` (the rest 1.0) and the group confidences ``confidence`` (the rest
-    0.9). Returns what the commands should show: ``ids`` and ``questions`` of the pool's groups."""
+    0.9); ``decided``: every label's final log-odds is ±3 its way (a model sure of its answers; the
+    fake's own are near-ties). Returns what the commands should show: ``ids`` and ``questions`` of
+    the pool's groups."""
     real = icm.search
     seen: dict[str, Any] = {}
 
@@ -43,7 +45,9 @@ def doctored_search(monkeypatch: pytest.MonkeyPatch, *, agreement: float | None,
         unit = {} if agreement is None else {k: 1.0 for k in ids} | dict(zip(ids, low))
         stats = es.stats.model_copy(update={"restart_agreement": agreement, "ended": ended, "unit_agreement": unit})
         conf = {k: 0.9 for k in ids} | dict(zip(ids, confidence))
-        return es.model_copy(update={"stats": stats, "group_confidence": conf})
+        labels = es.labels if not decided else {
+            k: lab.model_copy(update={"logodds": 3.0 if lab.value else -3.0}) for k, lab in es.labels.items()}
+        return es.model_copy(update={"stats": stats, "group_confidence": conf, "labels": labels})
 
     monkeypatch.setattr(icm, "search", search)
     return seen
@@ -110,6 +114,17 @@ def test_precompute_warns_below_80_percent_agreement_or_an_unsettled_search(
     assert (REVIEW in out) == (agreement < 0.8)
     assert ("raise max_iterations/patience under [search]" in out) == (ended == "max_iterations")
     assert "least certain:" not in out  # every restart agreed on every question
+
+
+def test_precompute_warns_of_answers_that_rest_on_near_ties(env: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    doctored_search(monkeypatch, agreement=1.0, decided=False)  # the fake scorer's own near-ties
+    out = text_of(capsys, ["precompute", "--persona", PERSONA])
+    assert "restarts agreed on 100% of the answers; answer confidence 5" in out
+    assert "warning: its answers rest on near-ties" in out and "next: check the search model with `steerkit probe`" in out
+    assert REVIEW in out
+    rows = run_json(capsys, ["cache", "ls", "--json"])
+    assert rows[0]["answer_confidence"] < 0.6
 
 
 def test_a_one_restart_set_shows_its_least_confident_questions(env: dict[str, Any], capsys: pytest.CaptureFixture[str],

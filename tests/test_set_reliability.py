@@ -4,13 +4,25 @@ no model runs here)."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 from icm_fakes import planted_fake
 
 from steerkit._compute import reliability
 from steerkit.cli._reliability import reliability_lines
 from steerkit.evaluation.probe import ProbeConfig, facts_pool, probe
 from steerkit.icm import search
-from steerkit.models import SearchConfig
+from steerkit.models import (
+    DECIDED_ANSWERS,
+    ConsistencyGroup,
+    ExampleSet,
+    Item,
+    Label,
+    Persona,
+    Provenance,
+    SearchConfig,
+)
 from steerkit.testing import FakeScorer, weak_planted_claims
 
 
@@ -19,7 +31,9 @@ async def test_a_settled_set_whose_restarts_agree_has_no_warning() -> None:
     es = await search(pool, fake, SearchConfig(seed=1))
     assert es.stats.restart_agreement == 1.0 and es.reliability_warning() is None
     lines = reliability_lines(reliability(es))
-    assert lines[0].strip() == "search ended: fixed_point; restarts agreed on 100% of the answers"
+    conf = es.answer_confidence()
+    assert conf is not None and conf > 0.9  # the planted fake is sure of its answers
+    assert lines[0].strip() == f"search ended: fixed_point; restarts agreed on 100% of the answers; answer confidence {conf:.0%}"
     assert not any("warning" in line or "least certain" in line for line in lines)
 
 
@@ -53,3 +67,66 @@ async def test_the_probe_reports_the_searchs_seed_to_seed_agreement() -> None:
     assert "Seed to seed" in report.summary() and report.as_dict()["seed_agreement"] == a
     none = await probe(facts_pool(), fake, ProbeConfig())
     assert none.seed_agreement is None and "Seed to seed" not in none.summary()
+
+
+def _set(items: list[Item], groups: list[ConsistencyGroup], labels: dict[str, tuple[bool, float, str]]) -> ExampleSet:
+    """An ExampleSet with given (value, final log-odds, source) per item."""
+    return ExampleSet(
+        persona=Persona(id="t/p", name="people", dimension="t"), items=tuple(items), groups=tuple(groups),
+        labels={i: Label(item_id=i, value=v, confidence=0.5, logodds=lo, source=src) for i, (v, lo, src) in labels.items()},  # type: ignore[arg-type]
+        score=0.0, provenance=Provenance(model="m", backend="fake", config=SearchConfig(), pool_hash="h", seed=0))
+
+
+def test_answer_margins_compare_the_chosen_answer_with_the_best_other_and_cancel_a_leaning() -> None:
+    claim = lambda i, g, key=None: Item(id=i, kind="claim", question=f"question {g}", option=i, group=g, key=key)  # noqa: E731
+    items = [claim("a0", "a"), claim("a1", "a"), claim("b0", "b"), claim("b1", "b"), claim("b2", "b"),
+             claim("c0", "c", "x"), claim("c1", "c", "x"), claim("c2", "c", "y"), Item(id="lone", kind="claim", question="q", option="o"),
+             claim("h0", "h"), claim("h1", "h")]
+    groups = [ConsistencyGroup(id="a", kind="exactly_one", item_ids=("a0", "a1")),
+              ConsistencyGroup(id="b", kind="exactly_one", item_ids=("b0", "b1", "b2")),
+              ConsistencyGroup(id="c", kind="keyed", item_ids=("c0", "c1", "c2")),
+              ConsistencyGroup(id="h", kind="exactly_one", item_ids=("h0", "h1"))]
+    es = _set(items, groups, {
+        # a model that leans to "False" everywhere: the chosen option is still preferred by 0.5
+        "a0": (True, -1.0, "icm"), "a1": (False, -1.5, "icm"),
+        # three options: the chosen one against the best other
+        "b0": (False, 2.0, "icm"), "b1": (True, 1.2, "icm"), "b2": (False, -3.0, "icm"),
+        # keyed: x's members True together, against "nothing True" and "y True"
+        "c0": (True, 1.0, "icm"), "c1": (True, 0.5, "icm"), "c2": (False, -0.2, "icm"),
+        "lone": (False, -0.7, "icm"),
+        "h0": (True, -4.0, "human"), "h1": (False, 4.0, "icm"),  # a person answered: not the model's choice
+    })
+    m = es.answer_margins()
+    assert set(m) == {"a", "b", "c", "lone"}
+    assert m["a"] == pytest.approx(0.5) and m["b"] == pytest.approx(1.2 - 2.0) and m["lone"] == pytest.approx(0.7)
+
+    def ls(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+    chosen = ls(1.0) + ls(0.5) + ls(0.2)
+    nothing, y_true = ls(-1.0) + ls(-0.5) + ls(0.2), ls(-1.0) + ls(-0.5) + ls(-0.2)
+    assert m["c"] == pytest.approx(chosen - max(nothing, y_true))
+    expected = sum(1 / (1 + math.exp(-v)) for v in m.values()) / 4
+    assert es.answer_confidence() == pytest.approx(expected)
+    assert _set(items[:2], groups[:1], {"a0": (True, 1.0, "human"), "a1": (False, 0.0, "fixed")}).answer_confidence() is None
+
+
+async def test_a_set_of_near_ties_is_flagged_though_its_restarts_agree() -> None:
+    """What SmolLM2 does on an easy fact pool: restarts that agree on answers the model barely prefers."""
+    pool, _ = planted_fake(8)
+    faint = FakeScorer(lambda p: 0.51 if p.rsplit("Claim:", 1)[-1].count("e") % 2 else 0.49)  # a fake of near-ties
+    es = await search(pool, faint, SearchConfig(seed=1))
+    conf = es.answer_confidence()
+    assert es.stats.restart_agreement == 1.0 and conf is not None and conf < DECIDED_ANSWERS
+    warning = es.reliability_warning()
+    assert warning is not None and "near-ties" in warning and "steerkit probe" in warning
+    text = "\n".join(reliability_lines(reliability(es), "t/p"))
+    assert f"answer confidence {conf:.0%}" in text and "warning: its answers rest on near-ties" in text
+    assert "next: check the search model with `steerkit probe`" in text and "--persona t/p" in text
+
+
+async def test_the_probe_says_when_agreeing_restarts_rest_on_near_ties() -> None:
+    faint = FakeScorer(lambda p: 0.51 if p.rsplit("Claim:", 1)[-1].count("a") % 2 else 0.49)
+    report = await probe(facts_pool(), faint, ProbeConfig(agreement_questions=4))
+    a = report.seed_agreement
+    assert a is not None and a["restart_agreement"] == 1.0 and a["answer_confidence"] < DECIDED_ANSWERS
+    assert "rest on near-ties" in report.summary() and "hardly depend on the seed." not in report.summary()

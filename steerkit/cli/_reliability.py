@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from steerkit.models import RELIABLE_AGREEMENT
+from steerkit.models import DECIDED_ANSWERS, RELIABLE_AGREEMENT
 
 __all__ = ["cut", "next_steps", "reliability_lines"]
 
@@ -18,9 +18,10 @@ def reliability_lines(extra: dict[str, Any], persona: str | None = None) -> list
     the commands that act on it for ``persona``)."""
     if "ended" not in extra:
         return []
-    agree = extra.get("restart_agreement")
+    agree, conf = extra.get("restart_agreement"), extra.get("answer_confidence")
     lines = [f"  search ended: {extra['ended'] or 'unknown'}"
-             + (f"; restarts agreed on {agree:.0%} of the answers" if agree is not None else "")]
+             + (f"; restarts agreed on {agree:.0%} of the answers" if agree is not None else "")
+             + (f"; answer confidence {conf:.0%}" if conf is not None else "")]
     shown = [q for q in extra.get("least_certain") or [] if _doubtful(q)]
     if shown:
         lines.append("  least certain: " + "; ".join(f"{cut(q['question'], 60)} ({_certainty(q)})" for q in shown))
@@ -55,6 +56,11 @@ def next_steps(extra: dict[str, Any], persona: str | None = None) -> list[str]:
                    "`steerkit review`, then `steerkit review --apply`"),
                   ("or raise restarts under [search] in the configuration and precompute again, or use a stronger "
                    "search model (`steerkit probe` tells whether it follows in-context labels)")]
+    elif (conf := extra.get("answer_confidence")) is not None and conf < DECIDED_ANSWERS:
+        steps += [("check the search model with `steerkit probe`, and precompute with a stronger one "
+                   "(`--search-base-url`/`--search-model`, or base_url and model under [search_model] in the configuration)"),
+                  (f"or people answer the questions: `steerkit review --escalate --persona {who}`, `steerkit review`, "
+                   "then `steerkit review --apply`")]
     return steps
 
 

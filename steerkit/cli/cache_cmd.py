@@ -125,6 +125,7 @@ def _row(info: Any, es: Any) -> dict[str, Any]:
         "items": len(es.items),
         "score": round(es.score, 4),
         "mean_confidence": round(_mean_conf(es), 4),
+        "answer_confidence": None if (ac := es.answer_confidence()) is None else round(ac, 4),
         "min_group_confidence": round(min(es.group_confidence.values()), 4) if es.group_confidence else None,
         "violations": es.violations,
         "ended": es.stats.ended,
@@ -139,7 +140,8 @@ def _row(info: Any, es: Any) -> dict[str, Any]:
 
 # --- commands ----------------------------------------------------------------------------------
 
-_LS_COLUMNS = ("persona", "version", "model", "items", "U", "conf", "min grp", "agree", "ended", "viol", "human", "size", "age")
+_LS_COLUMNS = ("persona", "version", "model", "items", "U", "conf", "min grp", "answers", "agree", "ended", "viol", "human", "size",
+               "age")
 
 
 async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
@@ -183,6 +185,7 @@ async def _ls(args: argparse.Namespace, ctx: tuple[Any, Any]) -> int:
             f"{r['score']:.2f}",
             f"{r['mean_confidence']:.2f}",
             "-" if r["min_group_confidence"] is None else f"{r['min_group_confidence']:.2f}",
+            "-" if r["answer_confidence"] is None else f"{r['answer_confidence']:.2f}",
             "-" if r["restart_agreement"] is None else f"{r['restart_agreement']:.2f}",
             r["ended"] or "-",
             str(r["violations"]),

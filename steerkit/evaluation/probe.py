@@ -45,7 +45,7 @@ from steerkit.errors import UserError
 from steerkit.evaluation.facts import FACTS_PERSONA, fact_pools, facts_pool
 from steerkit.evaluation.predictors import question_outcome
 from steerkit.evaluation.protocol import gold_questions, random_labels
-from steerkit.models import RELIABLE_AGREEMENT, Item, Persona, Pool, SearchConfig
+from steerkit.models import DECIDED_ANSWERS, RELIABLE_AGREEMENT, Item, Persona, Pool, SearchConfig
 
 __all__ = [
     "DOMAIN_CONFIG",
@@ -194,7 +194,8 @@ class ProbeReport:
     usage: dict[str, Any] = field(default_factory=dict)
     seed_agreement: dict[str, Any] | None = None
     """The search's seed-to-seed agreement on the model's own questions (``agreement_questions``):
-    ``restart_agreement``, ``ended``, ``restarts``, ``accuracy`` (question-level, against gold),
+    ``restart_agreement``, ``ended``, ``restarts``, ``answer_confidence`` (`ExampleSet.answer_confidence`),
+    ``accuracy`` (question-level, against gold),
     ``questions``, ``least_certain`` (question texts), and what it cost: ``model_calls``,
     ``prompt_tokens``, ``seconds``."""
 
@@ -221,11 +222,17 @@ class ProbeReport:
         if not a or a.get("restart_agreement") is None:
             return ""
         shaky = a["restart_agreement"] < RELIABLE_AGREEMENT
+        conf = a.get("answer_confidence")
+        ties = conf is not None and conf < DECIDED_ANSWERS
+        preferred = "" if conf is None else f", preferring its answers {conf:.0%} to the runner-up"
         return (f" Seed to seed, a default ICM search's {a['restarts']} restarts agreed on {a['restart_agreement']:.0%} of "
-                f"the answers to {a['questions']} held-out questions (its labels {a['accuracy']:.0%} right against gold; "
+                f"the answers to {a['questions']} held-out questions (its labels {a['accuracy']:.0%} right against gold{preferred}; "
                 f"it ended: {a['ended']}): "
                 + ("the labels depend on the seed, this model's signal is weak, so its example sets may be bad draws."
-                   if shaky else "the labels hardly depend on the seed."))
+                   if shaky else
+                   "the labels hardly depend on the seed, but they rest on near-ties: the model barely prefers them, so "
+                   "its example sets say more about the search than about a persona." if ties else
+                   "the labels hardly depend on the seed."))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -357,7 +364,7 @@ async def _seed_agreement(pool: Pool, questions: Sequence[Sequence[Item]], backe
     labels = es.label_values()
     right = [all(labels[it.id] == bool(it.gold) for it in q) for q in questions]
     return {"restart_agreement": es.stats.restart_agreement, "ended": es.stats.ended, "restarts": len(es.stats.restarts_u),
-            "accuracy": statistics.fmean(right), "questions": len(questions), "least_certain": [q.question for q in es.least_certain()],
+            "answer_confidence": es.answer_confidence(), "accuracy": statistics.fmean(right), "questions": len(questions), "least_certain": [q.question for q in es.least_certain()],
             "model_calls": es.stats.model_calls, "prompt_tokens": es.stats.prompt_tokens, "seconds": round(es.stats.wall_seconds, 2)}
 
 

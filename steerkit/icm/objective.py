@@ -28,17 +28,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from steerkit._logodds import log_sigmoid
 from steerkit.backends.base import LabelScore, LogprobBackend
 from steerkit.errors import LabelTokensMissingError
 from steerkit.icm.prompts import render_demonstration, render_prompt
 from steerkit.models import Pool, SearchConfig
 
 __all__ = ["Evaluation", "Objective", "ScoreCounters", "fixed_order", "log_sigmoid"]
-
-
-def log_sigmoid(x: float) -> float:
-    """log σ(x), numerically stable."""
-    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
 
 def fixed_order(pool: Pool) -> list[str]:
