@@ -68,6 +68,7 @@ DATA = Path(__file__).resolve().parent / "label_quality_data"
 PERSONA = Persona(id="knowledge/informed", name="well-informed adults", dimension="knowledge")
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
+    "answer": {"proposals": "answer"},
     "single": {"restarts": 1, "restart_choice": "u", "schedule": "paper", "polarity_move": False,
                "max_iterations": 200, "patience": 40, "num_seed": 8},
     "exact": {"mode": "exact", "restarts": 1, "restart_choice": "u", "schedule": "paper"},

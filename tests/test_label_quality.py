@@ -124,3 +124,43 @@ async def test_a_finished_consensus_search_resumes_from_its_checkpoint_without_m
     assert second.label_values() == first.label_values()
     assert second.stats.ended == first.stats.ended and second.stats.restarts_ended == first.stats.restarts_ended
     assert second.stats.restart_agreement == first.stats.restart_agreement
+
+
+# --- proposals="answer" ---------------------------------------------------------------------------
+
+
+async def test_answer_proposals_ignore_a_leaning_that_label_proposals_chase() -> None:
+    """A fake that leans hard towards "True" (planted_fn's bias): every False-labelled claim is
+    'contradicted' claim by claim, but no question's context prefers another answer."""
+    pool, fake = planted_fake(16, bias=3.0)
+    label = await search(pool, fake, SearchConfig(seed=1, **ONE))
+    pool, fake = planted_fake(16, bias=3.0)
+    answer = await search(pool, fake, SearchConfig(seed=1, proposals="answer", **ONE))
+    assert accuracy(pool, answer.label_values()) == 1.0 == accuracy(pool, label.label_values())
+    assert answer.stats.ended == "fixed_point" and label.stats.ended != "fixed_point"
+    assert answer.stats.iterations < label.stats.iterations
+    assert answer.stats.model_calls <= label.stats.model_calls
+
+
+async def test_answer_proposals_recover_a_planted_labelling_from_an_inverted_start() -> None:
+    pool, fake = planted_fake(16)
+    inverted = {it.id: not it.gold for it in pool.items}
+    es = await search(pool, fake, SearchConfig(seed=2, proposals="answer", **ONE), warm_start=inverted)
+    assert accuracy(pool, es.label_values()) == 1.0 and es.stats.ended == "fixed_point"
+
+
+async def test_answer_proposals_settle_three_option_questions_by_consensus() -> None:
+    """Single restarts can settle in a coherent wrong labelling of three-option questions (as label
+    proposals can: 3 seeds of 6 reach 0.33 either way); the restarts' consensus does not."""
+    pool, fake = planted_fake(16, options=3)
+    for seed in (2, 3):
+        es = await search(pool, fake, SearchConfig(seed=seed, proposals="answer"))
+        assert accuracy(pool, es.label_values()) == 1.0 and es.stats.ended in ("fixed_point", "converged")
+
+
+def test_the_default_proposals_keep_the_cache_keys_of_sets_cached_before() -> None:
+    from steerkit.models import stable_hash
+
+    before = {k: v for k, v in SearchConfig().model_dump().items() if k != "proposals"}
+    assert SearchConfig().config_hash() == stable_hash(before)
+    assert SearchConfig(proposals="answer").config_hash() != SearchConfig().config_hash()

@@ -34,7 +34,7 @@ from steerkit.errors import LabelTokensMissingError
 from steerkit.icm.prompts import render_demonstration, render_prompt
 from steerkit.models import Pool, SearchConfig
 
-__all__ = ["Evaluation", "Objective", "ScoreCounters", "fixed_order", "log_sigmoid"]
+__all__ = ["Evaluation", "Objective", "ScoreCounters", "fixed_order"]
 
 
 def fixed_order(pool: Pool) -> list[str]:

@@ -33,6 +33,9 @@ The search, per restart:
    accepted if it raises U (``schedule="greedy"``, the default) or by the Metropolis rule at the
    schedule's temperature. A proposal is deterministic for a labelling, so a rejected one is not
    drawn again until a change is accepted.
+   With ``proposals="answer"`` the proposals are questions instead: a unit whose context prefers
+   another consistent answer (its claims' log P summed, so a leaning towards "True" or "False"
+   cancels), drawn with weight its gain, and the candidate is that answer.
 4. **Polarity move**: once no single change raises U, the mirror of the labelling (every free
    two-way unit inverted at once) is settled like any labelling and kept if its U is higher: to a weak model a
    wholly inverted labelling is locally as coherent as the right one, and no single change
@@ -54,11 +57,12 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from steerkit._logodds import log_sigmoid
 from steerkit.backends.base import LabelScore
 from steerkit.icm.checkpoint import restart_snapshot, restore_restart
 from steerkit.icm.consistency import consistent_assignments
 from steerkit.icm.neighbours import build_graph
-from steerkit.icm.objective import Evaluation, log_sigmoid
+from steerkit.icm.objective import Evaluation
 
 if TYPE_CHECKING:  # pragma: no cover
     from steerkit.icm.context import SearchContext
@@ -144,6 +148,8 @@ class SparseRestart:
         self.greedy = greedy or ctx.config.schedule == "greedy"
         self.resumed_iterations = 0
         self.snapshot: dict[str, Any] | None = None
+        self._gain: dict[str, float] = {}
+        """``proposals="answer"``: the proposable claims of the last `_contradicted` → their unit's gain."""
 
     # --- checkpoint -----------------------------------------------------------------------------
 
@@ -253,15 +259,41 @@ class SparseRestart:
         ctx.report(self, ctx.temperature(self.iteration, self.accepted), "complete")
 
     def _contradicted(self) -> list[str]:
+        if self.ctx.config.proposals == "answer":
+            self._gain = self._preferred_answers()
+            return list(self._gain)
         return [
             i
             for i in self.ctx.objective.order
             if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
         ]
 
+    def _preferred_answers(self) -> dict[str, float]:
+        """``proposals="answer"``: per unit whose context prefers another consistent answer, the
+        claim that answer turns True (or, where it turns none True, one it turns False) → by how
+        much its context prefers it."""
+        ctx, st = self.ctx, self.state
+        out: dict[str, float] = {}
+        for unit in st.units:
+            current = {m: self.labels[m] for m in unit.item_ids}
+            own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
+            best, gain = None, 0.0
+            for a in consistent_assignments(unit, ctx.fixed):
+                if a == current:
+                    continue
+                g = sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids) - own
+                if g > gain:
+                    best, gain = a, g
+            if best is not None:
+                changed = [m for m in unit.item_ids if best[m] != current[m]]
+                x = next((m for m in changed if best[m]), changed[0])
+                out[x] = gain
+        return out
+
     def _proposable(self) -> list[str]:
         """The labels a proposal may change now; empty once the search is finished, with the
-        reason in ``ended``: ``fixed_point`` (no label contradicted by its context), ``converged``
+        reason in ``ended``: ``fixed_point`` (no label contradicted by its context; with
+        ``proposals="answer"``, no question whose context prefers another answer), ``converged``
         (every contradicted label was proposed at this labelling and rejected: no move improves U),
         ``patience`` or ``max_iterations`` (the budget ran out first)."""
         cfg = self.ctx.config
@@ -285,7 +317,9 @@ class SparseRestart:
         await asyncio.sleep(0)  # a run of memoised proposals makes no call: let the loop breathe
         # the more confidently the context contradicts a label, the likelier its proposal is drawn
         # (uniform draws, as in the paper, waste calls on the weakest proposals, mostly rejected)
-        x = self.rng.choices(contradicted, [abs(self.scores[i].logodds()) + 0.05 for i in contradicted])[0]
+        answers = cfg.proposals == "answer"
+        weight = self._gain if answers else {i: abs(self.scores[i].logodds()) for i in contradicted}
+        x = self.rng.choices(contradicted, [weight[i] + 0.05 for i in contradicted])[0]
         self.iteration += 1
         temp = ctx.temperature(self.iteration, self.accepted)
         u = st.unit_index_of[x]
@@ -293,6 +327,8 @@ class SparseRestart:
         y_hat = not self.labels[x]
         current = {m: self.labels[m] for m in unit.item_ids}
         options = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
+        if answers:  # the one answer its context prefers
+            options = [max(options, key=lambda a: sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids))]
         cands = [a for a in options if a[x] == y_hat] or options
         accepted = False
         calls_before = ctx.objective.counters.model_calls
