@@ -364,7 +364,8 @@ async def _seed_agreement(pool: Pool, questions: Sequence[Sequence[Item]], backe
     labels = es.label_values()
     right = [all(labels[it.id] == bool(it.gold) for it in q) for q in questions]
     return {"restart_agreement": es.stats.restart_agreement, "ended": es.stats.ended, "restarts": len(es.stats.restarts_u),
-            "answer_confidence": es.answer_confidence(), "accuracy": statistics.fmean(right), "questions": len(questions), "least_certain": [q.question for q in es.least_certain()],
+            "answer_confidence": es.answer_confidence(), "accuracy": statistics.fmean(right), "questions": len(questions),
+            "least_certain": [q.question for q in es.least_certain()],
             "model_calls": es.stats.model_calls, "prompt_tokens": es.stats.prompt_tokens, "seconds": round(es.stats.wall_seconds, 2)}
 
 
