@@ -29,7 +29,8 @@ from typing import Any, Literal
 from steerkit.models import ExampleSet, Item, Label, Persona
 from steerkit.packs import PackTemplates
 
-__all__ = ["BM25", "PersonaBlock", "inject_block", "render_block", "select_examples", "tokenize", "version_of"]
+__all__ = ["BM25", "PersonaBlock", "answer_confidence_of", "inject_block", "render_block", "select_examples", "tokenize",
+           "version_of"]
 
 Mode = Literal["generate", "predict"]
 
@@ -108,19 +109,28 @@ class _Index:
 
 _INDEX_CACHE: OrderedDict[tuple[str, str], _Index] = OrderedDict()
 _INDEX_CACHE_SIZE = 256
-_VERSIONS: dict[int, tuple[weakref.ref[ExampleSet], str]] = {}
+_FACTS: dict[int, tuple[weakref.ref[ExampleSet], str, float | None]] = {}
 
 
 def version_of(es: ExampleSet) -> str:
     """``es.version``, memoised per object (computing it hashes every label). Example sets are
     treated as immutable once stored, as everywhere in steerkit."""
+    return _facts(es)[0]
+
+
+def answer_confidence_of(es: ExampleSet) -> float | None:
+    """``es.answer_confidence()``, memoised per object like `version_of`."""
+    return _facts(es)[1]
+
+
+def _facts(es: ExampleSet) -> tuple[str, float | None]:
     k = id(es)
-    hit = _VERSIONS.get(k)
+    hit = _FACTS.get(k)
     if hit is not None and hit[0]() is es:
-        return hit[1]
-    v = es.version
-    _VERSIONS[k] = (weakref.ref(es, lambda _r, k=k: _VERSIONS.pop(k, None)), v)
-    return v
+        return hit[1], hit[2]
+    v, c = es.version, es.answer_confidence()
+    _FACTS[k] = (weakref.ref(es, lambda _r, k=k: _FACTS.pop(k, None)), v, c)
+    return v, c
 
 
 def _unit_text(items: Sequence[Item]) -> str:

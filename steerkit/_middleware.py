@@ -29,6 +29,7 @@ from steerkit._compute import ExampleSets, Hook, SearchFn
 from steerkit._config import MissPolicy, Mode, SteerConfig, SteerOptions
 from steerkit._inject import (
     PersonaBlock,
+    answer_confidence_of,
     inject_block,
     render_block,
     select_examples,
@@ -85,6 +86,11 @@ class SteerInfo(BaseModel):
     examples_used: int = 0
     added_ms: float = 0.0
     mode: Mode = "generate"
+    answer_confidence: float | None = None
+    """The lowest answer confidence (`ExampleSet.answer_confidence`) of the sets that steered this
+    request (None: none, or none the model answered). Below 0.6 (`DECIDED_ANSWERS`) their answers
+    rest on near-ties: the search model barely preferred them (the proxy's
+    ``X-Steerkit-Answer-Confidence``)."""
     combined: list[str] = Field(default_factory=list)
     """Combined personas whose own sets steered this request (``country/nigeria+polparty/democrat``;
     their versions and cache statuses are in ``versions`` and ``cache_by_persona``)."""
@@ -388,6 +394,7 @@ class Steerer:
             if es is not None:
                 sets.append((m.persona_id, es))
         versions = {pid: version_of(es) for pid, es in sets}
+        confidences = [c for c in (answer_confidence_of(es) for _, es in sets) if c is not None]
         first = next((pid for pid, _ in sets if pid == matches[0].persona_id or matches[0].persona_id in members_of(pid)),
                      matches[0].persona_id)
         info = SteerInfo(
@@ -397,6 +404,7 @@ class Steerer:
             # a combination that fell back is in cache_by_persona, not in the aggregate
             cache=_aggregate([st for p, st in statuses.items() if not is_combined(p) or p in combined]),
             cache_by_persona=statuses,
+            answer_confidence=round(min(confidences), 4) if confidences else None,
             combined=combined,
             mode=mode,
         )

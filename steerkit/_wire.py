@@ -8,7 +8,8 @@
 - `parse_chat_body`: a raw HTTP request body → (options, body), every malformed part an
   `InvalidRequestError` carrying the OpenAI error ``code``/``param``;
 - `steer_headers`: the ``X-Steerkit-*`` response headers describing a `SteerInfo` (``-Combined``:
-  the combined personas that steered; ``-Note``: a reason code, also why personas stated together
+  the combined personas that steered; ``-Answer-Confidence``: the steering sets' lowest answer
+  confidence, below 0.60 near-ties; ``-Note``: a reason code, also why personas stated together
   were steered each by its own set);
 - `record_usage`: count an upstream answer's prompt tokens.
 """
@@ -169,6 +170,8 @@ def steer_headers(info: SteerInfo) -> dict[str, str]:
         "X-Steerkit-Cache": header_value(info.cache),
         "X-Steerkit-Added-Ms": f"{info.added_ms:.3f}",
     }
+    if info.answer_confidence is not None:  # below 0.60 the answers shown rest on near-ties
+        out["X-Steerkit-Answer-Confidence"] = f"{info.answer_confidence:.2f}"
     if info.combined:  # the combined personas whose own sets steered (X-Steerkit-Persona: those stated)
         out["X-Steerkit-Combined"] = header_value(",".join(info.combined))
     if info.reason or info.note:

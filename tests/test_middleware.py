@@ -17,7 +17,7 @@ from steerkit._middleware import SteerConfig, Steerer, SteerInfo, SteerOptions
 from steerkit.models import ExampleSet, Label, Provenance, SearchConfig
 from steerkit.packs import PackRegistry
 from steerkit._store import DiskStore, MemoryStore
-from steerkit.testing import FakeScorer, last_claim
+from steerkit.testing import FakeScorer, last_claim, unit_rand
 
 SMALL = SearchConfig(max_iterations=6, num_seed=2, patience=3)
 APP_SYSTEM = "You are HelpBot, the assistant of ACME Bank."
@@ -69,6 +69,22 @@ async def test_stated_persona_is_steered_and_app_system_prompt_kept(registry: Pa
     # one hit from example_set() above, one from this request
     assert st.counters.searches_started == 1 and st.counters.cache_hits == 2 and st.counters.cache_misses == 1
     assert info.added_ms > 0 and st.counters.added_latency_count == 2
+
+
+async def test_the_steering_sets_answer_confidence_comes_with_the_request(registry: PackRegistry) -> None:
+    """SteerInfo and the proxy's headers say how far the search model preferred the steering set's
+    answers; a set of near-ties (a fake scorer that barely separates them) is below 0.6."""
+    sure = FakeScorer(lambda p: 0.02 + 0.96 * unit_rand(last_claim(p)))  # decided, whatever the context
+    st = make_steerer(registry, backend=sure)
+    _, info = await st.prepare(chat("I'm a Democrat. Do you favor raising the minimum wage?"))
+    es = await st.example_set("polparty/democrat", miss_policy="off")
+    assert es is not None and info.answer_confidence == round(es.answer_confidence() or 0, 4) > 0.6
+    assert steer_headers(info)["X-Steerkit-Answer-Confidence"] == f"{info.answer_confidence:.2f}"
+    faint = FakeScorer(lambda p: 0.51 if "'Favor" in last_claim(p) or "'Yes" in last_claim(p) else 0.49)
+    _, weak = await make_steerer(registry, backend=faint).prepare(chat("I'm a Democrat. Do you favor raising the minimum wage?"))
+    assert weak.answer_confidence is not None and weak.answer_confidence < 0.6
+    _, none = await st.prepare(chat("What should I cook tonight?"))
+    assert none.answer_confidence is None and "X-Steerkit-Answer-Confidence" not in steer_headers(none)
 
 
 async def test_no_system_prompt_gets_one(registry: PackRegistry) -> None:

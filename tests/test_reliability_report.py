@@ -222,3 +222,22 @@ def test_the_probe_without_the_agreement_check_runs_no_search(env: dict[str, Any
     report = run_json(capsys, [*PROBE[:-1], "0", "--json"])
     assert report["seed_agreement"] is None and calls == []
     assert "Seed to seed" not in text_of(capsys, [*PROBE[:-1], "0"])
+
+
+# --- chat -----------------------------------------------------------------------------------------
+
+
+def test_chat_warns_when_the_steering_sets_answers_rest_on_near_ties(capsys: pytest.CaptureFixture[str]) -> None:
+    from steerkit.cli.chat_cmd import near_ties, render
+
+    result = {"personas": [{"persona_id": PERSONA, "dimension": "political_affiliation", "evidence": "a Democrat",
+                            "confidence": 1.0}], "example_set_version": "v1", "cache": "hit", "examples_used": 3,
+              "added_ms": 1.0, "injected": [], "answer": "Yes.", "model": "m", "answer_confidence": 0.53}
+    render(result)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "answer confidence 53%" in out and "warning: the example set's answers rest on near-ties" in out
+    assert f"`steerkit cache show {PERSONA}`" in out
+    assert near_ties({**result, "answer_confidence": 0.8}) is None and near_ties({**result, "answer_confidence": None}) is None
+    render({**result, "answer_confidence": 0.8})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "answer confidence 80%" in out and "warning" not in out

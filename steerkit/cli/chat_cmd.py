@@ -96,6 +96,7 @@ async def steered_answer(
         "example_set_version": info.example_set_version,
         "cache": info.cache,
         "examples_used": info.examples_used,
+        "answer_confidence": info.answer_confidence,
         "added_ms": round(info.added_ms, 1),
         "injected": injected_messages(messages, steered),
     }
@@ -252,13 +253,32 @@ def render(result: dict[str, Any]) -> None:
         console.print("[bold]persona[/bold] none found (answer unsteered)")
     console.print(
         f"[bold]example set[/bold] version {result['example_set_version'] or '-'}, cache {result['cache']}, "
-        f"{result['examples_used']} examples, +{result['added_ms']:.0f} ms"
+        f"{result['examples_used']} examples, +{result['added_ms']:.0f} ms" + _confidence(result)
     )
+    if (warning := near_ties(result)) is not None:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     for m in result["injected"]:
         console.print(Panel(str(m.get("content", "")), title=f"injected {m.get('role')} message", border_style="dim"))
     console.print(Panel(result["answer"], title=f"answer ({result['model']})", border_style="green"))
     if result.get("note"):
         console.print(f"[yellow]note:[/] {result['note']}", soft_wrap=True)
+
+
+def _confidence(result: dict[str, Any]) -> str:
+    c = result.get("answer_confidence")
+    return "" if c is None else f", answer confidence {c:.0%}"
+
+
+def near_ties(result: dict[str, Any]) -> str | None:
+    """What to say when the steering set's answers rest on near-ties (`DECIDED_ANSWERS`)."""
+    from steerkit.models import DECIDED_ANSWERS
+
+    c = result.get("answer_confidence")
+    if c is None or c >= DECIDED_ANSWERS:
+        return None
+    who = " ".join(p.get("persona_id", "") for p in result.get("personas") or [])
+    return (f"the example set's answers rest on near-ties (answer confidence {c:.0%}: the search model barely preferred "
+            f"them), so they say little about the persona; `steerkit cache show {who or 'PERSONA'}` says what to do")
 
 
 _EXAMPLE = re.compile(r"^Question: (?P<q>.+)\n(?P<kind>Representative answer|Preferred response): (?P<a>.+)$", re.DOTALL)
@@ -292,7 +312,9 @@ def render_compare(result: dict[str, Any], console: Any = None) -> None:
     who = ", ".join(str(p.get("persona_id")) for p in steered["personas"]) or "no persona found: not steered"
     console.print(
         f"[bold]steered for[/bold] {who}; example set {steered['example_set_version'] or '-'}, cache {steered['cache']}, "
-        f"{steered['examples_used']} examples, +{steered['added_ms']:.0f} ms")
+        f"{steered['examples_used']} examples, +{steered['added_ms']:.0f} ms" + _confidence(steered))
+    if (warning := near_ties(steered)) is not None:
+        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     width = max(30, (console.width - 4) // 2)
     console.print(Columns([
         Panel(plain["answer"], title=f"unsteered ({plain['model']})", border_style="blue", width=width),
