@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -140,6 +141,21 @@ class ConsistencyGroup(_Frozen):
         if self.kind == "keyed" and n < 2:
             raise ValueError(f"group {self.id!r}: a 'keyed' group needs at least 2 items, got {n}")
         return self
+
+    def assignments(self, keys: Mapping[str, str | None] | None = None) -> list[dict[str, bool]]:
+        """Every assignment of the members that satisfies the constraint, in a fixed order:
+        ``exactly_one``/``asymmetric`` each member True once (the others False); ``keyed`` each key
+        class True with the others False (members with the same key, ``None`` included, are one
+        class), then none True."""
+        ids = self.item_ids
+        if self.kind in ("exactly_one", "asymmetric"):
+            return [{m: (m == t) for m in ids} for t in ids]
+        keys = keys or {}
+        classes: list[str | None] = []
+        for m in ids:
+            if keys.get(m) not in classes:
+                classes.append(keys.get(m))
+        return [*({m: keys.get(m) == c for m in ids} for c in classes), {m: False for m in ids}]
 
     def violations(self, labels: dict[str, bool], keys: dict[str, str | None] | None = None) -> int:
         """Number of violated constraints among the members that have a label.
@@ -516,27 +532,17 @@ class ExampleSet(BaseModel):
         chosen option's log-odds minus the best other's, so a model's leaning to "True" or "False"
         cancels. Questions with a human or fixed label are left out (the model did not choose)."""
         group_of = {i: g for g in self.groups for i in g.item_ids}
-        members: dict[str, list[Label]] = {}
+        questions: dict[str, tuple[ConsistencyGroup | None, list[Label]]] = {}
         for it in self.items:
             g = group_of.get(it.id)
-            members.setdefault(g.id if g is not None else it.id, []).append(self.labels[it.id])
-        keys = {it.id: it.key or it.id for it in self.items}
-        groups = {g.id: g for g in self.groups}
+            questions.setdefault(g.id if g is not None else it.id, (g, []))[1].append(self.labels[it.id])
+        keys = {it.id: it.key for it in self.items}
         out: dict[str, float] = {}
-        for qid, labs in members.items():
+        for qid, (g, labs) in questions.items():
             if any(lab.source != "icm" for lab in labs):
                 continue
-            g = groups.get(qid)
-            answers: list[set[str]]
-            if g is None:
-                answers = [{labs[0].item_id}, set()]
-            elif g.kind == "keyed":  # nothing True, or one key's members
-                classes: dict[str, set[str]] = {}
-                for lab in labs:
-                    classes.setdefault(keys[lab.item_id], set()).add(lab.item_id)
-                answers = [set(), *classes.values()]
-            else:  # exactly_one, asymmetric: one member True
-                answers = [{lab.item_id} for lab in labs]
+            answers = ([{labs[0].item_id}, set()] if g is None else
+                       [{m for m, v in a.items() if v} for a in g.assignments(keys)])
 
             def score(true: set[str], labs: list[Label] = labs) -> float:
                 return sum(log_sigmoid(lab.logodds if lab.item_id in true else -lab.logodds) for lab in labs)

@@ -130,3 +130,19 @@ async def test_the_probe_says_when_agreeing_restarts_rest_on_near_ties() -> None
     a = report.seed_agreement
     assert a is not None and a["restart_agreement"] == 1.0 and a["answer_confidence"] < DECIDED_ANSWERS
     assert "rest on near-ties" in report.summary() and "hardly depend on the seed." not in report.summary()
+
+
+def test_keyed_members_without_a_key_are_one_answer_as_the_constraint_counts_them() -> None:
+    """`ConsistencyGroup.violations` counts members with no key as one class; so do the answers
+    whose margins are taken (both come from `ConsistencyGroup.assignments`)."""
+    items = [Item(id=i, kind="claim", question="q", option=i, group="k", key=key) for i, key in (("n0", None), ("n1", None), ("y", "y"))]
+    group = ConsistencyGroup(id="k", kind="keyed", item_ids=("n0", "n1", "y"))
+    assert group.assignments({it.id: it.key for it in items}) == [
+        {"n0": True, "n1": True, "y": False}, {"n0": False, "n1": False, "y": True}, {"n0": False, "n1": False, "y": False}]
+    es = _set(items, [group], {"n0": (True, 2.0, "icm"), "n1": (True, 1.0, "icm"), "y": (False, -0.5, "icm")})
+
+    def ls(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+    chosen = ls(2.0) + ls(1.0) + ls(0.5)
+    others = (ls(-2.0) + ls(-1.0) + ls(-0.5), ls(-2.0) + ls(-1.0) + ls(0.5))  # y True; nothing True
+    assert es.answer_margins() == {"k": pytest.approx(chosen - max(others))}

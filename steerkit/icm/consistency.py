@@ -67,18 +67,7 @@ def consistent_assignments(unit: Unit, fixed: Mapping[str, bool] | None = None) 
     ``fixed``, in a deterministic order."""
     ids = unit.item_ids
     g = unit.group
-    options: list[dict[str, bool]]
-    if g is None:
-        options = [{ids[0]: True}, {ids[0]: False}]
-    elif g.kind in ("exactly_one", "asymmetric"):
-        options = [{m: (m == t) for m in ids} for t in ids]
-    else:  # keyed
-        classes: list[str | None] = []
-        for m in ids:
-            if unit.keys[m] not in classes:
-                classes.append(unit.keys[m])
-        options = [{m: unit.keys[m] == c for m in ids} for c in classes]
-        options.append({m: False for m in ids})
+    options = [{ids[0]: True}, {ids[0]: False}] if g is None else g.assignments(unit.keys)
     if fixed:
         options = [o for o in options if all(fixed[m] == v for m, v in o.items() if m in fixed)]
     return options

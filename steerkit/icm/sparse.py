@@ -148,8 +148,9 @@ class SparseRestart:
         self.greedy = greedy or ctx.config.schedule == "greedy"
         self.resumed_iterations = 0
         self.snapshot: dict[str, Any] | None = None
-        self._gain: dict[str, float] = {}
-        """``proposals="answer"``: the proposable claims of the last `_contradicted` → their unit's gain."""
+        self._preferred: dict[str, tuple[float, dict[str, bool]]] = {}
+        """``proposals="answer"``: the proposable claims of the last `_contradicted` → (their unit's
+        gain, the answer its context prefers)."""
 
     # --- checkpoint -----------------------------------------------------------------------------
 
@@ -260,20 +261,20 @@ class SparseRestart:
 
     def _contradicted(self) -> list[str]:
         if self.ctx.config.proposals == "answer":
-            self._gain = self._preferred_answers()
-            return list(self._gain)
+            self._preferred = self._preferred_answers()
+            return list(self._preferred)
         return [
             i
             for i in self.ctx.objective.order
             if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
         ]
 
-    def _preferred_answers(self) -> dict[str, float]:
+    def _preferred_answers(self) -> dict[str, tuple[float, dict[str, bool]]]:
         """``proposals="answer"``: per unit whose context prefers another consistent answer, the
-        claim that answer turns True (or, where it turns none True, one it turns False) → by how
-        much its context prefers it."""
+        claim that answer turns True (or, where it turns none True, one it turns False) → (by how
+        much its context prefers it, that answer)."""
         ctx, st = self.ctx, self.state
-        out: dict[str, float] = {}
+        out: dict[str, tuple[float, dict[str, bool]]] = {}
         for unit in st.units:
             current = {m: self.labels[m] for m in unit.item_ids}
             own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
@@ -287,7 +288,7 @@ class SparseRestart:
             if best is not None:
                 changed = [m for m in unit.item_ids if best[m] != current[m]]
                 x = next((m for m in changed if best[m]), changed[0])
-                out[x] = gain
+                out[x] = (gain, best)
         return out
 
     def _proposable(self) -> list[str]:
@@ -318,17 +319,19 @@ class SparseRestart:
         # the more confidently the context contradicts a label, the likelier its proposal is drawn
         # (uniform draws, as in the paper, waste calls on the weakest proposals, mostly rejected)
         answers = cfg.proposals == "answer"
-        weight = self._gain if answers else {i: abs(self.scores[i].logodds()) for i in contradicted}
-        x = self.rng.choices(contradicted, [weight[i] + 0.05 for i in contradicted])[0]
+        weights = [(self._preferred[i][0] if answers else abs(self.scores[i].logodds())) + 0.05 for i in contradicted]
+        x = self.rng.choices(contradicted, weights)[0]
         self.iteration += 1
         temp = ctx.temperature(self.iteration, self.accepted)
         u = st.unit_index_of[x]
         unit = st.units[u]
         y_hat = not self.labels[x]
         current = {m: self.labels[m] for m in unit.item_ids}
-        options = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
-        if answers:  # the one answer its context prefers
-            options = [max(options, key=lambda a: sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids))]
+        # with proposals="answer": the one answer its context prefers (found by `_preferred_answers`)
+        if answers:
+            options = [self._preferred[x][1]]
+        else:
+            options = [a for a in consistent_assignments(unit, ctx.fixed) if a != current]
         cands = [a for a in options if a[x] == y_hat] or options
         accepted = False
         calls_before = ctx.objective.counters.model_calls
