@@ -57,6 +57,7 @@ from steerkit import icm
 from steerkit.adapters.callback import CallbackAdapter
 from steerkit.escalation import (
     ActiveLearningPolicy,
+    AnswerMarginPolicy,
     ConfidencePolicy,
     Escalator,
     RandomPolicy,
@@ -80,7 +81,8 @@ DEFAULT_DATA = Path(  # OpinionQA's human_resp folder: $STEERKIT_OPINIONQA_DIR, 
     os.environ.get("STEERKIT_OPINIONQA_DIR") or ROOT.parent / "shared" / "data" / "opinionqa" / "tatsu-lab_opinions_qa" / "data" / "human_resp"
 )
 NAMES = {"Democrat": "Democrats", "Republican": "Republicans", "Independent": "Independents"}
-TABLE_NAMES = {"icm_confidence": "ICM Confidence", "active_learning": "Active Learning", "random": "Random Sampling"}
+TABLE_NAMES = {"icm_confidence": "ICM Confidence", "answer_margin": "Answer Margin", "active_learning": "Active Learning",
+               "random": "Random Sampling"}
 
 
 def log(msg: str) -> None:
@@ -228,6 +230,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in args.policies:
                 if name == "icm_confidence":
                     policies.append((name, ConfidencePolicy()))
+                elif name == "answer_margin":
+                    policies.append((name, AnswerMarginPolicy()))
                 elif name == "active_learning":
                     policies.append((name, ActiveLearningPolicy(predictor)))
                 else:
@@ -290,7 +294,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test", type=int, default=6)
     p.add_argument("--k", type=int, default=4, help="human labels per persona (one round)")
     p.add_argument("--policies", nargs="+", default=["icm_confidence", "random", "active_learning"],
-                   choices=["icm_confidence", "random", "active_learning"])
+                   choices=["icm_confidence", "answer_margin", "random", "active_learning"])
     p.add_argument("--random-seeds", type=int, default=1, help="random-policy repetitions (averaged)")
     p.add_argument("--seed", type=int, default=27565976)
     p.add_argument("--alpha", type=float, default=50.0)

@@ -52,6 +52,7 @@ from steerkit._config import (
 from steerkit.escalation import (
     ActiveLearningPolicy,
     Answer,
+    AnswerMarginPolicy,
     ConfidencePolicy,
     Escalation,
     Escalator,
@@ -170,6 +171,7 @@ __all__ = [
     "Answer",
     "FeedbackAdapter",
     "ConfidencePolicy",
+    "AnswerMarginPolicy",
     "RandomPolicy",
     "ActiveLearningPolicy",
     "RerunResult",

@@ -171,6 +171,14 @@ def test_review_offline_loop_escalate_answer_apply(tmp_path, monkeypatch):
     es0 = asyncio.run(precompute())
     key = steerer.cache_key(pid)
 
+    # --policy answer_margin asks where the model preferred its answers least (into a queue of its own)
+    q2path = tmp_path / "q2.sqlite"
+    margins = es0.answer_margins()
+    want = sorted(margins, key=lambda g: (margins[g], g))[:2]
+    assert main(["review", *common[:-1], str(q2path), "--escalate", "--persona", pid, "--k", "2", "--policy", "answer_margin"]) == 0
+    asked = AnnotationQueue(q2path).escalations()
+    assert sorted(e.question_id for e in asked) == sorted(want) and {e.policy for e in asked} == {"answer_margin"}
+
     assert main(["review", *common, "--escalate", "--persona", pid, "--k", "2"]) == 0
     q = AnnotationQueue(qpath)
     pending = q.escalations(status="pending")

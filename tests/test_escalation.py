@@ -14,6 +14,7 @@ from steerkit.errors import InvalidAnswerError
 from steerkit.escalation import (
     ActiveLearningPolicy,
     Answer,
+    AnswerMarginPolicy,
     ConfidencePolicy,
     Escalation,
     Escalator,
@@ -135,6 +136,42 @@ async def test_confidence_policy_picks_the_least_certain_questions():
     assert [s for _, s in picks] == pytest.approx([0.51, 0.55, 0.6])
     assert [q for q, _ in await select_questions(es, ConfidencePolicy(), 2, exclude=["q3"])] == ["q1", "q5"]
     assert await select_questions(es, ConfidencePolicy(), 0) == []
+
+
+def _leaning_set(logodds: dict[str, tuple[float, float]]) -> ExampleSet:
+    """A set whose model leans to "True": per question the (chosen, other) option's log-odds."""
+    import math
+
+    pool = make_pool(len(logodds))
+    es = hand_example_set(pool, {})
+    labels, conf = {}, {}
+    for q, (chosen, other) in logodds.items():
+        gold = next(it for it in pool.items if it.group == q and it.gold)
+        for it in pool.items:
+            if it.group != q:
+                continue
+            lo, value = (chosen, True) if it.id == gold.id else (other, False)
+            c = 1 / (1 + math.exp(-lo if value else lo))
+            labels[it.id] = Label(item_id=it.id, value=value, confidence=c, logodds=lo)
+            conf[q] = min(conf.get(q, 1.0), c)
+    return es.model_copy(update={"labels": labels, "group_confidence": conf})
+
+
+async def test_the_answer_margin_policy_asks_first_where_the_answers_nearly_tie():
+    """A model leaning to "True" looks unsure of every claim it labels False, however clearly it
+    prefers the question's answer: ICM confidence asks q1 first (it preferred its answer by 2
+    log-odds), the answer margin asks q0 (0.1: a near-tie)."""
+    es = _leaning_set({"q0": (2.0, 1.9), "q1": (5.0, 3.0), "q2": (0.3, -0.3)})
+    by_confidence = [q for q, _ in await select_questions(es, ConfidencePolicy(), 3)]
+    assert by_confidence == ["q1", "q0", "q2"]
+    picks = await select_questions(es, AnswerMarginPolicy(), 3)
+    assert [q for q, _ in picks] == ["q0", "q2", "q1"]
+    assert [s for _, s in picks] == pytest.approx([0.525, 0.646, 0.881], abs=1e-3)
+    # a question people answered has no margin of the model's: it is not asked again
+    labels = dict(es.labels)
+    labels["q0-o0"] = labels["q0-o0"].model_copy(update={"source": "human"})
+    fixed = es.model_copy(update={"labels": labels})
+    assert [q for q, _ in await select_questions(fixed, AnswerMarginPolicy(), 2)] == ["q2", "q1"]
 
 
 async def test_questions_fixed_by_people_are_not_asked_again():

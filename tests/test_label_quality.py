@@ -161,6 +161,69 @@ async def test_answer_proposals_settle_three_option_questions_by_consensus() -> 
 def test_the_default_proposals_keep_the_cache_keys_of_sets_cached_before() -> None:
     from steerkit.models import stable_hash
 
-    before = {k: v for k, v in SearchConfig().model_dump().items() if k != "proposals"}
+    later = ("proposals", "zero_shot_weight")  # settings added after sets were cached
+    before = {k: v for k, v in SearchConfig().model_dump().items() if k not in later}
     assert SearchConfig().config_hash() == stable_hash(before)
     assert SearchConfig(proposals="answer").config_hash() != SearchConfig().config_hash()
+    assert SearchConfig(zero_shot_weight=0.5).config_hash() != SearchConfig().config_hash()
+
+
+
+def _fake_that_knows_alone(gold_by_option: dict[str, bool], *, alone: float, context: float, know: float = 0.0):  # type: ignore[no-untyped-def]
+    """A *fake* model like SmolLM2 on easy facts: alone, its log-odds are ±``alone`` towards the
+    hidden truth (negative: away from it); in context they are pseudo-random noise of size
+    ``context`` (a new draw for every prompt) plus ±``know`` towards the truth."""
+    import math
+    import re
+
+    from steerkit.testing import unit_rand
+
+    option = re.compile(r"as: '([^']*)'")
+
+    def fn(prompt: str) -> float:
+        blocks = prompt.split("\n\n")
+        target = option.search(blocks[-1])
+        assert target is not None
+        sign = 1 if gold_by_option[target.group(1)] else -1
+        if len(blocks) == 1:
+            return 1 / (1 + math.exp(-alone * sign))
+        z = (2 * unit_rand("c" + prompt) - 1) * context + know * sign
+        return 1 / (1 + math.exp(-z))
+
+    return fn
+
+
+async def test_the_answer_alone_decides_the_near_ties_of_a_model_that_knows_alone() -> None:
+    """A model that knows the answers alone but whose in-context answers are near-ties (noise of
+    at most 0.4 log-odds): the paper's objective picks whatever the noise favours, and with
+    ``zero_shot_weight`` every seed's labels are right."""
+    from steerkit.testing import FakeScorer, planted_pool
+
+    pool, gold = planted_pool(12)
+    fake = FakeScorer(_fake_that_knows_alone(gold, alone=1.0, context=0.4), model="fake-knows-alone")
+    plain = [accuracy(pool, (await search(pool, fake, SearchConfig(seed=s))).label_values()) for s in (1, 2)]
+    assert max(plain) < 0.9  # near-ties decided by noise
+    for s in (1, 2):
+        es = await search(pool, fake, SearchConfig(seed=s, zero_shot_weight=0.5))
+        assert accuracy(pool, es.label_values()) == 1.0
+        assert es.stats.ended in ("fixed_point", "converged")
+
+
+async def test_a_context_that_prefers_an_answer_outweighs_the_answer_alone() -> None:
+    """Where the context does prefer an answer, it wins over an answer alone that says the
+    opposite: the weight breaks near-ties, it does not replace what the context says."""
+    from steerkit.testing import FakeScorer, planted_pool
+
+    pool, gold = planted_pool(12)
+    fake = FakeScorer(_fake_that_knows_alone(gold, alone=-1.0, context=0.3, know=1.0), model="fake-context-knows")
+    for s in (1, 2):
+        es = await search(pool, fake, SearchConfig(seed=s, zero_shot_weight=0.5))
+        assert accuracy(pool, es.label_values()) == 1.0
+
+
+def test_the_answer_alone_is_a_sparse_setting() -> None:
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="sparse search only"):
+        SearchConfig(mode="exact", zero_shot_weight=0.5)

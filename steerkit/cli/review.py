@@ -53,8 +53,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                       help="add the least certain questions of the cached example sets (--persona, or every cached one) to the queue")
     loop.add_argument("--k", type=int, default=4, metavar="N", help="with --escalate: new questions per persona (default 4)")
     loop.add_argument("--budget", type=int, default=None, metavar="N", help="with --escalate: at most N questions per persona in total")
-    loop.add_argument("--policy", choices=["icm_confidence", "random"], default="icm_confidence",
-                      help="with --escalate: how questions are chosen (default: the search's confidence)")
+    loop.add_argument("--policy", choices=["icm_confidence", "answer_margin", "random"], default="icm_confidence",
+                      help="with --escalate: how questions are chosen: the search's confidence (default, the paper's), "
+                      "how far the model preferred each answer to the next best (finds more wrong answers on a "
+                      "model that leans to True or False), or at random")
     loop.add_argument("--apply", action="store_true",
                       help="fold the queue's answers into new example-set versions (re-runs the search with them fixed)")
 
@@ -152,12 +154,18 @@ def _wiring(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 async def _escalate(args: argparse.Namespace, path: Path, console: Any) -> int:
     from steerkit.adapters.queue import QueueAdapter
-    from steerkit.escalation import ConfidencePolicy, Escalator, RandomPolicy
+    from steerkit.escalation import AnswerMarginPolicy, ConfidencePolicy, Escalator, RandomPolicy, SelectionPolicy
 
     settings, registry, store, steerer = _wiring(args)
     adapter = QueueAdapter(path)
     try:
-        policy = ConfidencePolicy() if args.policy == "icm_confidence" else RandomPolicy(seed=settings.search.seed)
+        policy: SelectionPolicy
+        if args.policy == "answer_margin":
+            policy = AnswerMarginPolicy()
+        elif args.policy == "random":
+            policy = RandomPolicy(seed=settings.search.seed)
+        else:
+            policy = ConfidencePolicy()
         esc = Escalator(adapter, policy, k=args.k, budget=args.budget, steerer=steerer)
         rounds = await esc.escalate_cached(args.persona)
         if not rounds:

@@ -27,6 +27,7 @@ from steerkit.escalation._adapter import FeedbackAdapter
 from steerkit.escalation._escalator import Escalator
 from steerkit.escalation._policies import (
     ActiveLearningPolicy,
+    AnswerMarginPolicy,
     ConfidencePolicy,
     RandomPolicy,
     SelectionPolicy,
@@ -53,6 +54,7 @@ from steerkit.escalation._types import (
 __all__ = [
     "Answer",
     "ActiveLearningPolicy",
+    "AnswerMarginPolicy",
     "ConfidencePolicy",
     "Escalation",
     "EscalationOption",

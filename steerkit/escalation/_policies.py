@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from steerkit._logodds import log_sigmoid
 from steerkit._questions import questions
 from steerkit.errors import InvalidAnswerError
 from steerkit.escalation._render import _is_fixed, question_confidence
@@ -15,7 +17,14 @@ from steerkit.models import ExampleSet, stable_hash
 if TYPE_CHECKING:  # pragma: no cover
     from steerkit.evaluation import Predictor
 
-__all__ = ["ActiveLearningPolicy", "ConfidencePolicy", "RandomPolicy", "SelectionPolicy", "select_questions"]
+__all__ = [
+    "ActiveLearningPolicy",
+    "AnswerMarginPolicy",
+    "ConfidencePolicy",
+    "RandomPolicy",
+    "SelectionPolicy",
+    "select_questions",
+]
 
 # --- selection policies -------------------------------------------------------------------------
 
@@ -37,6 +46,24 @@ class ConfidencePolicy:
     async def rank(self, es: ExampleSet, candidates: Sequence[str]) -> list[tuple[str, float]]:
         qs = dict(questions(es))
         scored = [(q, question_confidence(es, q, qs[q])) for q in candidates]
+        return sorted(scored, key=lambda t: (t[1], t[0]))
+
+
+class AnswerMarginPolicy:
+    """The questions whose answer the model, in context, preferred least to the next best answer
+    (`ExampleSet.answer_margins`; the score is σ(margin), 0.5 a tie).
+
+    ICM confidence is a claim's own label probability, so a model that leans towards "True" or
+    "False" looks sure of every label on its side whatever the question; the margin compares a
+    question's answers with each other, where the leaning cancels. It finds more of a set's wrong
+    answers among the first asked (benchmarks/escalation_policies.py). A question without a margin
+    (a human or fixed label) comes last."""
+
+    name = "answer_margin"
+
+    async def rank(self, es: ExampleSet, candidates: Sequence[str]) -> list[tuple[str, float]]:
+        margins = es.answer_margins()
+        scored = [(q, math.exp(log_sigmoid(margins[q])) if q in margins else 1.0) for q in candidates]
         return sorted(scored, key=lambda t: (t[1], t[0]))
 
 

@@ -77,9 +77,9 @@ class Escalation(BaseModel):
     version: str
     """The example-set version this escalation was raised from; an answer must quote it."""
     policy: str = ""
-    """The selection policy that picked the question ("icm_confidence", "random", "active_learning")."""
+    """The selection policy that picked the question ("icm_confidence", "answer_margin", "random", "active_learning")."""
     score: float = 0.0
-    """The policy's score (lower = asked first): the confidence for ICM confidence/active learning."""
+    """The policy's score (lower = asked first): the confidence for ICM confidence/active learning, σ(margin) for the answer margin."""
 
     def option(self, option_id: str) -> EscalationOption:
         for o in self.options:
