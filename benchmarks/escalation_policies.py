@@ -141,9 +141,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             s["question_accuracy_before"] = round(statistics.fmean(r["question_accuracy_before"] for r in mine), 4)
             s["question_accuracy_after"] = round(statistics.fmean(r["question_accuracy_after"] for r in mine), 4)
         summary[policy] = s
-    report = {"ask": args.ask, "summary": summary, "runs": runs}
+    report = {"benchmark": "escalation_policies", "ask": args.ask, "rerun": args.rerun, "summary": summary, "runs": runs}
     args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(report, indent=1))
     return report
 
 

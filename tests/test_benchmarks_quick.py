@@ -84,6 +84,14 @@ def _collaborative_table1(d: dict[str, Any], _: Path) -> None:
     assert all(len(p["asked"]) == 2 for p in entry["policies"].values())  # k = 2 human labels each
 
 
+def _escalation_policies(d: dict[str, Any], cwd: Path) -> None:
+    assert set(d["summary"]) == {"icm_confidence", "answer_margin", "agreement", "random"} and d["rerun"]
+    for r in d["runs"]:  # every policy asked its share (20% of 30 questions) and the search re-ran
+        assert r["asked"] == 6 and 0 <= r["wrong_asked"] <= min(r["asked"], r["wrong"])
+        assert 0 <= r["question_accuracy_after"] <= 1 and r["rerun_evaluated_tokens"] > 0
+    assert json.loads((cwd / "escalation_policies.json").read_text())["runs"] == d["runs"]
+
+
 def _first_hour(d: dict[str, Any], _: Path) -> None:
     ran = [c["command"] for c in d["commands"]]
     assert "steerkit precompute --persona democrat" in ran and any("steerkit serve" in c for c in ran)
@@ -147,6 +155,7 @@ CHECKS: dict[str, tuple[Callable[[dict[str, Any], Path], None], Callable[[], dic
     "cli_startup": (_cli_startup, None),
     "backend_models": (_backend_models, None),
     "collaborative_table1": (_collaborative_table1, None),
+    "escalation_policies": (_escalation_policies, None),
     "first_hour": (_first_hour, None),
     "icm_cost": (_icm_cost, None),
     "litellm_proxy": (_litellm_proxy, _needs_litellm),
