@@ -69,7 +69,6 @@ PERSONA = Persona(id="knowledge/informed", name="well-informed adults", dimensio
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     "answer": {"proposals": "answer"},
-    "alone": {"zero_shot_weight": 0.5},
     "single": {"restarts": 1, "restart_choice": "u", "schedule": "paper", "polarity_move": False,
                "max_iterations": 200, "patience": 40, "num_seed": 8},
     "exact": {"mode": "exact", "restarts": 1, "restart_choice": "u", "schedule": "paper"},

@@ -343,14 +343,6 @@ class SearchConfig(_Frozen):
     and the weak fake's knowledge pools 9–50% fewer; its labels were as right on two-option pools
     (0.81 from every seed on 100 questions, against 0.75–0.83) and slightly less on four-option ones
     (0.94 against 0.98 on 30 questions, 0.78 against 0.79 on 100), so it is not the default."""
-    zero_shot_weight: float = Field(0.0, ge=0, le=100)
-    """``sparse`` mode: λ, the weight of the model's answer *alone* (each claim with the persona and
-    no demonstrations) in every label's term: a label's signed log-odds become
-    s(y | context) + λ·s(y | alone). With 0 (default) the objective is the paper's. Where a model's
-    in-context preferences are near-ties (a small model: `ExampleSet.answer_confidence` below
-    ``DECIDED_ANSWERS``), what decides them is otherwise noise; λ lets what the model knows alone
-    decide them instead, and a context that does prefer an answer still outweighs it. Costs one
-    short prompt per claim."""
     polarity_move: bool = True
     """``sparse`` mode: once no single change raises U, try the whole labelling's mirror (every
     two-way unit inverted at once; one pass) and keep it if U rises."""
@@ -385,19 +377,10 @@ class SearchConfig(_Frozen):
                     data = {**data, key: value}
         return data
 
-    @model_validator(mode="after")
-    def _check_mode(self) -> SearchConfig:
-        if self.zero_shot_weight and self.mode != "sparse":
-            raise ValueError("zero_shot_weight applies to the sparse search only: set mode='sparse' or leave it 0")
-        return self
-
     def config_hash(self) -> str:
         data = self.model_dump()
-        # settings added later: their defaults keep the keys of sets cached before
-        if data["proposals"] == "label":
+        if data["proposals"] == "label":  # added later: the default keeps the keys of sets cached before
             del data["proposals"]
-        if data["zero_shot_weight"] == 0.0:
-            del data["zero_shot_weight"]
         return stable_hash(data)
 
 

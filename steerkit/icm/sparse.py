@@ -73,6 +73,11 @@ SETTLED = ("fixed_point", "converged")
 """The ways a search ends by itself (the others, ``patience`` and ``max_iterations``, are its budget)."""
 
 
+def _signed(score: LabelScore, value: bool) -> float:
+    s = score.logodds()
+    return s if value else -s
+
+
 class SparseState:
     """What the restarts of one sparse search share: the graph and the prompt renderer."""
 
@@ -85,22 +90,6 @@ class SparseState:
         self.unit_index_of = {i: self.index[ctx.unit_of[i].id] for i in obj.order}
         self.graph = build_graph(self.units, items, ctx.config.context_k)
         self.sizes = [len(u.item_ids) for u in self.units]
-        self.weight = ctx.config.zero_shot_weight
-        self.alone: dict[str, float] = {}
-        """With ``zero_shot_weight``: each claim's log-odds alone (no demonstrations)."""
-
-    async def prepare(self) -> None:
-        """Score every claim alone once (with ``zero_shot_weight``; shared by the restarts, and the
-        score memo makes a second call free)."""
-        if self.weight and not self.alone:
-            obj = self.ctx.objective
-            scores = await obj.score_prompts([obj.zero_shot_prompt(i) for i in obj.order])
-            self.alone = {i: s.logodds() for i, s in zip(obj.order, scores)}
-
-    def logodds(self, item_id: str, score: LabelScore) -> float:
-        """What the objective reads of a claim's score: its log-odds in context, plus λ times its
-        log-odds alone."""
-        return score.logodds() + self.weight * self.alone.get(item_id, 0.0)
 
     def prompt(self, item_id: str, labels: Mapping[str, bool]) -> str:
         obj = self.ctx.objective
@@ -109,14 +98,13 @@ class SparseState:
         parts.append(obj._target[item_id])
         return "".join(parts)
 
-    def contribution(self, item_id: str, score: LabelScore, value: bool) -> float:
+    def contribution(self, score: LabelScore, value: bool) -> float:
         """An item's term in the objective before α (sum form; the mean divides by N later)."""
-        s = self.logodds(item_id, score)
-        s = s if value else -s
+        s = _signed(score, value)
         return log_sigmoid(s) if self.ctx.config.objective == "sum_logprob" else s
 
     def utility(self, labels: Mapping[str, bool], scores: Mapping[str, LabelScore]) -> tuple[float, float, int]:
-        total = sum(self.contribution(i, scores[i], labels[i]) for i in labels)
+        total = sum(self.contribution(scores[i], labels[i]) for i in labels)
         mp = total if self.ctx.config.objective == "sum_logprob" else (total / len(labels) if labels else 0.0)
         inc = self.ctx.pool.violations(dict(labels))
         return self.ctx.config.alpha * mp - inc, mp, inc
@@ -190,9 +178,6 @@ class SparseRestart:
 
     async def run(self) -> None:
         ctx = self.ctx
-        await self.state.prepare()
-        if self.cur is not None:  # restored from a checkpoint before the claims alone were scored
-            self._set_current()
         if self.phase == "init":
             self.labels = dict(self.start) if self.start is not None else ctx.initial_labels(self.rng, repair=False)
             self.phase = "complete"
@@ -264,7 +249,7 @@ class SparseRestart:
         partial = {m: self.labels[m] for m in unit.item_ids if m in self.labels}
         scores = await self._score_units([u], self.labels)
         cands = consistent_assignments(unit, {**ctx.fixed, **partial}) or consistent_assignments(unit, ctx.fixed)
-        best = max(cands, key=lambda a: sum(st.contribution(m, scores[m], a[m]) for m in unit.item_ids))
+        best = max(cands, key=lambda a: sum(st.contribution(scores[m], a[m]) for m in unit.item_ids))
         self.labels.update(best)
         self.scores.update(scores)
         self.stale.update(r for r in st.graph.readers[u] if self._has_labels(r))
@@ -281,7 +266,7 @@ class SparseRestart:
         return [
             i
             for i in self.ctx.objective.order
-            if i not in self.ctx.fixed and (self.state.logodds(i, self.scores[i]) > 0) != self.labels[i]
+            if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
         ]
 
     def _preferred_answers(self) -> dict[str, tuple[float, dict[str, bool]]]:
@@ -292,12 +277,12 @@ class SparseRestart:
         out: dict[str, tuple[float, dict[str, bool]]] = {}
         for unit in st.units:
             current = {m: self.labels[m] for m in unit.item_ids}
-            own = sum(st.contribution(m, self.scores[m], current[m]) for m in unit.item_ids)
+            own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
             best, gain = None, 0.0
             for a in consistent_assignments(unit, ctx.fixed):
                 if a == current:
                     continue
-                g = sum(st.contribution(m, self.scores[m], a[m]) for m in unit.item_ids) - own
+                g = sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids) - own
                 if g > gain:
                     best, gain = a, g
             if best is not None:
@@ -334,7 +319,7 @@ class SparseRestart:
         # the more confidently the context contradicts a label, the likelier its proposal is drawn
         # (uniform draws, as in the paper, waste calls on the weakest proposals, mostly rejected)
         answers = cfg.proposals == "answer"
-        weights = [(self._preferred[i][0] if answers else abs(st.logodds(i, self.scores[i]))) + 0.05 for i in contradicted]
+        weights = [(self._preferred[i][0] if answers else abs(self.scores[i].logodds())) + 0.05 for i in contradicted]
         x = self.rng.choices(contradicted, weights)[0]
         self.iteration += 1
         temp = ctx.temperature(self.iteration, self.accepted)
@@ -360,9 +345,9 @@ class SparseRestart:
             best_delta, best_k = -math.inf, 0
             for k, a in enumerate(cands):
                 new = flat[k * n : (k + 1) * n]
-                d = sum(st.contribution(m, self.scores[m], a[m]) - st.contribution(m, self.scores[m], current[m]) for m in unit.item_ids)
+                d = sum(st.contribution(self.scores[m], a[m]) - st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
                 d += sum(
-                    st.contribution(i, s, self.labels[i]) - st.contribution(i, self.scores[i], self.labels[i])
+                    st.contribution(s, self.labels[i]) - st.contribution(self.scores[i], self.labels[i])
                     for i, s in zip(reader_ids, new)
                 )
                 if d > best_delta:
