@@ -37,14 +37,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from label_quality import accuracy, fake_backend, knowledge_pool, open_backend, unique_options  # noqa: E402
-from scipy.stats import mannwhitneyu  # noqa: E402
+from label_quality import (
+    accuracy,
+    fake_backend,
+    knowledge_pool,
+    open_backend,
+    unique_options,
+)
+from scipy.stats import mannwhitneyu
 
-from steerkit import AnswerMarginPolicy, ConfidencePolicy, RandomPolicy  # noqa: E402
-from steerkit._questions import questions  # noqa: E402
-from steerkit.icm import search  # noqa: E402
-from steerkit.models import ExampleSet, Pool, SearchConfig  # noqa: E402
-from steerkit.testing import WEAK_SIGNAL  # noqa: E402
+from steerkit import AnswerMarginPolicy, ConfidencePolicy, RandomPolicy
+from steerkit._questions import questions
+from steerkit.icm import search
+from steerkit.models import ExampleSet, Pool, SearchConfig
+from steerkit.testing import WEAK_SIGNAL
 
 POLICIES = ("icm_confidence", "answer_margin", "agreement", "random")
 

@@ -154,7 +154,13 @@ def _wiring(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 async def _escalate(args: argparse.Namespace, path: Path, console: Any) -> int:
     from steerkit.adapters.queue import QueueAdapter
-    from steerkit.escalation import AnswerMarginPolicy, ConfidencePolicy, Escalator, RandomPolicy, SelectionPolicy
+    from steerkit.escalation import (
+        AnswerMarginPolicy,
+        ConfidencePolicy,
+        Escalator,
+        RandomPolicy,
+        SelectionPolicy,
+    )
 
     settings, registry, store, steerer = _wiring(args)
     adapter = QueueAdapter(path)
