@@ -26,7 +26,6 @@ version, base model, date, counts) is added to the pack and the state file remov
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from steerkit._logodds import sigmoid
 from steerkit._version import __version__
 from steerkit.errors import PackError
 from steerkit.icm.prompts import render_prompt
@@ -229,7 +229,7 @@ def _clean_candidate(raw: dict[str, Any]) -> tuple[str, list[str], str | None] |
 def _p_true(score: Any) -> float | None:
     if score.p_true is None and score.p_false is None:
         return None
-    return 1.0 / (1.0 + math.exp(-score.logodds()))
+    return sigmoid(score.logodds())
 
 
 class _State(BaseModel):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from datetime import UTC, datetime
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from steerkit._logodds import log_sigmoid
+from steerkit._logodds import log_sigmoid, sigmoid
 from steerkit._version import __version__
 from steerkit.errors import InvalidPoolError
 
@@ -560,7 +559,7 @@ class ExampleSet(BaseModel):
         margins = self.answer_margins()
         if not margins:
             return None
-        return sum(math.exp(log_sigmoid(m)) for m in margins.values()) / len(margins)
+        return sum(sigmoid(m) for m in margins.values()) / len(margins)
 
     def reliability_warning(self) -> str | None:
         """Why this set may be a bad draw (a search stopped by its budget, or restarts that

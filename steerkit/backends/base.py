@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from steerkit._logodds import sigmoid
 from steerkit.errors import BackendResponseError
 
 #: Case-insensitive token spellings counted as each label (after stripping whitespace).
@@ -50,7 +51,7 @@ class LabelScore:
 
     def prob_true(self) -> float:
         """P(True | label ∈ {True, False}): the two-way normalised probability."""
-        return 1.0 / (1.0 + math.exp(-self.logodds()))
+        return sigmoid(self.logodds())
 
 
 @dataclass

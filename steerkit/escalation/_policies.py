@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from steerkit._logodds import log_sigmoid
+from steerkit._logodds import sigmoid
 from steerkit._questions import questions
 from steerkit.errors import InvalidAnswerError
 from steerkit.escalation._render import _is_fixed, question_confidence
@@ -63,7 +62,7 @@ class AnswerMarginPolicy:
 
     async def rank(self, es: ExampleSet, candidates: Sequence[str]) -> list[tuple[str, float]]:
         margins = es.answer_margins()
-        scored = [(q, math.exp(log_sigmoid(margins[q])) if q in margins else 1.0) for q in candidates]
+        scored = [(q, sigmoid(margins[q]) if q in margins else 1.0) for q in candidates]
         return sorted(scored, key=lambda t: (t[1], t[0]))
 
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from steerkit._logodds import log_sigmoid
+from steerkit._logodds import log_sigmoid, sigmoid
 from steerkit.backends.base import LabelScore, LogprobBackend
 from steerkit.errors import LabelTokensMissingError
 from steerkit.icm.prompts import render_demonstration, render_prompt
@@ -96,7 +95,7 @@ class Evaluation:
 
     def confidence(self, item_id: str) -> float:
         """P(assigned label), two-way normalised."""
-        return math.exp(log_sigmoid(self.signed(item_id)))
+        return sigmoid(self.signed(item_id))
 
 
 class Objective:
