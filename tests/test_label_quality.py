@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from icm_fakes import accuracy, planted_fake
 
 from steerkit.icm import search
@@ -164,3 +165,38 @@ def test_the_default_proposals_keep_the_cache_keys_of_sets_cached_before() -> No
     before = {k: v for k, v in SearchConfig().model_dump().items() if k != "proposals"}
     assert SearchConfig().config_hash() == stable_hash(before)
     assert SearchConfig(proposals="answer").config_hash() != SearchConfig().config_hash()
+
+
+async def test_the_label_whose_question_gains_most_is_proposed_first() -> None:
+    """A leaning model "contradicts" labels whose question prefers no other answer: q0 labels its
+    second option False although it scores +2.9 (its first, labelled True, scores +3.0: flipping
+    the question loses 0.2). q1's labels are contradicted by 1.0 each, and flipping it gains 4.0.
+    Drawn by a claim's own |log-odds| (the old order), q0's proposal came first 58% of the time; by
+    its question's gain, q1's comes first."""
+    import math
+
+    from steerkit.backends.base import LabelScore
+    from steerkit.icm.context import SearchContext
+    from steerkit.icm.sparse import SparseRestart, SparseState
+
+    def score(logodds: float) -> LabelScore:
+        p = 1 / (1 + math.exp(-logodds))
+        return LabelScore(p_true=p, p_false=1 - p)
+
+    pool, fake = planted_fake(2)
+    a, b = (g.item_ids for g in pool.groups)
+    ctx = SearchContext(pool, fake, SearchConfig(seed=1), {}, {}, None, None)
+    state = SparseState(ctx)
+    restart = SparseRestart(ctx, 0, state)
+    ctx.restarts = [restart]
+    restart.labels = {a[0]: True, a[1]: False, b[0]: True, b[1]: False}
+    restart.scores = {a[0]: score(3.0), a[1]: score(2.9), b[0]: score(-1.0), b[1]: score(1.0)}
+    restart.phase = "anneal"
+    restart._set_current()
+    assert restart._own_gain(a[1]) == pytest.approx(-0.2, abs=1e-3)
+    assert restart._own_gain(b[0]) == pytest.approx(4.0, abs=1e-3) == restart._own_gain(b[1])
+    contradicted = restart._contradicted()
+    assert set(contradicted) == {a[1], b[0], b[1]}
+    await restart._anneal_one(contradicted)
+    proposed = restart.rejected | {i for i in b if restart.labels[i] != (i == b[0])}
+    assert proposed & set(b) and not proposed & set(a)
