@@ -330,18 +330,19 @@ class SearchConfig(_Frozen):
     """Independent searches from seeds ``seed, seed+1, …``, run concurrently (default: 16 sparse,
     1 exact); ``restart_choice`` makes them one labelling. 16 by measurement: they share one score
     memo, so 16 cost 8–21% more tokens than 8 (the 107-claim Nigeria pool on Gemma 3 270M: 192k
-    evaluated tokens against 178k), and on the knowledge pools of ``benchmarks/label_quality.py``,
+    evaluated tokens against 178k, with the earlier proposal order), and on the knowledge pools of ``benchmarks/label_quality.py``,
     with ``restart_choice="consensus"``, they narrow the seed-to-seed spread of label accuracy to
     at most 0.08 where 8 left up to 0.14 (two-option) and 0.17 (four-option)."""
     proposals: Literal["label", "answer"] = "label"
     """``sparse`` mode: what a proposal changes. ``label`` (default): a label its context
     contradicts (the claim's own prediction, as the reference code proposes); ``answer``: a
     question's answer where its context prefers another consistent answer (its claims scored
-    together, so a model's leaning towards "True" or "False" proposes nothing). ``answer`` is
-    cheaper: the 107-claim Nigeria pool on Gemma 3 270M took 132k evaluated tokens against 192k,
-    and the weak fake's knowledge pools 9–50% fewer; its labels were as right on two-option pools
-    (0.81 from every seed on 100 questions, against 0.75–0.83) and slightly less on four-option ones
-    (0.94 against 0.98 on 30 questions, 0.78 against 0.79 on 100), so it is not the default."""
+    together, so a model's leaning towards "True" or "False" proposes nothing). ``label`` proposes
+    first the label whose own question gains most. ``answer`` is cheaper: the 107-claim Nigeria
+    pool on Gemma 3 270M took 132k evaluated tokens against ``label``'s 144.5k, and the weak fake's
+    knowledge pools 3–38% fewer. Its labels were less right: 0.81 against 0.84 on 100 two-option
+    questions, 0.94 against 0.98 on 30 four-option ones, and 0.76–0.79 against 0.81 on 100. So it is
+    not the default."""
     polarity_move: bool = True
     """``sparse`` mode: once no single change raises U, try the whole labelling's mirror (every
     two-way unit inverted at once; one pass) and keep it if U rises."""
