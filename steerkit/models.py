@@ -330,8 +330,8 @@ class SearchConfig(_Frozen):
     """Independent searches from seeds ``seed, seed+1, …``, run concurrently (default: 16 sparse,
     1 exact); ``restart_choice`` makes them one labelling. 16 by measurement: they share one score
     memo, so 16 cost 8–21% more tokens than 8 (the 107-claim Nigeria pool on Gemma 3 270M: 192k
-    evaluated tokens against 178k, with the earlier proposal order), and on the knowledge pools of ``benchmarks/label_quality.py``,
-    with ``restart_choice="consensus"``, they narrow the seed-to-seed spread of label accuracy to
+    evaluated tokens against 178k, with the earlier proposal order), and on the knowledge pools of
+    ``benchmarks/label_quality.py``, with ``restart_choice="consensus"``, they narrow the seed-to-seed spread of label accuracy to
     at most 0.08 where 8 left up to 0.14 (two-option) and 0.17 (four-option)."""
     proposals: Literal["label", "answer"] = "label"
     """``sparse`` mode: what a proposal changes. ``label`` (default): a label its context

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from steerkit._logodds import log_sigmoid
 from steerkit.backends.base import LabelScore
 from steerkit.icm.checkpoint import restart_snapshot, restore_restart
-from steerkit.icm.consistency import consistent_assignments
+from steerkit.icm.consistency import Unit, consistent_assignments
 from steerkit.icm.neighbours import build_graph
 from steerkit.icm.objective import Evaluation
 
@@ -273,38 +273,34 @@ class SparseRestart:
             if i not in self.ctx.fixed and (self.scores[i].logodds() > 0) != self.labels[i]
         ]
 
+    def _answer_gains(self, unit: Unit) -> list[tuple[dict[str, bool], float]]:
+        """Each other consistent assignment of ``unit`` with how much its own scores gain from it
+        (before α): the part of a proposal's ΔU known without a call."""
+        st = self.state
+        current = {m: self.labels[m] for m in unit.item_ids}
+        own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
+        return [(a, sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids) - own)
+                for a in consistent_assignments(unit, self.ctx.fixed) if a != current]
+
     def _preferred_answers(self) -> dict[str, tuple[float, dict[str, bool]]]:
         """``proposals="answer"``: per unit whose context prefers another consistent answer, the
         claim that answer turns True (or, where it turns none True, one it turns False) → (by how
         much its context prefers it, that answer)."""
-        ctx, st = self.ctx, self.state
         out: dict[str, tuple[float, dict[str, bool]]] = {}
-        for unit in st.units:
-            current = {m: self.labels[m] for m in unit.item_ids}
-            own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
-            best, gain = None, 0.0
-            for a in consistent_assignments(unit, ctx.fixed):
-                if a == current:
-                    continue
-                g = sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids) - own
-                if g > gain:
-                    best, gain = a, g
-            if best is not None:
-                changed = [m for m in unit.item_ids if best[m] != current[m]]
+        for unit in self.state.units:
+            gains = [(a, g) for a, g in self._answer_gains(unit) if g > 0]
+            if gains:
+                best, gain = max(gains, key=lambda t: t[1])
+                changed = [m for m in unit.item_ids if best[m] != self.labels[m]]
                 x = next((m for m in changed if best[m]), changed[0])
                 out[x] = (gain, best)
         return out
 
     def _own_gain(self, x: str) -> float:
-        """How much x's own question gains (before α) from its best consistent assignment that
-        changes x's label: the part of a proposal's ΔU known without a call."""
-        st = self.state
-        unit = st.units[st.unit_index_of[x]]
-        current = {m: self.labels[m] for m in unit.item_ids}
-        own = sum(st.contribution(self.scores[m], current[m]) for m in unit.item_ids)
-        options = [a for a in consistent_assignments(unit, self.ctx.fixed) if a[x] != current[x]]
-        return max((sum(st.contribution(self.scores[m], a[m]) for m in unit.item_ids) - own for a in options),
-                   default=-math.inf)
+        """How much x's own question gains from its best consistent assignment that changes x's
+        label (`_answer_gains`)."""
+        unit = self.state.units[self.state.unit_index_of[x]]
+        return max((g for a, g in self._answer_gains(unit) if a[x] != self.labels[x]), default=-math.inf)
 
     def _proposable(self) -> list[str]:
         """The labels a proposal may change now; empty once the search is finished, with the
